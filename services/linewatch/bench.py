@@ -1,0 +1,138 @@
+"""`linewatch bench pipeline`: simulator -> validator -> writer on the embedded stack, and in the same run
+the InfluxDB line-protocol ceiling for the same points on the same influxd.
+
+The simulator first loads the raw topic (timed on its own); the validator and writer then drain it, and
+their throughput is taken from the writer's own per-second stats from its first to its last point, so
+process start-up is excluded. The ceiling writes the same points, already formatted, in batches of 10k.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from linewatch.contract import ServiceStats, telemetry_decoder
+from linewatch.devstack import DevStack
+from linewatch.influx import InfluxWriter
+from linewatch.kafka import ensure_topics
+from linewatch.launcher import ServiceProcess
+from linewatch.lineprotocol import TimestampCache, telemetry_lines
+from linewatch.liveview import StatsReader
+from linewatch.settings import InfluxSettings, KafkaSettings
+
+CEILING_BATCH_POINTS = 10_000
+
+
+def _out(text: str) -> None:
+    """Benchmark figures are the command's output, not log records."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def read_topic(kafka: KafkaSettings, topic: str, samples: int, timeout_s: float = 120.0) -> list[bytes]:
+    """Frames of `topic` until they hold `samples` samples (counted, since end offsets lie on Tansu)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                             fetch_max_wait_ms=kafka.fetch_max_wait_ms, max_partition_fetch_bytes=8 << 20)
+    partitions = [TopicPartition(topic, p) for p in range(kafka.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    payloads: list[bytes] = []
+    seen = 0
+    deadline = time.monotonic() + timeout_s
+    while seen < samples and time.monotonic() < deadline:
+        for records in consumer.poll(timeout_ms=200).values():
+            for record in records:
+                payloads.append(record.value)
+                seen += len(telemetry_decoder.decode(record.value).samples)
+    consumer.close()
+    return payloads
+
+
+async def ceiling(url: str, database: str, payloads: list[bytes]) -> tuple[int, float]:
+    timestamps = TimestampCache()
+    lines = [line for payload in payloads for line in telemetry_lines(payload, timestamps)]
+    bodies = [b"\n".join(lines[i:i + CEILING_BATCH_POINTS])
+              for i in range(0, len(lines), CEILING_BATCH_POINTS)]
+    writer = InfluxWriter(InfluxSettings(url=url, database=database))
+    started = time.perf_counter()
+    for body in bodies:
+        await writer.write(body)
+    elapsed = time.perf_counter() - started
+    await writer.close()
+    return len(lines), elapsed
+
+
+def bench_pipeline(samples: int, timeout_s: float = 900.0) -> int:
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-"))
+    with DevStack() as stack:
+        env = stack.service_env()
+        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+        ensure_topics(kafka, kafka.topics.all())
+
+        started = time.perf_counter()
+        with (run_dir / "simulator.log").open("ab") as log:
+            subprocess.run([sys.executable, "-m", "simulator", "--samples", str(samples), "--max-speed"],
+                           env=env, check=True, stdout=log, stderr=log)
+        simulate_s = time.perf_counter() - started
+        _out(f"simulator   {samples:>10,} samples loaded in {simulate_s:5.1f} s  ({samples / simulate_s:,.0f}/s)")
+
+        last: dict[str, ServiceStats] = {}
+        progress: list[tuple[float, int]] = []
+
+        def on_stats(stats: ServiceStats) -> None:
+            last[stats.service] = stats
+            if stats.service == "writer" and stats.counters.get("points_written", 0) > 0:
+                progress.append((stats.at.timestamp(), stats.counters["points_written"]))
+
+        services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in ("validator", "writer")]
+        reader = StatsReader(kafka)
+        try:
+            expected = None
+            deadline = time.monotonic() + timeout_s
+            while time.monotonic() < deadline:
+                reader.poll(on_stats, 0.5)
+                validator = last.get("validator")
+                if validator is not None and validator.counters.get("messages_in", 0) > 0:
+                    expected = validator.counters.get("samples_valid", 0)
+                if progress and expected and progress[-1][1] >= samples:
+                    break
+                if not all(s.alive() for s in services):
+                    raise RuntimeError(f"a service died, see {run_dir}")
+        finally:
+            reader.close()
+            for service in services:
+                service.stop()
+        if not progress or progress[-1][1] < samples:
+            raise RuntimeError(f"pipeline did not write {samples} points within {timeout_s:.0f} s, see {run_dir}")
+        # Steady state: from the writer's first report with points to its first report with all of them.
+        first_at, first_points = progress[0]
+        done_at, done_points = next(p for p in progress if p[1] >= samples)
+        pipeline_rate = (done_points - first_points) / (done_at - first_at)
+
+        payloads = read_topic(kafka, kafka.topics.valid, samples)
+        stack.influxd.create_database("ceiling")
+        points, seconds = asyncio.run(ceiling(stack.influxd.url, "ceiling", payloads))
+        ceiling_rate = points / seconds
+
+    for name in ("simulator", "validator", "writer"):
+        if name in last:
+            _out(f"{name:<11} peak RSS {last[name].peak_rss_bytes / 2**20:7.1f} MiB")
+    _out(f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
+         f"(steady state, validator + writer + broker + influxd on {_cores()} cores)")
+    _out(f"ceiling     {points:>10,} points in {seconds:5.1f} s  (pre-formatted line protocol, "
+         f"{CEILING_BATCH_POINTS:,} per POST, same influxd)")
+    _out(f"pipeline_samples_per_s={pipeline_rate:.0f} influx_ceiling_points_per_s={ceiling_rate:.0f} "
+         f"ratio={pipeline_rate / ceiling_rate:.2f}")
+    return 0
+
+
+def _cores() -> int:
+    import os
+
+    return len(os.sched_getaffinity(0))

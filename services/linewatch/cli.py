@@ -1,0 +1,111 @@
+"""`linewatch`: one command for the plant pipeline (up, simulate, service, bench)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from linewatch import logs
+from linewatch.launcher import SERVICES
+
+log = logging.getLogger("linewatch")
+
+
+def _exec_module(module: str, args: list[str]) -> None:
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from rich.console import Console
+    from rich.live import Live
+
+    from linewatch.devstack import DevStack
+    from linewatch.kafka import ensure_topics
+    from linewatch.launcher import ServiceProcess
+    from linewatch.liveview import PipelineView, StatsReader
+    from linewatch.settings import KafkaSettings
+
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-up-"))
+    console = Console()
+    with DevStack() as stack:
+        env = stack.service_env()
+        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+        ensure_topics(kafka, kafka.topics.all())
+        simulator_args = ["--speed", str(args.speed), "--duration-s", str(args.duration_s),
+                          "--random-faults", str(args.random_faults), "--malformed-share",
+                          str(args.malformed_share), "--labels", str(run_dir / "fault-labels.jsonl")]
+        processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in SERVICES]
+        processes.append(ServiceProcess("simulator", env, run_dir / "simulator.log", tuple(simulator_args)).start())
+        reader = StatsReader(kafka)
+        view = PipelineView()
+        title = (f"linewatch — broker {stack.broker.bootstrap}, InfluxDB {stack.influxd.url} "
+                 f"(db {stack.database}); logs in {run_dir}; Ctrl-C stops")
+        deadline = time.monotonic() + args.for_s if args.for_s else None
+        try:
+            with Live(view.render(title), console=console, refresh_per_second=2) as live:
+                while deadline is None or time.monotonic() < deadline:
+                    reader.poll(view.add, 0.5)
+                    live.update(view.render(title))
+                    dead = [p.name for p in processes if not p.alive() and p.name != "simulator"]
+                    if dead:
+                        console.print(f"[red]service(s) stopped unexpectedly: {dead}; see {run_dir}")
+                        return 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            reader.close()
+            for process in reversed(processes):
+                process.stop()
+    console.print(f"stopped; logs kept in {run_dir}")
+    return 0
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    from linewatch.bench import bench_pipeline
+
+    if args.target == "pipeline":
+        return bench_pipeline(samples=args.samples)
+    raise SystemExit(f"unknown benchmark {args.target}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="linewatch", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    up = sub.add_parser("up", help="embedded broker + InfluxDB, all services and the simulator, live view")
+    up.add_argument("--speed", type=float, default=10.0, help="simulated seconds per wall second")
+    up.add_argument("--duration-s", type=float, default=8 * 3600.0, help="simulated run length")
+    up.add_argument("--random-faults", type=int, default=16)
+    up.add_argument("--malformed-share", type=float, default=0.002)
+    up.add_argument("--for-s", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    up.set_defaults(func=cmd_up)
+    simulate = sub.add_parser("simulate", help="run the plant simulator (see `linewatch simulate -h`)",
+                              add_help=False)
+    simulate.set_defaults(func=None, module="simulator")
+    service = sub.add_parser("service", help="run one service in the foreground")
+    service.add_argument("name", choices=SERVICES)
+    bench = sub.add_parser("bench", help="benchmarks that print figures")
+    bench.add_argument("target", choices=["pipeline"])
+    bench.add_argument("--samples", type=int, default=600_000)
+    bench.set_defaults(func=cmd_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        _exec_module("simulator", argv[1:])
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command == "service":
+        _exec_module(args.name, [])
+    logs.configure("linewatch", os.environ.get("LINEWATCH_LOG_LEVEL", "WARNING"))
+    sys.exit(args.func(args))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The message contract in code. `schemas/*.schema.json` is the published form; tests keep both in step."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+import msgspec
+
+TELEMETRY_SCHEMA_VERSION = 1
+DEADLETTER_SCHEMA_VERSION = 1
+
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
+UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
+EquipmentState = Literal["running", "idle", "maintenance", "setup", "fault"]
+
+
+class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    ts: UtcTime
+    # Sensor names are checked against the plant model by the validator; a pattern here would cost
+    # more than the rest of decoding together (a regex per value).
+    values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
+
+
+class TelemetryFrame(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One equipment's readings: one or more timestamped samples of named sensor values."""
+
+    schema_version: Literal[1]
+    site: Name
+    area: Name
+    line: Name
+    equipment_id: Name
+    equipment_class: Name
+    seq: Annotated[int, msgspec.Meta(ge=0)]
+    state: EquipmentState
+    units: dict[Name, Annotated[str, msgspec.Meta(min_length=1, max_length=32)]]
+    samples: Annotated[list[Sample], msgspec.Meta(min_length=1)]
+    lot_id: Name | None = None
+    recipe: Name | None = None
+
+
+class SourcePosition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    topic: str
+    partition: int
+    offset: int
+    key: str | None = None
+
+
+class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """What could not be processed, why, and where it came from."""
+
+    schema_version: Literal[1]
+    stage: str
+    reason: str
+    detail: str
+    source: SourcePosition
+    received_at: UtcTime
+    source_sha256: str
+    payload: str
+    payload_encoding: Literal["utf-8", "base64"]
+    payload_truncated: bool
+
+
+class ServiceStats(msgspec.Struct, frozen=True):
+    """Counters a service publishes every second, for the live view and benchmarks."""
+
+    service: str
+    instance: str
+    at: UtcTime
+    counters: dict[str, int]
+    peak_rss_bytes: int
+
+
+telemetry_decoder = msgspec.json.Decoder(TelemetryFrame)
+deadletter_decoder = msgspec.json.Decoder(DeadLetter)
+stats_decoder = msgspec.json.Decoder(ServiceStats)
+encoder = msgspec.json.Encoder()
+
+DEADLETTER_PAYLOAD_LIMIT = 64 * 1024
+
+
+def sha256_hex(payload: bytes) -> str:
+    return hashlib.sha256(payload).hexdigest()
+
+
+def dead_letter(
+    *, stage: str, reason: str, detail: str, source: SourcePosition, source_bytes: bytes,
+    payload: bytes | None = None,
+) -> DeadLetter:
+    """Wrap a rejected payload (by default the whole source message) with its reason and origin."""
+    import base64
+
+    body = source_bytes if payload is None else payload
+    truncated = len(body) > DEADLETTER_PAYLOAD_LIMIT
+    body = body[:DEADLETTER_PAYLOAD_LIMIT]
+    try:
+        text, encoding = body.decode("utf-8"), "utf-8"
+    except UnicodeDecodeError:
+        text, encoding = base64.b64encode(body).decode("ascii"), "base64"
+    return DeadLetter(
+        schema_version=DEADLETTER_SCHEMA_VERSION, stage=stage, reason=reason, detail=detail[:2000],
+        source=source, received_at=datetime.now(UTC), source_sha256=sha256_hex(source_bytes),
+        payload=text, payload_encoding=encoding,  # type: ignore[arg-type]
+        payload_truncated=truncated,
+    )

@@ -1,0 +1,86 @@
+"""Kafka plumbing shared by services: topic creation and a faust app tuned for at-least-once."""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import time
+from typing import Any
+
+from linewatch.settings import KafkaSettings
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> None:
+    """Create missing topics with kafka-python's admin client (idempotent)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="linewatch-admin")
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            try:
+                admin.create_topics([NewTopic(t, settings.partitions, 1) for t in missing])
+            except TopicAlreadyExistsError:
+                pass
+            log.info("topics created", extra={"topics": missing, "partitions": settings.partitions})
+    finally:
+        admin.close()
+
+
+def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """faust hard-codes fetch_max_wait_ms=1500; Tansu holds every fetch that long, so latency would too."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "linewatch_fetch_wait", None) == fetch_max_wait_ms:
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read when the consumer starts its fetcher
+        return consumer
+
+    create_worker_consumer.linewatch_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+
+
+def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
+    """A faust App named after the service (its consumer group) with at-least-once settings."""
+    import faust
+
+    _shorten_faust_fetch_wait(settings.fetch_max_wait_ms)
+    config: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        "processing_guarantee": "at_least_once",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": False,
+        "datadir": tempfile.mkdtemp(prefix=f"linewatch-{service}-"),
+        "topic_partitions": settings.partitions,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 4,
+        "broker_commit_interval": 0.5,
+        "broker_commit_every": 1000,
+        "producer_linger_ms": 5,
+        "producer_max_batch_size": 1024 * 1024,
+        "producer_max_request_size": 4 * 1024 * 1024,
+        "stream_buffer_maxsize": 4096,
+        "consumer_max_fetch_size": 16 * 1024 * 1024,
+        "broker_max_poll_records": 2000,
+    }
+    config.update(overrides)
+    return faust.App(service, **config)

@@ -1,0 +1,114 @@
+"""InfluxDB line protocol, written directly: Point.to_line_protocol() costs ~13 us a point.
+
+Telemetry takes a faster path still: sample values are copied as their JSON number text (valid line
+protocol floats) instead of being parsed and printed again, which was the costliest step of the writer.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import msgspec
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
+_MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
+_STRING_ESCAPES = str.maketrans({'"': r"\"", "\\": "\\\\", "\n": r"\n"})
+
+TELEMETRY_MEASUREMENT = "telemetry"
+
+
+def escape_key(text: str) -> str:
+    """Escape a tag key, tag value or field key."""
+    return text.translate(_KEY_ESCAPES)
+
+
+def to_ns(ts: datetime) -> int:
+    """Exact integer nanoseconds since the epoch (float seconds would lose precision)."""
+    delta = ts - _EPOCH
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1_000
+
+
+def field_value(value: float | int | str | bool) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return f"{value}i"
+    if isinstance(value, float):
+        return repr(value)
+    return '"' + value.translate(_STRING_ESCAPES) + '"'
+
+
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool],
+         ts_ns: int) -> str:
+    tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
+    field_part = ",".join(f"{escape_key(k)}={field_value(v)}" for k, v in fields.items())
+    return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_part} {field_part} {ts_ns}"
+
+
+class _WireSample(msgspec.Struct):
+    ts: str
+    values: msgspec.Raw
+
+
+class _WireFrame(msgspec.Struct):
+    """The fields of a validated TelemetryFrame that become a point; values stay JSON text."""
+
+    site: str
+    area: str
+    line: str
+    equipment_id: str
+    equipment_class: str
+    state: str
+    samples: list[_WireSample]
+    lot_id: str | None = None
+    recipe: str | None = None
+
+
+_wire_decoder = msgspec.json.Decoder(_WireFrame)
+_values_decoder = msgspec.json.Decoder(dict[str, float])
+_JSON_NOISE = b' \t\r\n"'
+
+
+class TimestampCache:
+    """RFC 3339 text -> ns; samples of one instant across equipment share the parse."""
+
+    def __init__(self, size: int = 50_000) -> None:
+        self._cache: dict[str, int] = {}
+        self._size = size
+
+    def __call__(self, text: str) -> int:
+        ns = self._cache.get(text)
+        if ns is None:
+            if len(self._cache) >= self._size:
+                self._cache.clear()
+            ns = self._cache[text] = to_ns(datetime.fromisoformat(text))
+        return ns
+
+
+def telemetry_lines(payload: bytes, ns_of: TimestampCache) -> list[bytes]:
+    """One point per sample of a validated frame: stable tags name the equipment; state, lot and recipe
+    are fields, so a resend lands on the same series and timestamp and overwrites."""
+    frame = _wire_decoder.decode(payload)
+    prefix = (
+        f"{TELEMETRY_MEASUREMENT},area={escape_key(frame.area)},equipment={escape_key(frame.equipment_id)}"
+        f",equipment_class={escape_key(frame.equipment_class)},line={escape_key(frame.line)}"
+        f",site={escape_key(frame.site)} "
+    ).encode()
+    context = f',state="{frame.state}"'
+    if frame.lot_id:
+        context += f',lot_id="{field_value(frame.lot_id)[1:-1]}"'
+    if frame.recipe:
+        context += f',recipe="{field_value(frame.recipe)[1:-1]}"'
+    suffix = context.encode() + b" "
+    lines = []
+    for sample in frame.samples:
+        raw = bytes(sample.values)
+        if b"\\" in raw:  # escaped names: take the slow, exact path
+            fields = ",".join(f"{escape_key(k)}={v!r}" for k, v in _values_decoder.decode(raw).items()).encode()
+        else:
+            # {"a":1.5,"b":-2e-05} -> a=1.5,b=-2e-05 (names are plant sensor names, checked upstream)
+            fields = raw.translate(None, _JSON_NOISE)[1:-1].replace(b":", b"=")
+        lines.append(prefix + fields + suffix + str(ns_of(sample.ts)).encode())
+    return lines

@@ -1,0 +1,54 @@
+"""Typed settings shared by services, read from LINEWATCH_* environment variables once in `__main__`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PLANT_FILE = REPO_ROOT / "deploy" / "plant" / "reference-plant.yaml"
+
+
+class Topics(BaseModel):
+    raw: str = "linewatch.telemetry.raw"
+    valid: str = "linewatch.telemetry.valid"
+    deadletter: str = "linewatch.deadletter"
+    stats: str = "linewatch.stats"
+
+    def all(self) -> list[str]:
+        return [self.raw, self.valid, self.deadletter, self.stats]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = 4
+    # Tansu holds every fetch for the full wait even when data is waiting (platform notes).
+    fetch_max_wait_ms: int = 10
+    session_timeout_s: float = 10.0
+    topics: Topics = Topics()
+
+
+class InfluxSettings(BaseModel):
+    url: str = "http://127.0.0.1:8086"
+    # v1: POST /write?db= (InfluxDB 1.x); v2: influxdb-client WriteApi (InfluxDB >= 1.8, 2.x, 3.x).
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "linewatch"
+    bucket: str = "linewatch"
+    org: str = "linewatch"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = 30.0
+
+
+class CommonSettings(BaseSettings):
+    """Base of every service's settings: nested values use `__`, e.g. LINEWATCH_KAFKA__BOOTSTRAP_SERVERS."""
+
+    model_config = SettingsConfigDict(env_prefix="LINEWATCH_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    log_level: str = "INFO"
+    plant_file: Path = DEFAULT_PLANT_FILE

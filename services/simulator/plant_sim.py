@@ -1,0 +1,147 @@
+"""The whole plant, stepped chunk by chunk: equipment states, recipes, lots, faults -> telemetry frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+import numpy as np
+
+from linewatch.contract import TELEMETRY_SCHEMA_VERSION, EquipmentState, Sample, TelemetryFrame
+from linewatch.plant import Equipment, PlantModel
+from simulator.faults import Injection
+from simulator.physics import EquipmentPhysics
+
+# Share of time and duration range (s) of each equipment state once a running period ends.
+STATE_CHOICES: list[tuple[EquipmentState, float, tuple[float, float]]] = [
+    ("running", 0.90, (1200.0, 5400.0)),
+    ("idle", 0.08, (120.0, 600.0)),
+    ("maintenance", 0.02, (600.0, 1800.0)),
+]
+ALWAYS_RUNNING = {"dry_room", "conductivity_qc"}
+
+
+@dataclass
+class Unit:
+    equipment: Equipment
+    physics: EquipmentPhysics
+    units: dict[str, str]
+    state: EquipmentState = "running"
+    state_until_s: float = 0.0
+    seq: int = 0
+    stuck: dict[int, float] = field(default_factory=dict)
+
+
+def lot_number(t_s: float, lot_duration_s: float) -> int:
+    return int(t_s // lot_duration_s)
+
+
+def lot_id(line: str, number: int) -> str:
+    return f"EL-{line.upper().replace('-', '')}-{number}"
+
+
+class PlantSimulator:
+    def __init__(self, plant: PlantModel, seed: int, injections: list[Injection]) -> None:
+        self.plant = plant
+        self.injections = injections
+        self.rng = np.random.default_rng(seed)
+        self.units: list[Unit] = []
+        for index, equipment in enumerate(plant.equipment):
+            spec = plant.classes[equipment.equipment_class]
+            rng = np.random.default_rng([seed, index])
+            physics = EquipmentPhysics(spec, plant.sample_period_s, rng, float(rng.random() * 20_000))
+            self.units.append(Unit(equipment, physics, {n: s.unit for n, s in spec.sensors.items()}))
+        self._warm = False
+
+    def _warm_up(self, t0_s: float) -> None:
+        """Let lagged process values settle before the first sample, so the run starts without a transient."""
+        t = t0_s - self.plant.sample_period_s * np.arange(1800, 0, -1)
+        for unit in self.units:
+            unit.physics.step(t, True, None, {})
+        self._warm = True
+
+    def next_boundary_s(self, t0_s: float) -> float:
+        """Chunks end at lot changes, so every frame belongs to exactly one lot."""
+        duration = self.plant.lot_duration_s
+        return (lot_number(t0_s, duration) + 1) * duration
+
+    def frames(self, t0_s: float, steps: int) -> list[TelemetryFrame]:
+        if not self._warm:
+            self._warm_up(t0_s)
+        period = self.plant.sample_period_s
+        t = t0_s + np.arange(steps) * period
+        stamps = [datetime.fromtimestamp(x, UTC) for x in t.tolist()]
+        return [self._unit_frame(unit, t, stamps) for unit in self.units]
+
+    def _unit_frame(self, unit: Unit, t: np.ndarray, stamps: list[datetime]) -> TelemetryFrame:
+        equipment = unit.equipment
+        active = [i for i in self.injections
+                  if i.equipment_id == equipment.id and i.start_s < t[-1] + 1 and i.end_s > t[0]]
+        self._advance_state(unit, float(t[0]), forced_running=bool(active))
+        running = unit.state == "running"
+        line = self.plant.lines[equipment.line]
+        number = lot_number(float(t[0]), self.plant.lot_duration_s)
+        lot = lot_id(line.consumes_from, number - 1) if line.consumes_from else lot_id(line.name, number)
+        recipes = sorted(unit.physics.spec.recipes)
+        recipe = recipes[number % len(recipes)] if recipes else None
+
+        sensors = unit.physics.spec.sensors
+        process_offsets: dict[str, np.ndarray] = {}
+        for injection in active:
+            if injection.fault.kind == "process":
+                spec = sensors[injection.sensor]
+                process_offsets[injection.sensor] = process_offsets.get(injection.sensor, 0.0) + injection.offset(
+                    t, spec.nominal, spec.noise, unit.physics.rng)
+        measured = unit.physics.measure(unit.physics.step(t, running, recipe, process_offsets))
+        dropped = np.zeros((len(t), 0), dtype=bool)
+        names = list(sensors)
+        for injection in active:
+            if injection.fault.kind == "sensor":
+                dropped = self._apply_sensor_fault(unit, injection, t, measured, names, dropped)
+
+        matrix = np.round(np.column_stack([measured[n] for n in names]), 5).tolist()
+        rows = [dict(zip(names, row, strict=True)) for row in matrix]
+        if dropped.shape[1]:
+            for row_index, column in zip(*np.nonzero(dropped), strict=True):
+                rows[int(row_index)].pop(names[int(column)], None)
+        samples = [Sample(ts=ts, values=row) for ts, row in zip(stamps, rows, strict=True) if row]
+        unit.seq += 1
+        return TelemetryFrame(
+            schema_version=TELEMETRY_SCHEMA_VERSION, site=equipment.site, area=equipment.area,
+            line=equipment.line, equipment_id=equipment.id, equipment_class=equipment.equipment_class,
+            seq=unit.seq, state=unit.state, units=unit.units, samples=samples, lot_id=lot, recipe=recipe,
+        )
+
+    def _apply_sensor_fault(self, unit: Unit, injection: Injection, t: np.ndarray,
+                            measured: dict[str, np.ndarray], names: list[str], dropped: np.ndarray) -> np.ndarray:
+        sensor = injection.sensor
+        window = injection.window(t)
+        shape = injection.fault.shape
+        if shape == "stuck" and window.any():
+            key = id(injection)
+            if key not in unit.stuck:
+                unit.stuck[key] = float(measured[sensor][np.argmax(window)])
+            measured[sensor] = np.where(window, unit.stuck[key], measured[sensor])
+        elif shape == "dropout":
+            if dropped.shape[1] == 0:
+                dropped = np.zeros((len(t), len(names)), dtype=bool)
+            dropped[:, names.index(sensor)] |= window
+        else:
+            spec = unit.physics.spec.sensors[sensor]
+            measured[sensor] = measured[sensor] + injection.offset(t, spec.nominal, spec.noise, unit.physics.rng)
+        return dropped
+
+    def _advance_state(self, unit: Unit, t_s: float, forced_running: bool) -> None:
+        if unit.equipment.equipment_class in ALWAYS_RUNNING or forced_running:
+            if unit.state != "running":
+                unit.state, unit.state_until_s = "running", t_s + 1200.0
+            return
+        if t_s < unit.state_until_s:
+            return
+        if unit.state_until_s == 0.0:  # first chunk: start running
+            unit.state_until_s = t_s + float(self.rng.uniform(1200.0, 5400.0))
+            return
+        weights = np.array([w for _, w, _ in STATE_CHOICES])
+        choice = int(self.rng.choice(len(STATE_CHOICES), p=weights / weights.sum()))
+        state, _, (low, high) = STATE_CHOICES[choice]
+        unit.state, unit.state_until_s = state, t_s + float(self.rng.uniform(low, high))

@@ -1,0 +1,131 @@
+"""Drive the plant simulator in real time or faster, publish frames, and keep the ground truth."""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import msgspec
+import numpy as np
+
+from linewatch.contract import encoder, sha256_hex
+from linewatch.plant import PlantModel
+from simulator.faults import FaultLabel, Injection
+from simulator.malformed import corrupt
+from simulator.plant_sim import PlantSimulator
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[str, bytes], None]  # (equipment id as key, payload)
+
+
+class MalformedRecord(msgspec.Struct, frozen=True):
+    kind: str
+    sha256: str
+    equipment_id: str
+    whole_frame: bool
+
+
+class Manifest(msgspec.Struct):
+    """What the pipeline must make of this run: the counts to find in InfluxDB and the dead letters."""
+
+    frames: int = 0
+    samples_sent: int = 0
+    valid_samples: int = 0
+    expected_values: dict[str, dict[str, int]] = {}
+    malformed: list[MalformedRecord] = []
+
+
+@dataclass
+class RunPlan:
+    start_s: float
+    duration_s: float
+    frame_samples: int
+    speed: float | None  # None: as fast as possible
+    malformed_share: float = 0.0
+    seed: int = 1
+    injections: list[Injection] = field(default_factory=list)
+
+
+def labels(plan: RunPlan) -> list[FaultLabel]:
+    def iso(t: float) -> str:
+        return datetime.fromtimestamp(t, UTC).isoformat()
+
+    return [FaultLabel(fault=i.fault_name, kind=i.fault.kind, equipment_id=i.equipment_id, sensor=i.sensor,
+                       start_s=i.start_s, end_s=i.end_s, start=iso(i.start_s), end=iso(i.end_s))
+            for i in plan.injections]
+
+
+def write_labels(path: Path, plan: RunPlan) -> None:
+    path.write_bytes(b"".join(encoder.encode(label) + b"\n" for label in labels(plan)))
+
+
+def run(plant: PlantModel, plan: RunPlan, send: Send, stop: threading.Event | None = None,
+        on_chunk: Callable[[Manifest], None] | None = None) -> Manifest:
+    simulator = PlantSimulator(plant, plan.seed, plan.injections)
+    rng = np.random.default_rng([plan.seed, 7])
+    manifest = Manifest()
+    counts: dict[str, Counter[str]] = {e.id: Counter() for e in plant.equipment}
+    period = plant.sample_period_s
+    end_s = plan.start_s + plan.duration_s
+    wall_start = time.monotonic()
+    t0 = plan.start_s
+    while t0 < end_s - 1e-9 and not (stop is not None and stop.is_set()):
+        steps = max(1, min(plan.frame_samples, math.ceil((min(end_s, simulator.next_boundary_s(t0)) - t0) / period)))
+        for frame in simulator.frames(t0, steps):
+            payload = encoder.encode(frame)
+            manifest.frames += 1
+            manifest.samples_sent += len(frame.samples)
+            kept = list(range(len(frame.samples)))
+            if plan.malformed_share and rng.random() < plan.malformed_share:
+                spoilt = corrupt(frame, rng)
+                payload = spoilt.payload
+                kept = [] if spoilt.rejected_sample is None else [i for i in kept if i != spoilt.rejected_sample]
+                manifest.malformed.append(MalformedRecord(spoilt.kind, sha256_hex(payload), frame.equipment_id,
+                                                          spoilt.rejected_sample is None))
+            for index in kept:
+                counts[frame.equipment_id].update(frame.samples[index].values.keys())
+            manifest.valid_samples += len(kept)
+            send(frame.equipment_id, payload)
+        t0 += steps * period
+        if on_chunk is not None:
+            on_chunk(manifest)
+        if plan.speed is not None:
+            ahead = (t0 - plan.start_s) / plan.speed - (time.monotonic() - wall_start)
+            if ahead > 0:
+                (stop.wait(ahead) if stop is not None else time.sleep(ahead))
+    manifest.expected_values = {eid: dict(c) for eid, c in counts.items() if c}
+    return manifest
+
+
+class KafkaPublisher:
+    """kafka-python producer for frames and stats; close() flushes and raises if any send failed."""
+
+    def __init__(self, bootstrap_servers: str, frames_topic: str) -> None:
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5,
+                                       batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
+                                       retries=10)
+        self._frames_topic = frames_topic
+        self.failures: list[BaseException] = []
+
+    def send(self, topic: str, key: str, payload: bytes) -> None:
+        self._producer.send(topic, key=key.encode(), value=payload).add_errback(self.failures.append)
+
+    def send_frame(self, key: str, payload: bytes) -> None:
+        self.send(self._frames_topic, key, payload)
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()
+        if self.failures:
+            raise RuntimeError(f"{len(self.failures)} messages were not acknowledged by Kafka: "
+                               f"{self.failures[0]!r}")

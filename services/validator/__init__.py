@@ -1,0 +1,1 @@
+"""validator: raw telemetry frames -> validated frames, everything else -> dead-letter topic with a reason."""

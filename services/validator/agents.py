@@ -1,0 +1,68 @@
+"""The validate agent: every raw message leaves as valid frame, dead letters, or both; never nothing."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from linewatch.contract import SourcePosition, dead_letter, encoder
+from linewatch.stats import StatsCounter
+from validator.checks import FrameValidator, Outcome, Rejection
+from validator.settings import ValidatorSettings
+
+SERVICE = "validator"
+log = logging.getLogger(__name__)
+
+
+def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -> StatsCounter:
+    topics = settings.kafka.topics
+    raw_topic = app.topic(topics.raw)
+    valid_topic = app.topic(topics.valid)
+    deadletter_topic = app.topic(topics.deadletter)
+    stats_topic = app.topic(topics.stats)
+    stats = StatsCounter(SERVICE)
+
+    @app.agent(raw_topic, name="validate")  # type: ignore[untyped-decorator]
+    async def validate(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            payload: bytes = event.value if event.value is not None else b""
+            key: bytes | None = event.key
+            try:
+                outcome = validator.validate(payload, datetime.now(UTC))
+            except Exception as exc:
+                # A bug here must not skip the message (faust would commit past it): dead-letter it.
+                log.exception("validation failed", extra={"topic": message.topic,
+                                                          "partition": message.partition,
+                                                          "offset": message.offset})
+                outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
+            stats.counters["messages_in"] += 1
+            if outcome.valid is not None:
+                await valid_topic.send(key=key, value=outcome.valid)
+                stats.counters["samples_valid"] += outcome.valid_samples
+                stats.counters["messages_out"] += 1
+            if outcome.rejections:
+                source = SourcePosition(topic=message.topic, partition=message.partition,
+                                        offset=message.offset,
+                                        key=key.decode("utf-8", "replace") if key is not None else None)
+                for rejection in outcome.rejections:
+                    letter = dead_letter(stage=SERVICE, reason=rejection.reason, detail=rejection.detail,
+                                         source=source, source_bytes=payload, payload=rejection.payload)
+                    await deadletter_topic.send(key=key, value=encoder.encode(letter))
+                    stats.counters["dead_letters"] += 1
+                    stats.counters[f"dead_letters.{rejection.reason}"] += 1
+                    log.info("dead-lettered", extra={"reason": rejection.reason, "topic": message.topic,
+                                                     "partition": message.partition, "offset": message.offset})
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def publish_stats() -> None:
+        await stats_topic.send(key=SERVICE.encode(), value=stats.snapshot())
+
+    return stats
+
+
+def build_validator(settings: ValidatorSettings, plant: Any) -> FrameValidator:
+    return FrameValidator(plant, max_message_bytes=settings.max_message_bytes,
+                          max_future=timedelta(seconds=settings.max_future_s),
+                          max_past=timedelta(seconds=settings.max_past_s))

@@ -1,0 +1,1 @@
+"""writer: validated frames -> InfluxDB line protocol; Kafka offsets committed only after a 2xx."""
