@@ -24,8 +24,8 @@ class Corruption:
     rejected_sample: int | None  # index of the spoilt sample; None: the whole frame is rejected
 
 
-def corrupt(frame: TelemetryFrame, rng: np.random.Generator) -> Corruption:
-    kind = KINDS[int(rng.integers(len(KINDS)))]
+def corrupt(frame: TelemetryFrame, rng: np.random.Generator, kind: str | None = None) -> Corruption:
+    kind = kind or KINDS[int(rng.integers(len(KINDS)))]
     document = msgspec.to_builtins(frame)
     index = int(rng.integers(len(frame.samples)))
     sample = document["samples"][index]

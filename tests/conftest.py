@@ -1,0 +1,44 @@
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from linewatch import logs
+from linewatch.devstack import DevStack
+from linewatch.plant import PlantModel, load_plant
+from linewatch.settings import DEFAULT_PLANT_FILE, KafkaSettings
+
+logs.configure("tests", "INFO")
+
+
+@pytest.fixture(scope="session")
+def plant() -> PlantModel:
+    return load_plant(DEFAULT_PLANT_FILE)
+
+
+@pytest.fixture
+def stack() -> Iterator[DevStack]:
+    """A fresh broker and influxd per test, on free ports, stopped by PID afterwards."""
+    with DevStack() as running:
+        yield running
+
+
+@pytest.fixture
+def kafka(stack: DevStack) -> KafkaSettings:
+    from linewatch.kafka import ensure_topics
+
+    settings = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+    ensure_topics(settings, settings.topics.all())
+    return settings
+
+
+@pytest.fixture
+def log_dir(tmp_path: Path) -> Path:
+    return tmp_path
+
+
+def now_s() -> float:
+    return float(int(time.time()))

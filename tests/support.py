@@ -1,0 +1,113 @@
+"""Helpers for integration tests: run services on a real stack, read back InfluxDB and Kafka."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+
+from linewatch.contract import DeadLetter, deadletter_decoder
+from linewatch.devstack import DevStack, Influxd
+from linewatch.launcher import ServiceProcess
+from linewatch.plant import PlantModel
+from linewatch.settings import KafkaSettings
+from simulator.runner import KafkaPublisher, Manifest, RunPlan, run
+
+
+def start_services(stack: DevStack, log_dir: Path, *names: str) -> list[ServiceProcess]:
+    return [ServiceProcess(name, stack.service_env(), log_dir / f"{name}.log").start() for name in names]
+
+
+def influx_counts(influxd: Influxd, database: str = "linewatch") -> dict[str, dict[str, int]]:
+    """Points per equipment and sensor actually stored (state/lot/recipe context fields left out)."""
+    result = influxd.query("SELECT count(*) FROM telemetry GROUP BY equipment", database)
+    counts: dict[str, dict[str, int]] = {}
+    for series in result["results"][0].get("series", []):  # type: ignore[index]
+        columns, values = series["columns"], series["values"][0]
+        counts[series["tags"]["equipment"]] = {
+            column.removeprefix("count_"): int(value) for column, value in zip(columns, values, strict=True)
+            if column.startswith("count_") and value and column not in ("count_state", "count_lot_id", "count_recipe")
+        }
+    return counts
+
+
+def total(counts: dict[str, dict[str, int]]) -> int:
+    return sum(sum(sensors.values()) for sensors in counts.values())
+
+
+def wait_for_counts(influxd: Influxd, expected: dict[str, dict[str, int]], timeout_s: float,
+                    alive: Callable[[], bool] = lambda: True) -> dict[str, dict[str, int]]:
+    """Poll until InfluxDB holds the expected total, then give late duplicates a moment to show."""
+    deadline = time.monotonic() + timeout_s
+    want = total(expected)
+    counts: dict[str, dict[str, int]] = {}
+    while time.monotonic() < deadline:
+        counts = influx_counts(influxd)
+        if total(counts) >= want:
+            time.sleep(2.0)
+            return influx_counts(influxd)
+        assert alive(), "a service died"
+        time.sleep(1.0)
+    return counts
+
+
+def read_dead_letters(kafka: KafkaSettings, at_least: int, timeout_s: float = 60.0,
+                      settle_s: float = 3.0) -> list[DeadLetter]:
+    """Read the dead-letter topic from the start; after `at_least` letters keep reading `settle_s` more
+    so that unexpected extra letters are seen too."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
+                             fetch_max_wait_ms=kafka.fetch_max_wait_ms)
+    partitions = [TopicPartition(kafka.topics.deadletter, p) for p in range(kafka.partitions)]
+    consumer.assign(partitions)
+    consumer.seek_to_beginning(*partitions)
+    letters: list[DeadLetter] = []
+    deadline = time.monotonic() + timeout_s
+    settle_until: float | None = None
+    try:
+        while time.monotonic() < deadline and (settle_until is None or time.monotonic() < settle_until):
+            for records in consumer.poll(timeout_ms=200).values():
+                letters.extend(deadletter_decoder.decode(r.value) for r in records)
+            if settle_until is None and len(letters) >= at_least:
+                settle_until = time.monotonic() + settle_s
+    finally:
+        consumer.close()
+    return letters
+
+
+class SimulatorThread(threading.Thread):
+    """The plant simulator publishing through kafka-python in the background, ground truth kept."""
+
+    def __init__(self, plant: PlantModel, bootstrap: str, plan: RunPlan) -> None:
+        super().__init__(daemon=True)
+        self.plant, self.bootstrap, self.plan = plant, bootstrap, plan
+        self.manifest: Manifest | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            publisher = KafkaPublisher(self.bootstrap, KafkaSettings().topics.raw)
+            self.manifest = run(self.plant, self.plan, publisher.send_frame)
+            publisher.close()
+        except BaseException as exc:
+            self.error = exc
+
+    def result(self, timeout_s: float = 300.0) -> Manifest:
+        self.join(timeout_s)
+        if self.error is not None:
+            raise self.error
+        assert self.manifest is not None, "simulator did not finish"
+        return self.manifest
+
+
+def per_sensor_mismatches(expected: dict[str, dict[str, int]], stored: dict[str, dict[str, int]]) -> list[str]:
+    problems = []
+    for equipment in sorted(set(expected) | set(stored)):
+        want, got = Counter(expected.get(equipment, {})), Counter(stored.get(equipment, {}))
+        for sensor in sorted(set(want) | set(got)):
+            if want[sensor] != got[sensor]:
+                problems.append(f"{equipment}.{sensor}: expected {want[sensor]}, stored {got[sensor]}")
+    return problems
