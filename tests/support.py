@@ -27,7 +27,8 @@ def influx_counts(influxd: Influxd, database: str = "linewatch") -> dict[str, di
     for series in result["results"][0].get("series", []):  # type: ignore[index]
         columns, values = series["columns"], series["values"][0]
         counts[series["tags"]["equipment"]] = {
-            column.removeprefix("count_"): int(value) for column, value in zip(columns, values, strict=True)
+            column.removeprefix("count_"): int(value)
+            for column, value in zip(columns, values, strict=True)
             if column.startswith("count_") and value and column not in ("count_state", "count_lot_id", "count_recipe")
         }
     return counts
@@ -37,8 +38,9 @@ def total(counts: dict[str, dict[str, int]]) -> int:
     return sum(sum(sensors.values()) for sensors in counts.values())
 
 
-def wait_for_counts(influxd: Influxd, expected: dict[str, dict[str, int]], timeout_s: float,
-                    alive: Callable[[], bool] = lambda: True) -> dict[str, dict[str, int]]:
+def wait_for_counts(
+    influxd: Influxd, expected: dict[str, dict[str, int]], timeout_s: float, alive: Callable[[], bool] = lambda: True
+) -> dict[str, dict[str, int]]:
     """Poll until InfluxDB holds the expected total, then give late duplicates a moment to show."""
     deadline = time.monotonic() + timeout_s
     want = total(expected)
@@ -53,14 +55,16 @@ def wait_for_counts(influxd: Influxd, expected: dict[str, dict[str, int]], timeo
     return counts
 
 
-def read_dead_letters(kafka: KafkaSettings, at_least: int, timeout_s: float = 60.0,
-                      settle_s: float = 3.0) -> list[DeadLetter]:
+def read_dead_letters(
+    kafka: KafkaSettings, at_least: int, timeout_s: float = 60.0, settle_s: float = 3.0
+) -> list[DeadLetter]:
     """Read the dead-letter topic from the start; after `at_least` letters keep reading `settle_s` more
     so that unexpected extra letters are seen too."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
-                             fetch_max_wait_ms=kafka.fetch_max_wait_ms)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=kafka.fetch_max_wait_ms
+    )
     partitions = [TopicPartition(kafka.topics.deadletter, p) for p in range(kafka.partitions)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)

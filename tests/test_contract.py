@@ -11,7 +11,6 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
-
 from linewatch.contract import DeadLetter, SourcePosition, TelemetryFrame, dead_letter, encoder
 from linewatch.plant import PlantModel
 from linewatch.settings import REPO_ROOT
@@ -58,8 +57,11 @@ def test_example_is_valid_in_both(name: str, model: type) -> None:
 
 def test_every_simulator_frame_is_valid_in_the_schema(plant: PlantModel) -> None:
     frames: list[bytes] = []
-    run(plant, RunPlan(start_s=time.time() - 600, duration_s=30, frame_samples=10, speed=None),
-        lambda _key, payload: frames.append(payload))
+    run(
+        plant,
+        RunPlan(start_s=time.time() - 600, duration_s=30, frame_samples=10, speed=None),
+        lambda _key, payload: frames.append(payload),
+    )
     check = validator("telemetry-frame.v1")
     assert len(frames) == len(plant.equipment) * 3
     for payload in frames:
@@ -67,9 +69,13 @@ def test_every_simulator_frame_is_valid_in_the_schema(plant: PlantModel) -> None
 
 
 def test_dead_letter_from_code_is_valid_in_the_schema() -> None:
-    letter = dead_letter(stage="validator", reason="invalid_json", detail="truncated",
-                         source=SourcePosition(topic="t", partition=1, offset=7, key="K"),
-                         source_bytes=b"\xff\xfe not utf-8")
+    letter = dead_letter(
+        stage="validator",
+        reason="invalid_json",
+        detail="truncated",
+        source=SourcePosition(topic="t", partition=1, offset=7, key="K"),
+        source_bytes=b"\xff\xfe not utf-8",
+    )
     assert letter.payload_encoding == "base64"
     validator("deadletter.v1").validate(json.loads(encoder.encode(letter)))
 

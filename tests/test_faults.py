@@ -7,14 +7,12 @@ import math
 import time
 from pathlib import Path
 
-from support import (SimulatorThread, influx_counts, per_sensor_mismatches, start_services, total,
-                     wait_for_counts)
-
 from linewatch.devstack import DevStack
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
 from simulator.runner import RunPlan
+from support import SimulatorThread, influx_counts, per_sensor_mismatches, start_services, total, wait_for_counts
 
 log = logging.getLogger(__name__)
 
@@ -22,8 +20,13 @@ log = logging.getLogger(__name__)
 def paced_plan(plant: PlantModel, samples: int, wall_s: float, seed: int) -> RunPlan:
     """A run that streams `samples` over about `wall_s` seconds, all timestamps in the past."""
     duration = math.ceil(samples / len(plant.equipment)) * plant.sample_period_s
-    return RunPlan(start_s=math.floor(time.time() - duration - 60), duration_s=duration, frame_samples=10,
-                   speed=duration / wall_s, seed=seed)
+    return RunPlan(
+        start_s=math.floor(time.time() - duration - 60),
+        duration_s=duration,
+        frame_samples=10,
+        speed=duration / wall_s,
+        seed=seed,
+    )
 
 
 def wait_until(predicate: object, timeout_s: float, what: str) -> None:
@@ -36,7 +39,8 @@ def wait_until(predicate: object, timeout_s: float, what: str) -> None:
 
 
 def test_writer_sigkill_mid_stream_loses_and_duplicates_nothing(
-        stack: DevStack, kafka: KafkaSettings, plant: PlantModel, log_dir: Path) -> None:
+    stack: DevStack, kafka: KafkaSettings, plant: PlantModel, log_dir: Path
+) -> None:
     simulator = SimulatorThread(plant, kafka.bootstrap_servers, paced_plan(plant, 60_000, 20.0, seed=21))
     validator, writer = start_services(stack, log_dir, "validator", "writer")
     restarted: ServiceProcess | None = None
@@ -51,11 +55,21 @@ def test_writer_sigkill_mid_stream_loses_and_duplicates_nothing(
         manifest = simulator.result()
         assert stored_at_kill < total(manifest.expected_values)
 
-        stored = wait_for_counts(stack.influxd, manifest.expected_values, timeout_s=120,
-                                 alive=lambda: validator.alive() and restarted is not None and restarted.alive())
+        stored = wait_for_counts(
+            stack.influxd,
+            manifest.expected_values,
+            timeout_s=120,
+            alive=lambda: validator.alive() and restarted is not None and restarted.alive(),
+        )
         assert per_sensor_mismatches(manifest.expected_values, stored) == []
-        log.info("writer kill figures", extra={"values_expected": total(manifest.expected_values),
-                                               "values_at_kill": stored_at_kill, "values_stored": total(stored)})
+        log.info(
+            "writer kill figures",
+            extra={
+                "values_expected": total(manifest.expected_values),
+                "values_at_kill": stored_at_kill,
+                "values_stored": total(stored),
+            },
+        )
     finally:
         for service in (validator, writer, restarted):
             if service is not None:
@@ -63,7 +77,8 @@ def test_writer_sigkill_mid_stream_loses_and_duplicates_nothing(
 
 
 def test_influxd_down_for_12s_mid_stream_loses_nothing(
-        stack: DevStack, kafka: KafkaSettings, plant: PlantModel, log_dir: Path) -> None:
+    stack: DevStack, kafka: KafkaSettings, plant: PlantModel, log_dir: Path
+) -> None:
     simulator = SimulatorThread(plant, kafka.bootstrap_servers, paced_plan(plant, 60_000, 25.0, seed=31))
     services = start_services(stack, log_dir, "validator", "writer")
     try:
@@ -77,13 +92,16 @@ def test_influxd_down_for_12s_mid_stream_loses_nothing(
         outage_s = time.monotonic() - down_at
         manifest = simulator.result()
 
-        stored = wait_for_counts(stack.influxd, manifest.expected_values, timeout_s=120,
-                                 alive=lambda: all(s.alive() for s in services))
+        stored = wait_for_counts(
+            stack.influxd, manifest.expected_values, timeout_s=120, alive=lambda: all(s.alive() for s in services)
+        )
         assert per_sensor_mismatches(manifest.expected_values, stored) == []
         retries = (log_dir / "writer.log").read_text().count("influxdb write failed, retrying")
         assert retries > 0, "the writer must have met the outage"
-        log.info("influxd outage figures", extra={"outage_s": round(outage_s, 1), "writer_retries": retries,
-                                                  "values_stored": total(stored)})
+        log.info(
+            "influxd outage figures",
+            extra={"outage_s": round(outage_s, 1), "writer_retries": retries, "values_stored": total(stored)},
+        )
     finally:
         for service in services:
             service.stop()

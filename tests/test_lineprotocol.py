@@ -5,7 +5,6 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
-
 from linewatch.contract import TelemetryFrame, encoder, telemetry_decoder
 from linewatch.lineprotocol import TimestampCache, escape_key, line, telemetry_lines, to_ns
 from linewatch.plant import PlantModel
@@ -16,23 +15,32 @@ def parse(text: bytes) -> tuple[str, dict[str, str], dict[str, str], int]:
     """Minimal parser for unescaped lines: measurement, tags, fields (raw text), timestamp."""
     head, fields, ts = text.decode().rsplit(" ", 2)
     measurement, *tags = head.split(",")
-    return (measurement, dict(t.split("=", 1) for t in tags), dict(f.split("=", 1) for f in fields.split(",")),
-            int(ts))
+    return (measurement, dict(t.split("=", 1) for t in tags), dict(f.split("=", 1) for f in fields.split(",")), int(ts))
 
 
 def reference(frame: TelemetryFrame) -> list[bytes]:
     """The same points through the generic, fully escaping formatter."""
-    tags = {"site": frame.site, "area": frame.area, "line": frame.line, "equipment": frame.equipment_id,
-            "equipment_class": frame.equipment_class}
+    tags = {
+        "site": frame.site,
+        "area": frame.area,
+        "line": frame.line,
+        "equipment": frame.equipment_id,
+        "equipment_class": frame.equipment_class,
+    }
     context = {"state": frame.state, "lot_id": frame.lot_id, "recipe": frame.recipe}
-    return [line("telemetry", tags, {**s.values, **{k: v for k, v in context.items() if v}}, to_ns(s.ts)).encode()
-            for s in frame.samples]
+    return [
+        line("telemetry", tags, {**s.values, **{k: v for k, v in context.items() if v}}, to_ns(s.ts)).encode()
+        for s in frame.samples
+    ]
 
 
 def test_fast_path_matches_the_generic_formatter(plant: PlantModel) -> None:
     payloads: list[bytes] = []
-    run(plant, RunPlan(start_s=time.time() - 900, duration_s=20, frame_samples=10, speed=None),
-        lambda _key, payload: payloads.append(payload))
+    run(
+        plant,
+        RunPlan(start_s=time.time() - 900, duration_s=20, frame_samples=10, speed=None),
+        lambda _key, payload: payloads.append(payload),
+    )
     cache = TimestampCache()
     for payload in payloads:
         fast = [parse(x) for x in telemetry_lines(payload, cache)]
@@ -47,8 +55,14 @@ def test_fast_path_matches_the_generic_formatter(plant: PlantModel) -> None:
 
 def test_whitespace_and_escaped_names_in_json_still_give_exact_lines(plant: PlantModel) -> None:
     document = {
-        "schema_version": 1, "site": "plant-01", "area": "electrolyte", "line": "syn-1",
-        "equipment_id": "S1-MILL-01", "equipment_class": "planetary_mill", "seq": 1, "state": "running",
+        "schema_version": 1,
+        "site": "plant-01",
+        "area": "electrolyte",
+        "line": "syn-1",
+        "equipment_id": "S1-MILL-01",
+        "equipment_class": "planetary_mill",
+        "seq": 1,
+        "state": "running",
         "units": {"speed": "rpm"},
         "samples": [{"ts": "2026-11-22T08:00:00+01:00", "values": {"sp\\u0065ed": 400, "jar_temp": 1e-05}}],
     }

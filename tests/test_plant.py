@@ -3,12 +3,22 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-
 from linewatch.plant import PlantModel, load_plant
 
-REQUIRED_FAULTS = {"moisture_ingress", "h2s_rise", "mill_overheating", "furnace_overshoot",
-                   "lamination_pressure_loss", "weld_energy_drift", "seal_temperature_drop",
-                   "self_discharge_outlier", "sensor_stuck", "sensor_spike", "sensor_dropout", "sensor_drift"}
+REQUIRED_FAULTS = {
+    "moisture_ingress",
+    "h2s_rise",
+    "mill_overheating",
+    "furnace_overshoot",
+    "lamination_pressure_loss",
+    "weld_energy_drift",
+    "seal_temperature_drop",
+    "self_discharge_outlier",
+    "sensor_stuck",
+    "sensor_spike",
+    "sensor_dropout",
+    "sensor_drift",
+}
 
 
 def test_reference_plant_size_and_scope(plant: PlantModel) -> None:
@@ -16,9 +26,21 @@ def test_reference_plant_size_and_scope(plant: PlantModel) -> None:
     assert plant.sensor_count() >= 300
     assert {a.kind for a in plant.areas} == {"electrolyte", "cell_assembly"}
     assert set(plant.faults) >= REQUIRED_FAULTS
-    assert {"dry_room", "precursor_doser", "planetary_mill", "annealing_furnace", "conductivity_qc", "coater",
-            "calender", "stacker", "laminator", "tab_welder", "pouch_sealer", "formation",
-            "eol_tester"} <= set(plant.classes)
+    assert {
+        "dry_room",
+        "precursor_doser",
+        "planetary_mill",
+        "annealing_furnace",
+        "conductivity_qc",
+        "coater",
+        "calender",
+        "stacker",
+        "laminator",
+        "tab_welder",
+        "pouch_sealer",
+        "formation",
+        "eol_tester",
+    } <= set(plant.classes)
 
 
 def test_every_sensor_has_consistent_ranges(plant: PlantModel) -> None:

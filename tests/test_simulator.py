@@ -8,7 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from linewatch.contract import TelemetryFrame
 from linewatch.plant import PlantModel
 from simulator.faults import FaultLabel, plan_injection
@@ -46,8 +45,14 @@ def test_furnace_zones_lag_the_ramp_and_settle_in_the_soak(plant: PlantModel) ->
     assert abs(values["zone3_temp"][soak_end] - 550.0) < 2.0
 
 
-def simulate(plant: PlantModel, fault: str, equipment: str, seconds: int = 3600, sensor_seed: int = 0,
-             magnitude: float | None = None) -> tuple[list[TelemetryFrame], list[str], float]:
+def simulate(
+    plant: PlantModel,
+    fault: str,
+    equipment: str,
+    seconds: int = 3600,
+    sensor_seed: int = 0,
+    magnitude: float | None = None,
+) -> tuple[list[TelemetryFrame], list[str], float]:
     start = math.floor(START / plant.lot_duration_s) * plant.lot_duration_s + 600
     injection = plan_injection(plant, fault, equipment, start + 600, np.random.default_rng(sensor_seed))
     if magnitude is not None:
@@ -66,9 +71,13 @@ def series(frames: list[TelemetryFrame], sensor: str) -> tuple[np.ndarray, np.nd
 
 
 PROCESS_FAULTS = [
-    ("moisture_ingress", "S1-DRY-01"), ("h2s_rise", "S2-DRY-01"), ("mill_overheating", "S1-MILL-02"),
-    ("furnace_overshoot", "S1-FURN-01"), ("lamination_pressure_loss", "C1-LAM-01"),
-    ("weld_energy_drift", "C2-WELD-01"), ("seal_temperature_drop", "C1-SEAL-02"),
+    ("moisture_ingress", "S1-DRY-01"),
+    ("h2s_rise", "S2-DRY-01"),
+    ("mill_overheating", "S1-MILL-02"),
+    ("furnace_overshoot", "S1-FURN-01"),
+    ("lamination_pressure_loss", "C1-LAM-01"),
+    ("weld_energy_drift", "C2-WELD-01"),
+    ("seal_temperature_drop", "C1-SEAL-02"),
     ("self_discharge_outlier", "C2-EOL-01"),
 ]
 
@@ -122,9 +131,16 @@ def test_labels_file_lists_each_injection(plant: PlantModel, tmp_path: Path) -> 
     import msgspec
 
     rng = np.random.default_rng(1)
-    plan = RunPlan(start_s=START, duration_s=3600, frame_samples=10, speed=None,
-                   injections=[plan_injection(plant, "mill_overheating", None, START + 100, rng),
-                               plan_injection(plant, "sensor_drift", "C1-EOL-01", START + 900, rng)])
+    plan = RunPlan(
+        start_s=START,
+        duration_s=3600,
+        frame_samples=10,
+        speed=None,
+        injections=[
+            plan_injection(plant, "mill_overheating", None, START + 100, rng),
+            plan_injection(plant, "sensor_drift", "C1-EOL-01", START + 900, rng),
+        ],
+    )
     path = tmp_path / "labels.jsonl"
     write_labels(path, plan)
     read = [msgspec.json.decode(line, type=FaultLabel) for line in path.read_bytes().splitlines()]

@@ -9,7 +9,6 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 import pytest
-
 from linewatch.contract import TelemetryFrame, encoder, telemetry_decoder
 from linewatch.plant import PlantModel
 from simulator.malformed import KINDS, corrupt
@@ -20,15 +19,19 @@ from validator.checks import FrameValidator
 @pytest.fixture(scope="module")
 def frames(plant: PlantModel) -> list[TelemetryFrame]:
     payloads: list[bytes] = []
-    run(plant, RunPlan(start_s=time.time() - 900, duration_s=20, frame_samples=10, speed=None),
-        lambda _key, payload: payloads.append(payload))
+    run(
+        plant,
+        RunPlan(start_s=time.time() - 900, duration_s=20, frame_samples=10, speed=None),
+        lambda _key, payload: payloads.append(payload),
+    )
     return [telemetry_decoder.decode(p) for p in payloads]
 
 
 @pytest.fixture(scope="module")
 def checks(plant: PlantModel) -> FrameValidator:
-    return FrameValidator(plant, max_message_bytes=256 * 1024, max_future=timedelta(minutes=5),
-                          max_past=timedelta(days=7))
+    return FrameValidator(
+        plant, max_message_bytes=256 * 1024, max_future=timedelta(minutes=5), max_past=timedelta(days=7)
+    )
 
 
 def test_valid_frames_pass_byte_identical(frames: list[TelemetryFrame], checks: FrameValidator) -> None:
@@ -42,7 +45,8 @@ def test_valid_frames_pass_byte_identical(frames: list[TelemetryFrame], checks: 
 
 @pytest.mark.parametrize("kind", KINDS)
 def test_each_malformed_kind_earns_its_reason_and_spares_good_samples(
-        kind: str, frames: list[TelemetryFrame], checks: FrameValidator) -> None:
+    kind: str, frames: list[TelemetryFrame], checks: FrameValidator
+) -> None:
     frame = frames[5]
     spoilt = corrupt(frame, np.random.default_rng(3), kind)
     outcome = checks.validate(spoilt.payload, datetime.now(UTC))
@@ -60,8 +64,7 @@ def test_each_malformed_kind_earns_its_reason_and_spares_good_samples(
         assert len(json.loads(rejected.payload)["samples"]) == 1
 
 
-def test_equipment_claiming_the_wrong_line_is_rejected(frames: list[TelemetryFrame],
-                                                       checks: FrameValidator) -> None:
+def test_equipment_claiming_the_wrong_line_is_rejected(frames: list[TelemetryFrame], checks: FrameValidator) -> None:
     wrong = msgspec.structs.replace(frames[0], line="cell-2")
     outcome = checks.validate(encoder.encode(wrong), datetime.now(UTC))
     assert [r.reason for r in outcome.rejections] == ["equipment_mismatch"]

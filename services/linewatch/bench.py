@@ -37,8 +37,12 @@ def read_topic(kafka: KafkaSettings, topic: str, samples: int, timeout_s: float 
     """Frames of `topic` until they hold `samples` samples (counted, since end offsets lie on Tansu)."""
     from kafka import KafkaConsumer, TopicPartition
 
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False,
-                             fetch_max_wait_ms=kafka.fetch_max_wait_ms, max_partition_fetch_bytes=8 << 20)
+    consumer = KafkaConsumer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        max_partition_fetch_bytes=8 << 20,
+    )
     partitions = [TopicPartition(topic, p) for p in range(kafka.partitions)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
@@ -57,8 +61,7 @@ def read_topic(kafka: KafkaSettings, topic: str, samples: int, timeout_s: float 
 async def ceiling(url: str, database: str, payloads: list[bytes]) -> tuple[int, float]:
     timestamps = TimestampCache()
     lines = [line for payload in payloads for line in telemetry_lines(payload, timestamps)]
-    bodies = [b"\n".join(lines[i:i + CEILING_BATCH_POINTS])
-              for i in range(0, len(lines), CEILING_BATCH_POINTS)]
+    bodies = [b"\n".join(lines[i : i + CEILING_BATCH_POINTS]) for i in range(0, len(lines), CEILING_BATCH_POINTS)]
     writer = InfluxWriter(InfluxSettings(url=url, database=database))
     started = time.perf_counter()
     for body in bodies:
@@ -77,8 +80,13 @@ def bench_pipeline(samples: int, timeout_s: float = 900.0) -> int:
 
         started = time.perf_counter()
         with (run_dir / "simulator.log").open("ab") as log:
-            subprocess.run([sys.executable, "-m", "simulator", "--samples", str(samples), "--max-speed"],
-                           env=env, check=True, stdout=log, stderr=log)
+            subprocess.run(
+                [sys.executable, "-m", "simulator", "--samples", str(samples), "--max-speed"],
+                env=env,
+                check=True,
+                stdout=log,
+                stderr=log,
+            )
         simulate_s = time.perf_counter() - started
         _out(f"simulator   {samples:>10,} samples loaded in {simulate_s:5.1f} s  ({samples / simulate_s:,.0f}/s)")
 
@@ -123,12 +131,18 @@ def bench_pipeline(samples: int, timeout_s: float = 900.0) -> int:
     for name in ("simulator", "validator", "writer"):
         if name in last:
             _out(f"{name:<11} peak RSS {last[name].peak_rss_bytes / 2**20:7.1f} MiB")
-    _out(f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
-         f"(steady state, validator + writer + broker + influxd on {_cores()} cores)")
-    _out(f"ceiling     {points:>10,} points in {seconds:5.1f} s  (pre-formatted line protocol, "
-         f"{CEILING_BATCH_POINTS:,} per POST, same influxd)")
-    _out(f"pipeline_samples_per_s={pipeline_rate:.0f} influx_ceiling_points_per_s={ceiling_rate:.0f} "
-         f"ratio={pipeline_rate / ceiling_rate:.2f}")
+    _out(
+        f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
+        f"(steady state, validator + writer + broker + influxd on {_cores()} cores)"
+    )
+    _out(
+        f"ceiling     {points:>10,} points in {seconds:5.1f} s  (pre-formatted line protocol, "
+        f"{CEILING_BATCH_POINTS:,} per POST, same influxd)"
+    )
+    _out(
+        f"pipeline_samples_per_s={pipeline_rate:.0f} influx_ceiling_points_per_s={ceiling_rate:.0f} "
+        f"ratio={pipeline_rate / ceiling_rate:.2f}"
+    )
     return 0
 
 

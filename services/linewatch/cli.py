@@ -17,7 +17,7 @@ log = logging.getLogger("linewatch")
 
 
 def _exec_module(module: str, args: list[str]) -> None:
-    os.execv(sys.executable, [sys.executable, "-m", module, *args])
+    os.execv(sys.executable, [sys.executable, "-m", module, *args])  # noqa: S606 (fixed argv, no shell)
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -36,15 +36,26 @@ def cmd_up(args: argparse.Namespace) -> int:
         env = stack.service_env()
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
-        simulator_args = ["--speed", str(args.speed), "--duration-s", str(args.duration_s),
-                          "--random-faults", str(args.random_faults), "--malformed-share",
-                          str(args.malformed_share), "--labels", str(run_dir / "fault-labels.jsonl")]
+        simulator_args = [
+            "--speed",
+            str(args.speed),
+            "--duration-s",
+            str(args.duration_s),
+            "--random-faults",
+            str(args.random_faults),
+            "--malformed-share",
+            str(args.malformed_share),
+            "--labels",
+            str(run_dir / "fault-labels.jsonl"),
+        ]
         processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in SERVICES]
         processes.append(ServiceProcess("simulator", env, run_dir / "simulator.log", tuple(simulator_args)).start())
         reader = StatsReader(kafka)
         view = PipelineView()
-        title = (f"linewatch — broker {stack.broker.bootstrap}, InfluxDB {stack.influxd.url} "
-                 f"(db {stack.database}); logs in {run_dir}; Ctrl-C stops")
+        title = (
+            f"linewatch — broker {stack.broker.bootstrap}, InfluxDB {stack.influxd.url} "
+            f"(db {stack.database}); logs in {run_dir}; Ctrl-C stops"
+        )
         deadline = time.monotonic() + args.for_s if args.for_s else None
         try:
             with Live(view.render(title), console=console, refresh_per_second=2) as live:
@@ -83,8 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--malformed-share", type=float, default=0.002)
     up.add_argument("--for-s", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     up.set_defaults(func=cmd_up)
-    simulate = sub.add_parser("simulate", help="run the plant simulator (see `linewatch simulate -h`)",
-                              add_help=False)
+    simulate = sub.add_parser("simulate", help="run the plant simulator (see `linewatch simulate -h`)", add_help=False)
     simulate.set_defaults(func=None, module="simulator")
     service = sub.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=SERVICES)

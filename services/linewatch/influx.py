@@ -47,8 +47,7 @@ class _V1Backend:
 
     async def post(self, body: bytes) -> None:
         try:
-            async with self._session.post(self._url, params=self._params, data=body,
-                                          headers=self._headers) as response:
+            async with self._session.post(self._url, params=self._params, data=body, headers=self._headers) as response:
                 if response.status < 300:
                     return
                 text = (await response.text())[:500]
@@ -67,17 +66,23 @@ class _V2Backend:
         from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
 
         token = settings.token.get_secret_value() if settings.token is not None else ""
-        self._client = InfluxDBClientAsync(url=settings.url, token=token, org=settings.org,
-                                           timeout=int(settings.timeout_s * 1000))
+        self._client = InfluxDBClientAsync(
+            url=settings.url, token=token, org=settings.org, timeout=int(settings.timeout_s * 1000)
+        )
         self._write_api = self._client.write_api()
         self._bucket = settings.bucket
 
     async def post(self, body: bytes) -> None:
         from influxdb_client.client.exceptions import InfluxDBError
+        from influxdb_client.domain.write_precision import WritePrecision
         from influxdb_client.rest import ApiException
 
         try:
-            await self._write_api.write(bucket=self._bucket, record=body, write_precision="ns")
+            await self._write_api.write(
+                bucket=self._bucket,
+                record=body,
+                write_precision=WritePrecision.NS,  # type: ignore[arg-type]  # a str constant
+            )
         except (ApiException, InfluxDBError) as exc:
             status = int(getattr(exc, "status", 0) or getattr(getattr(exc, "response", None), "status", 0) or 0)
             if status in (400, 422):
@@ -87,7 +92,7 @@ class _V2Backend:
             raise InfluxUnavailable(f"{type(exc).__name__}: {exc}") from exc
 
     async def close(self) -> None:
-        await self._client.close()
+        await self._client.close()  # type: ignore[no-untyped-call]
 
 
 class InfluxWriter:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 import time
@@ -30,10 +31,8 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float =
         existing = set(admin.list_topics())
         missing = [t for t in topics if t not in existing]
         if missing:
-            try:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another service won the race
                 admin.create_topics([NewTopic(t, settings.partitions, 1) for t in missing])
-            except TopicAlreadyExistsError:
-                pass
             log.info("topics created", extra={"topics": missing, "partitions": settings.partitions})
     finally:
         admin.close()
@@ -53,7 +52,7 @@ def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
         return consumer
 
     create_worker_consumer.linewatch_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
-    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
 def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:

@@ -23,9 +23,13 @@ class ServiceProcess:
 
     def start(self) -> ServiceProcess:
         sink: IO[bytes] | int = self.log_path.open("ab") if self.log_path else subprocess.DEVNULL
-        self.process = subprocess.Popen([sys.executable, "-m", self.name, *self.args],
-                                        env=os.environ | self.env, stdout=sink, stderr=sink,
-                                        start_new_session=True)
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", self.name, *self.args],
+            env=os.environ | self.env,
+            stdout=sink,
+            stderr=sink,
+            start_new_session=True,
+        )
         if not isinstance(sink, int):
             sink.close()
         return self

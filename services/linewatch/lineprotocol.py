@@ -40,8 +40,7 @@ def field_value(value: float | int | str | bool) -> str:
     return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 
-def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool],
-         ts_ns: int) -> str:
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int) -> str:
     tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
     field_part = ",".join(f"{escape_key(k)}={field_value(v)}" for k, v in fields.items())
     return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_part} {field_part} {ts_ns}"

@@ -29,7 +29,8 @@ STAGES = [
 class PipelineView:
     latest: dict[tuple[str, str], ServiceStats] = field(default_factory=dict)
     history: dict[tuple[str, str], list[tuple[float, dict[str, int]]]] = field(
-        default_factory=lambda: defaultdict(list))
+        default_factory=lambda: defaultdict(list)
+    )
 
     def add(self, stats: ServiceStats) -> None:
         key = (stats.service, stats.instance)
@@ -78,9 +79,12 @@ class StatsReader:
     def __init__(self, settings: KafkaSettings) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
-        self._consumer = KafkaConsumer(bootstrap_servers=settings.bootstrap_servers,
-                                       fetch_max_wait_ms=settings.fetch_max_wait_ms,
-                                       enable_auto_commit=False, auto_offset_reset="earliest")
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
         partitions = [TopicPartition(settings.topics.stats, p) for p in range(settings.partitions)]
         self._consumer.assign(partitions)
         self._consumer.seek_to_beginning(*partitions)

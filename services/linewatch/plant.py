@@ -111,9 +111,11 @@ class PlantModel(_Strict):
     @cached_property
     def equipment(self) -> list[Equipment]:
         return [
-            Equipment(id=eid, equipment_class=group.equipment_class, site=self.site, area=area.name,
-                      line=line.name)
-            for area in self.areas for line in area.lines for group in line.equipment for eid in group.ids
+            Equipment(id=eid, equipment_class=group.equipment_class, site=self.site, area=area.name, line=line.name)
+            for area in self.areas
+            for line in area.lines
+            for group in line.equipment
+            for eid in group.ids
         ]
 
     @cached_property

@@ -19,6 +19,12 @@ class StatsCounter:
 
     def snapshot(self) -> bytes:
         peak_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux reports KiB
-        return encoder.encode(ServiceStats(service=self.service, instance=self.instance,
-                                           at=datetime.now(UTC), counters=dict(self.counters),
-                                           peak_rss_bytes=peak_rss))
+        return encoder.encode(
+            ServiceStats(
+                service=self.service,
+                instance=self.instance,
+                at=datetime.now(UTC),
+                counters=dict(self.counters),
+                peak_rss_bytes=peak_rss,
+            )
+        )

@@ -12,13 +12,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
 from linewatch import logs
 from linewatch.contract import encoder
 from linewatch.kafka import ensure_topics
 from linewatch.plant import load_plant
-from simulator.faults import plan_injection, random_schedule
 from linewatch.stats import StatsCounter
+
+from simulator.faults import plan_injection, random_schedule
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run, write_labels
 from simulator.settings import SimulatorSettings
 
@@ -35,10 +35,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pace.add_argument("--speed", type=float, default=1.0, help="simulated seconds per wall second")
     pace.add_argument("--max-speed", action="store_true", help="as fast as possible")
     parser.add_argument("--frame-samples", type=int, help="samples per Kafka record (default: by speed)")
-    parser.add_argument("--start", type=datetime.fromisoformat,
-                        help="first sample time (default: so that the last sample is not in the future)")
-    parser.add_argument("--fault", action="append", default=[], metavar="NAME[@EQUIPMENT][+OFFSET_S]",
-                        help="inject a fault from the plant file's catalogue; repeatable")
+    parser.add_argument(
+        "--start",
+        type=datetime.fromisoformat,
+        help="first sample time (default: so that the last sample is not in the future)",
+    )
+    parser.add_argument(
+        "--fault",
+        action="append",
+        default=[],
+        metavar="NAME[@EQUIPMENT][+OFFSET_S]",
+        help="inject a fault from the plant file's catalogue; repeatable",
+    )
     parser.add_argument("--random-faults", type=int, default=0, help="spread N catalogue faults over the run")
     parser.add_argument("--malformed-share", type=float, default=0.0, help="share of messages to spoil")
     parser.add_argument("--seed", type=int)
@@ -47,8 +55,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def make_plan(args: argparse.Namespace, settings: SimulatorSettings, equipment_count: int,
-              period_s: float) -> RunPlan:
+def make_plan(args: argparse.Namespace, settings: SimulatorSettings, equipment_count: int, period_s: float) -> RunPlan:
     seed = args.seed if args.seed is not None else settings.seed
     duration = args.duration_s if args.samples is None else math.ceil(args.samples / equipment_count) * period_s
     speed = None if args.max_speed else args.speed
@@ -59,8 +66,14 @@ def make_plan(args: argparse.Namespace, settings: SimulatorSettings, equipment_c
         # Start in the past so that no sample is in the future when it is sent.
         lead = duration if speed is None else duration * max(0.0, 1.0 - 1.0 / speed)
         start = math.floor(time.time() - lead - frame_samples * period_s)
-    return RunPlan(start_s=start, duration_s=duration, frame_samples=frame_samples, speed=speed,
-                   malformed_share=args.malformed_share, seed=seed)
+    return RunPlan(
+        start_s=start,
+        duration_s=duration,
+        frame_samples=frame_samples,
+        speed=speed,
+        malformed_share=args.malformed_share,
+        seed=seed,
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -85,9 +98,15 @@ def main(argv: list[str] | None = None) -> None:
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    log.info("simulation started", extra={"start": datetime.fromtimestamp(plan.start_s, UTC).isoformat(),
-                                          "duration_s": plan.duration_s, "speed": plan.speed,
-                                          "faults": [i.fault_name for i in plan.injections]})
+    log.info(
+        "simulation started",
+        extra={
+            "start": datetime.fromtimestamp(plan.start_s, UTC).isoformat(),
+            "duration_s": plan.duration_s,
+            "speed": plan.speed,
+            "faults": [i.fault_name for i in plan.injections],
+        },
+    )
     last_report = [time.monotonic()]
 
     def report(manifest: Manifest) -> None:
@@ -104,8 +123,10 @@ def main(argv: list[str] | None = None) -> None:
     publisher.close()
     if args.manifest:
         args.manifest.write_bytes(encoder.encode(manifest))
-    log.info("simulation finished", extra={"frames": manifest.frames, "samples": manifest.samples_sent,
-                                           "malformed": len(manifest.malformed)})
+    log.info(
+        "simulation finished",
+        extra={"frames": manifest.frames, "samples": manifest.samples_sent, "malformed": len(manifest.malformed)},
+    )
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
-
 from linewatch.plant import Fault, PlantModel
 
 
@@ -63,11 +62,13 @@ def pick_sensor(plant: PlantModel, equipment_class: str, rng: np.random.Generato
     return str(rng.choice(sensors))
 
 
-def plan_injection(plant: PlantModel, fault_name: str, equipment_id: str | None, start_s: float,
-                   rng: np.random.Generator) -> Injection:
+def plan_injection(
+    plant: PlantModel, fault_name: str, equipment_id: str | None, start_s: float, rng: np.random.Generator
+) -> Injection:
     fault = plant.faults[fault_name]
-    candidates = [e for e in plant.equipment
-                  if fault.equipment_class is None or e.equipment_class == fault.equipment_class]
+    candidates = [
+        e for e in plant.equipment if fault.equipment_class is None or e.equipment_class == fault.equipment_class
+    ]
     if equipment_id is None:
         equipment = candidates[int(rng.integers(len(candidates)))]
     else:
@@ -78,8 +79,14 @@ def plan_injection(plant: PlantModel, fault_name: str, equipment_id: str | None,
     return Injection(fault_name, fault, equipment.id, sensor, start_s)
 
 
-def random_schedule(plant: PlantModel, start_s: float, duration_s: float, count: int,
-                    rng: np.random.Generator, names: list[str] | None = None) -> list[Injection]:
+def random_schedule(
+    plant: PlantModel,
+    start_s: float,
+    duration_s: float,
+    count: int,
+    rng: np.random.Generator,
+    names: list[str] | None = None,
+) -> list[Injection]:
     """`count` faults spread over the run, cycling through the catalogue, never overlapping in time."""
     catalogue = names or sorted(plant.faults)
     if count == 0:

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.signal import lfilter
-
 from linewatch.plant import EquipmentClass, Sensor
+from scipy.signal import lfilter
 
 RAMP_SOAK_START_DEGC = 25.0
 RAMP_RATE_DEGC_PER_S = 20.0 / 60.0
@@ -28,13 +27,13 @@ def ramp_soak(t: np.ndarray, soak_degc: float) -> np.ndarray:
     phase = np.mod(t, ramp + SOAK_S + cool)
     heating = RAMP_SOAK_START_DEGC + phase * RAMP_RATE_DEGC_PER_S
     cooling = soak_degc - (phase - ramp - SOAK_S) * COOL_RATE_DEGC_PER_S
-    return np.where(phase < ramp, heating, np.where(phase < ramp + SOAK_S, soak_degc, cooling))
+    return np.asarray(np.where(phase < ramp, heating, np.where(phase < ramp + SOAK_S, soak_degc, cooling)))
 
 
 def press_cycle(t: np.ndarray) -> np.ndarray:
     """Lamination press stroke as a fraction of full pressure: 15 s up, 50 s dwell, 15 s down, 10 s open."""
     phase = np.mod(t, PRESS_CYCLE_S)
-    return np.clip(np.minimum(phase / 15.0, (80.0 - phase) / 15.0), 0.0, 1.0)
+    return np.asarray(np.clip(np.minimum(phase / 15.0, (80.0 - phase) / 15.0), 0.0, 1.0))
 
 
 @dataclass
@@ -55,8 +54,9 @@ class EquipmentPhysics:
         for name, sensor in self.spec.sensors.items():
             self.states[name] = SensorState(process=sensor.nominal)
 
-    def step(self, t: np.ndarray, running: bool, recipe: str | None,
-             process_offsets: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def step(
+        self, t: np.ndarray, running: bool, recipe: str | None, process_offsets: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
         """Process values (before measurement noise) for times `t` (seconds since the epoch)."""
         setpoints = self.spec.recipes.get(recipe, {}) if recipe else {}
         values: dict[str, np.ndarray] = {}
@@ -67,8 +67,9 @@ class EquipmentPhysics:
             values[name] = self._lag(name, sensor, target)
         return values
 
-    def _target(self, sensor: Sensor, nominal: float, t: np.ndarray, running: bool,
-                values: dict[str, np.ndarray]) -> np.ndarray:
+    def _target(
+        self, sensor: Sensor, nominal: float, t: np.ndarray, running: bool, values: dict[str, np.ndarray]
+    ) -> np.ndarray:
         if not running and sensor.idle is not None:
             return np.full(t.shape, sensor.idle)
         if sensor.profile == "ramp_soak":
@@ -93,6 +94,7 @@ class EquipmentPhysics:
     def measure(self, process: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {
             name: values + self.rng.normal(0.0, self.spec.sensors[name].noise, values.shape)
-            if self.spec.sensors[name].noise > 0 else values.copy()
+            if self.spec.sensors[name].noise > 0
+            else values.copy()
             for name, values in process.items()
         }

@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-
 from linewatch.contract import TELEMETRY_SCHEMA_VERSION, EquipmentState, Sample, TelemetryFrame
 from linewatch.plant import Equipment, PlantModel
+
 from simulator.faults import Injection
 from simulator.physics import EquipmentPhysics
 
@@ -75,8 +75,9 @@ class PlantSimulator:
 
     def _unit_frame(self, unit: Unit, t: np.ndarray, stamps: list[datetime]) -> TelemetryFrame:
         equipment = unit.equipment
-        active = [i for i in self.injections
-                  if i.equipment_id == equipment.id and i.start_s < t[-1] + 1 and i.end_s > t[0]]
+        active = [
+            i for i in self.injections if i.equipment_id == equipment.id and i.start_s < t[-1] + 1 and i.end_s > t[0]
+        ]
         self._advance_state(unit, float(t[0]), forced_running=bool(active))
         running = unit.state == "running"
         line = self.plant.lines[equipment.line]
@@ -91,7 +92,8 @@ class PlantSimulator:
             if injection.fault.kind == "process":
                 spec = sensors[injection.sensor]
                 process_offsets[injection.sensor] = process_offsets.get(injection.sensor, 0.0) + injection.offset(
-                    t, spec.nominal, spec.noise, unit.physics.rng)
+                    t, spec.nominal, spec.noise, unit.physics.rng
+                )
         measured = unit.physics.measure(unit.physics.step(t, running, recipe, process_offsets))
         dropped = np.zeros((len(t), 0), dtype=bool)
         names = list(sensors)
@@ -107,13 +109,29 @@ class PlantSimulator:
         samples = [Sample(ts=ts, values=row) for ts, row in zip(stamps, rows, strict=True) if row]
         unit.seq += 1
         return TelemetryFrame(
-            schema_version=TELEMETRY_SCHEMA_VERSION, site=equipment.site, area=equipment.area,
-            line=equipment.line, equipment_id=equipment.id, equipment_class=equipment.equipment_class,
-            seq=unit.seq, state=unit.state, units=unit.units, samples=samples, lot_id=lot, recipe=recipe,
+            schema_version=TELEMETRY_SCHEMA_VERSION,
+            site=equipment.site,
+            area=equipment.area,
+            line=equipment.line,
+            equipment_id=equipment.id,
+            equipment_class=equipment.equipment_class,
+            seq=unit.seq,
+            state=unit.state,
+            units=unit.units,
+            samples=samples,
+            lot_id=lot,
+            recipe=recipe,
         )
 
-    def _apply_sensor_fault(self, unit: Unit, injection: Injection, t: np.ndarray,
-                            measured: dict[str, np.ndarray], names: list[str], dropped: np.ndarray) -> np.ndarray:
+    def _apply_sensor_fault(
+        self,
+        unit: Unit,
+        injection: Injection,
+        t: np.ndarray,
+        measured: dict[str, np.ndarray],
+        names: list[str],
+        dropped: np.ndarray,
+    ) -> np.ndarray:
         sensor = injection.sensor
         window = injection.window(t)
         shape = injection.fault.shape

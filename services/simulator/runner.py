@@ -14,9 +14,9 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
-
 from linewatch.contract import encoder, sha256_hex
 from linewatch.plant import PlantModel
+
 from simulator.faults import FaultLabel, Injection
 from simulator.malformed import corrupt
 from simulator.plant_sim import PlantSimulator
@@ -58,17 +58,32 @@ def labels(plan: RunPlan) -> list[FaultLabel]:
     def iso(t: float) -> str:
         return datetime.fromtimestamp(t, UTC).isoformat()
 
-    return [FaultLabel(fault=i.fault_name, kind=i.fault.kind, equipment_id=i.equipment_id, sensor=i.sensor,
-                       start_s=i.start_s, end_s=i.end_s, start=iso(i.start_s), end=iso(i.end_s))
-            for i in plan.injections]
+    return [
+        FaultLabel(
+            fault=i.fault_name,
+            kind=i.fault.kind,
+            equipment_id=i.equipment_id,
+            sensor=i.sensor,
+            start_s=i.start_s,
+            end_s=i.end_s,
+            start=iso(i.start_s),
+            end=iso(i.end_s),
+        )
+        for i in plan.injections
+    ]
 
 
 def write_labels(path: Path, plan: RunPlan) -> None:
     path.write_bytes(b"".join(encoder.encode(label) + b"\n" for label in labels(plan)))
 
 
-def run(plant: PlantModel, plan: RunPlan, send: Send, stop: threading.Event | None = None,
-        on_chunk: Callable[[Manifest], None] | None = None) -> Manifest:
+def run(
+    plant: PlantModel,
+    plan: RunPlan,
+    send: Send,
+    stop: threading.Event | None = None,
+    on_chunk: Callable[[Manifest], None] | None = None,
+) -> Manifest:
     simulator = PlantSimulator(plant, plan.seed, plan.injections)
     rng = np.random.default_rng([plan.seed, 7])
     manifest = Manifest()
@@ -88,8 +103,11 @@ def run(plant: PlantModel, plan: RunPlan, send: Send, stop: threading.Event | No
                 spoilt = corrupt(frame, rng)
                 payload = spoilt.payload
                 kept = [] if spoilt.rejected_sample is None else [i for i in kept if i != spoilt.rejected_sample]
-                manifest.malformed.append(MalformedRecord(spoilt.kind, sha256_hex(payload), frame.equipment_id,
-                                                          spoilt.rejected_sample is None))
+                manifest.malformed.append(
+                    MalformedRecord(
+                        spoilt.kind, sha256_hex(payload), frame.equipment_id, spoilt.rejected_sample is None
+                    )
+                )
             for index in kept:
                 counts[frame.equipment_id].update(frame.samples[index].values.keys())
             manifest.valid_samples += len(kept)
@@ -111,9 +129,14 @@ class KafkaPublisher:
     def __init__(self, bootstrap_servers: str, frames_topic: str) -> None:
         from kafka import KafkaProducer
 
-        self._producer = KafkaProducer(bootstrap_servers=bootstrap_servers, acks="all", linger_ms=5,
-                                       batch_size=512 * 1024, max_request_size=4 * 1024 * 1024,
-                                       retries=10)
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            retries=10,
+        )
         self._frames_topic = frames_topic
         self.failures: list[BaseException] = []
 
@@ -127,5 +150,4 @@ class KafkaPublisher:
         self._producer.flush()
         self._producer.close()
         if self.failures:
-            raise RuntimeError(f"{len(self.failures)} messages were not acknowledged by Kafka: "
-                               f"{self.failures[0]!r}")
+            raise RuntimeError(f"{len(self.failures)} messages were not acknowledged by Kafka: {self.failures[0]!r}")

@@ -8,6 +8,7 @@ from typing import Any
 
 from linewatch.contract import SourcePosition, dead_letter, encoder
 from linewatch.stats import StatsCounter
+
 from validator.checks import FrameValidator, Outcome, Rejection
 from validator.settings import ValidatorSettings
 
@@ -33,9 +34,10 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                 outcome = validator.validate(payload, datetime.now(UTC))
             except Exception as exc:
                 # A bug here must not skip the message (faust would commit past it): dead-letter it.
-                log.exception("validation failed", extra={"topic": message.topic,
-                                                          "partition": message.partition,
-                                                          "offset": message.offset})
+                log.exception(
+                    "validation failed",
+                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
+                )
                 outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
             stats.counters["messages_in"] += 1
             if outcome.valid is not None:
@@ -43,17 +45,33 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                 stats.counters["samples_valid"] += outcome.valid_samples
                 stats.counters["messages_out"] += 1
             if outcome.rejections:
-                source = SourcePosition(topic=message.topic, partition=message.partition,
-                                        offset=message.offset,
-                                        key=key.decode("utf-8", "replace") if key is not None else None)
+                source = SourcePosition(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=key.decode("utf-8", "replace") if key is not None else None,
+                )
                 for rejection in outcome.rejections:
-                    letter = dead_letter(stage=SERVICE, reason=rejection.reason, detail=rejection.detail,
-                                         source=source, source_bytes=payload, payload=rejection.payload)
+                    letter = dead_letter(
+                        stage=SERVICE,
+                        reason=rejection.reason,
+                        detail=rejection.detail,
+                        source=source,
+                        source_bytes=payload,
+                        payload=rejection.payload,
+                    )
                     await deadletter_topic.send(key=key, value=encoder.encode(letter))
                     stats.counters["dead_letters"] += 1
                     stats.counters[f"dead_letters.{rejection.reason}"] += 1
-                    log.info("dead-lettered", extra={"reason": rejection.reason, "topic": message.topic,
-                                                     "partition": message.partition, "offset": message.offset})
+                    log.info(
+                        "dead-lettered",
+                        extra={
+                            "reason": rejection.reason,
+                            "topic": message.topic,
+                            "partition": message.partition,
+                            "offset": message.offset,
+                        },
+                    )
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def publish_stats() -> None:
@@ -63,6 +81,9 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
 
 
 def build_validator(settings: ValidatorSettings, plant: Any) -> FrameValidator:
-    return FrameValidator(plant, max_message_bytes=settings.max_message_bytes,
-                          max_future=timedelta(seconds=settings.max_future_s),
-                          max_past=timedelta(seconds=settings.max_past_s))
+    return FrameValidator(
+        plant,
+        max_message_bytes=settings.max_message_bytes,
+        max_future=timedelta(seconds=settings.max_future_s),
+        max_past=timedelta(seconds=settings.max_past_s),
+    )

@@ -15,7 +15,6 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
-
 from linewatch.contract import Sample, TelemetryFrame, encoder, telemetry_decoder
 from linewatch.plant import PlantModel
 
@@ -36,8 +35,9 @@ class Outcome:
 
 
 class FrameValidator:
-    def __init__(self, plant: PlantModel, *, max_message_bytes: int, max_future: timedelta,
-                 max_past: timedelta) -> None:
+    def __init__(
+        self, plant: PlantModel, *, max_message_bytes: int, max_future: timedelta, max_past: timedelta
+    ) -> None:
         self._equipment = {e.id: e for e in plant.equipment}
         self._sensors = {name: set(cls.sensors) for name, cls in plant.classes.items()}
         self._units = {name: {s: spec.unit for s, spec in cls.sensors.items()} for name, cls in plant.classes.items()}
@@ -68,17 +68,22 @@ class FrameValidator:
                 return _reject("schema_violation", str(inner))
         return self._check_frame(frame, payload, non_finite, now)
 
-    def _check_frame(self, frame: TelemetryFrame, payload: bytes, non_finite: list[Any],
-                     now: datetime) -> Outcome:
+    def _check_frame(self, frame: TelemetryFrame, payload: bytes, non_finite: list[Any], now: datetime) -> Outcome:
         equipment = self._equipment.get(frame.equipment_id)
         if equipment is None:
             return _reject("unknown_equipment", f"equipment {frame.equipment_id!r} is not in the plant model")
         if (frame.equipment_class, frame.area, frame.line, frame.site) != (
-                equipment.equipment_class, equipment.area, equipment.line, equipment.site):
-            return _reject("equipment_mismatch",
-                           f"{frame.equipment_id} is {equipment.equipment_class} at "
-                           f"{equipment.site}/{equipment.area}/{equipment.line}, the frame says "
-                           f"{frame.equipment_class} at {frame.site}/{frame.area}/{frame.line}")
+            equipment.equipment_class,
+            equipment.area,
+            equipment.line,
+            equipment.site,
+        ):
+            return _reject(
+                "equipment_mismatch",
+                f"{frame.equipment_id} is {equipment.equipment_class} at "
+                f"{equipment.site}/{equipment.area}/{equipment.line}, the frame says "
+                f"{frame.equipment_class} at {frame.site}/{frame.area}/{frame.line}",
+            )
         units = self._units[equipment.equipment_class]
         wrong = {s: u for s, u in frame.units.items() if s in units and units[s] != u}
         if wrong:
@@ -104,13 +109,23 @@ class FrameValidator:
         outcome = Outcome()
         if non_finite:
             body = dict(msgspec.to_builtins(frame), samples=non_finite)
-            outcome.rejections.append(Rejection(
-                "non_finite_value", f"{len(non_finite)} sample(s) with NaN or infinite values",
-                json.dumps(body).encode(), len(non_finite)))
+            outcome.rejections.append(
+                Rejection(
+                    "non_finite_value",
+                    f"{len(non_finite)} sample(s) with NaN or infinite values",
+                    json.dumps(body).encode(),
+                    len(non_finite),
+                )
+            )
         for reason, samples in bad.items():
-            outcome.rejections.append(Rejection(
-                reason, _describe(reason, samples, known, with_unit, earliest, latest),
-                encoder.encode(msgspec.structs.replace(frame, samples=samples)), len(samples)))
+            outcome.rejections.append(
+                Rejection(
+                    reason,
+                    _describe(reason, samples, known, with_unit, earliest, latest),
+                    encoder.encode(msgspec.structs.replace(frame, samples=samples)),
+                    len(samples),
+                )
+            )
         if good:
             outcome.valid_samples = len(good)
             unchanged = len(good) == len(frame.samples) and not non_finite
@@ -129,20 +144,25 @@ def _split_non_finite(payload: bytes) -> tuple[dict[str, Any], list[Any]] | None
         return None
     if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
         return document if isinstance(document, dict) else {"samples": []}, []
-    good, bad = [], []
+    good: list[Any] = []
+    bad: list[Any] = []
     for sample in document["samples"]:
         values = sample.get("values") if isinstance(sample, dict) else None
         finite = not isinstance(values, dict) or all(
-            not isinstance(v, float) or math.isfinite(v) for v in values.values())
+            not isinstance(v, float) or math.isfinite(v) for v in values.values()
+        )
         (good if finite else bad).append(sample)
     return dict(document, samples=good), bad
 
 
-def _describe(reason: str, samples: list[Sample], known: set[str], with_unit: Any, earliest: datetime,
-              latest: datetime) -> str:
+def _describe(
+    reason: str, samples: list[Sample], known: set[str], with_unit: Any, earliest: datetime, latest: datetime
+) -> str:
     if reason == "timestamp_out_of_range":
-        return (f"{len(samples)} sample(s) outside [{earliest.isoformat()}, {latest.isoformat()}], "
-                f"first {samples[0].ts.isoformat()}")
+        return (
+            f"{len(samples)} sample(s) outside [{earliest.isoformat()}, {latest.isoformat()}], "
+            f"first {samples[0].ts.isoformat()}"
+        )
     if reason == "unknown_sensor":
         names = sorted({k for s in samples for k in s.values if k not in known})
         return f"sensor(s) {', '.join(names)} not defined for this equipment class"

@@ -7,11 +7,11 @@ import contextlib
 import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
-
 from linewatch import logs
 from linewatch.influx import InfluxWriter
 from linewatch.kafka import ensure_topics
 from linewatch.stats import StatsCounter
+
 from writer.settings import WriterSettings
 from writer.sink import SERVICE, InfluxSink, telemetry_formatter
 
@@ -32,17 +32,28 @@ async def run(settings: WriterSettings) -> None:
         loop.add_signal_handler(sig, stop.set)
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, group_id=SERVICE, enable_auto_commit=False,
-        auto_offset_reset="earliest", fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        max_partition_fetch_bytes=8 * 1024 * 1024, session_timeout_ms=int(kafka.session_timeout_s * 1000),
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=SERVICE,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        max_partition_fetch_bytes=8 * 1024 * 1024,
+        session_timeout_ms=int(kafka.session_timeout_s * 1000),
         heartbeat_interval_ms=int(kafka.session_timeout_s * 250),
     )
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5)
     influx = InfluxWriter(settings.influx, max_backoff_s=settings.max_backoff_s)
     stats = StatsCounter(SERVICE)
-    sink = InfluxSink(consumer, producer, influx, {kafka.topics.valid: telemetry_formatter()},
-                      kafka.topics.deadletter, stats, settings.max_poll_records,
-                      settings.max_in_flight)
+    sink = InfluxSink(
+        consumer,
+        producer,
+        influx,
+        {kafka.topics.valid: telemetry_formatter()},
+        kafka.topics.deadletter,
+        stats,
+        settings.max_poll_records,
+        settings.max_in_flight,
+    )
     consumer.subscribe([kafka.topics.valid], listener=sink.rebalance_listener())
     await producer.start()
     await consumer.start()

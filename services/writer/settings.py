@@ -1,8 +1,7 @@
 from __future__ import annotations
 
-from pydantic import Field
-
 from linewatch.settings import CommonSettings, InfluxSettings
+from pydantic import Field
 
 
 class WriterSettings(CommonSettings):

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
-
-from linewatch.contract import SourcePosition, dead_letter, encoder, telemetry_decoder
+from aiokafka.structs import ConsumerRecord
+from linewatch.contract import SourcePosition, dead_letter, encoder
 from linewatch.influx import InfluxRejected, InfluxWriter
 from linewatch.lineprotocol import TimestampCache, telemetry_lines
 from linewatch.stats import StatsCounter
@@ -53,9 +53,17 @@ class Batch:
 
 
 class InfluxSink:
-    def __init__(self, consumer: AIOKafkaConsumer, producer: AIOKafkaProducer, influx: InfluxWriter,
-                 formatters: dict[str, LineFormatter], deadletter_topic: str, stats: StatsCounter,
-                 max_poll_records: int, max_in_flight: int = 3) -> None:
+    def __init__(
+        self,
+        consumer: AIOKafkaConsumer,
+        producer: AIOKafkaProducer,
+        influx: InfluxWriter,
+        formatters: dict[str, LineFormatter],
+        deadletter_topic: str,
+        stats: StatsCounter,
+        max_poll_records: int,
+        max_in_flight: int = 3,
+    ) -> None:
         self._consumer = consumer
         self._producer = producer
         self._influx = influx
@@ -95,15 +103,16 @@ class InfluxSink:
             self._in_flight.append(asyncio.create_task(self._write_and_commit(batch, previous)))
         await self.drain()
 
-    def _prepare(self, fetched: dict[TopicPartition, list[msgspec.Raw]]) -> Batch:
+    def _prepare(self, fetched: dict[TopicPartition, list[ConsumerRecord[bytes, bytes]]]) -> Batch:
         batch = Batch()
         for tp, messages in fetched.items():
             formatter = self._formatters[tp.topic]
             for message in messages:
                 value: bytes = message.value or b""
                 key = message.key.decode("utf-8", "replace") if message.key is not None else None
-                record = RecordLines(SourcePosition(topic=tp.topic, partition=tp.partition,
-                                                    offset=message.offset, key=key), value, [])
+                record = RecordLines(
+                    SourcePosition(topic=tp.topic, partition=tp.partition, offset=message.offset, key=key), value, []
+                )
                 try:
                     record.lines = formatter(value)
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
@@ -126,10 +135,12 @@ class InfluxSink:
         if previous is not None:
             await previous  # commits stay in offset order
         for record, reason, detail in batch.rejected:
-            letter = dead_letter(stage=SERVICE, reason=reason, detail=detail, source=record.source,
-                                 source_bytes=record.value)
-            await self._producer.send_and_wait(self._deadletter_topic, encoder.encode(letter),
-                                               key=(record.source.key or "").encode() or None)
+            letter = dead_letter(
+                stage=SERVICE, reason=reason, detail=detail, source=record.source, source_bytes=record.value
+            )
+            await self._producer.send_and_wait(
+                self._deadletter_topic, encoder.encode(letter), key=(record.source.key or "").encode() or None
+            )
             self._stats.counters["dead_letters"] += 1
         try:
             await self._consumer.commit(batch.next_offsets)

@@ -1,0 +1,12 @@
+# One image for every linewatch service; the compose service picks the command (`linewatch service NAME`).
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY requirements.lock pyproject.toml ./
+RUN pip install --no-cache-dir -r requirements.lock
+COPY services ./services
+COPY schemas ./schemas
+COPY deploy/plant ./deploy/plant
+RUN pip install --no-cache-dir --no-deps -e . && useradd --system linewatch
+USER linewatch
+ENTRYPOINT ["linewatch"]
