@@ -7,7 +7,7 @@ import math
 import time
 from pathlib import Path
 
-from linewatch.devstack import DevStack
+from linewatch.devstack import DevStack, wait_until
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
@@ -29,15 +29,6 @@ def paced_plan(plant: PlantModel, samples: int, wall_s: float, seed: int) -> Run
     )
 
 
-def wait_until(predicate: object, timeout_s: float, what: str) -> None:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
 def test_writer_sigkill_mid_stream_loses_and_duplicates_nothing(
     stack: DevStack, kafka: KafkaSettings, plant: PlantModel, log_dir: Path
 ) -> None:
@@ -46,7 +37,7 @@ def test_writer_sigkill_mid_stream_loses_and_duplicates_nothing(
     restarted: ServiceProcess | None = None
     try:
         simulator.start()
-        wait_until(lambda: total(influx_counts(stack.influxd)) > 20_000, 90, "the writer to write")
+        wait_until("the writer writes", lambda: total(influx_counts(stack.influxd)) > 20_000, 90, 0.2)
         writer.kill()
         stored_at_kill = total(influx_counts(stack.influxd))
         assert simulator.is_alive(), "the kill must happen mid-stream"
@@ -83,7 +74,7 @@ def test_influxd_down_for_12s_mid_stream_loses_nothing(
     services = start_services(stack, log_dir, "validator", "writer")
     try:
         simulator.start()
-        wait_until(lambda: total(influx_counts(stack.influxd)) > 10_000, 90, "the writer to write")
+        wait_until("the writer writes", lambda: total(influx_counts(stack.influxd)) > 10_000, 90, 0.2)
         stack.influxd.stop(kill=True)
         down_at = time.monotonic()
         time.sleep(12.0)

@@ -13,6 +13,7 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -26,13 +27,13 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def _wait_until(check: str, predicate: object, timeout_s: float) -> None:
+def wait_until(what: str, predicate: Callable[[], bool], timeout_s: float, poll_s: float = 0.05) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        if callable(predicate) and predicate():
+        if predicate():
             return
-        time.sleep(0.05)
-    raise TimeoutError(f"{check} not ready after {timeout_s:.0f} s")
+        time.sleep(poll_s)
+    raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
@@ -76,7 +77,7 @@ class Broker:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        _wait_until(f"Kafka broker on {self.bootstrap}", self._accepts, timeout_s)
+        wait_until(f"Kafka broker on {self.bootstrap}", self._accepts, timeout_s)
         log.info("broker started", extra={"bootstrap": self.bootstrap, "pid": self.process.pid})
         return self
 
@@ -139,7 +140,7 @@ class Influxd:
             [binary, "-config", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
         )
         log_file.close()
-        _wait_until(f"influxd on {self.url}", self._pings, timeout_s)
+        wait_until(f"influxd on {self.url}", self._pings, timeout_s)
         log.info("influxd started", extra={"url": self.url, "pid": self.process.pid})
         return self
 

@@ -37,12 +37,11 @@ class Injection:
     def window(self, t: np.ndarray) -> np.ndarray:
         return (t >= self.start_s) & (t < self.end_s)
 
-    def offset(self, t: np.ndarray, nominal: float, noise: float, rng: np.random.Generator) -> np.ndarray:
-        """Additive deviation over `t` (zero outside the fault window)."""
+    def deviation(self, t: np.ndarray, noise: float, rng: np.random.Generator) -> np.ndarray:
+        """Deviation over `t`, zero outside the fault window: a fraction of the process value for relative
+        process faults, an absolute offset for the others (sensor faults in multiples of the noise)."""
         fault = self.fault
-        size = fault.magnitude * (abs(nominal) if fault.relative else 1.0)
-        if fault.kind == "sensor":
-            size = fault.magnitude * max(noise, 1e-9)
+        size = fault.magnitude * (max(noise, 1e-9) if fault.kind == "sensor" else 1.0)
         active = self.window(t)
         if fault.shape == "ramp":
             progress = np.clip((t - self.start_s) / (fault.duration_s / 2), 0.0, 1.0)

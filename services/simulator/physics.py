@@ -55,13 +55,21 @@ class EquipmentPhysics:
             self.states[name] = SensorState(process=sensor.nominal)
 
     def step(
-        self, t: np.ndarray, running: bool, recipe: str | None, process_offsets: dict[str, np.ndarray]
+        self,
+        t: np.ndarray,
+        running: bool,
+        recipe: str | None,
+        process_offsets: dict[str, np.ndarray],
+        process_scales: dict[str, np.ndarray] | None = None,
     ) -> dict[str, np.ndarray]:
-        """Process values (before measurement noise) for times `t` (seconds since the epoch)."""
+        """Process values (before measurement noise) for times `t` (seconds since the epoch); a fault
+        shifts a sensor's target by an offset or scales it by (1 + scale)."""
         setpoints = self.spec.recipes.get(recipe, {}) if recipe else {}
         values: dict[str, np.ndarray] = {}
         for name, sensor in self.spec.sensors.items():
             target = self._target(sensor, setpoints.get(name, sensor.nominal), t, running, values)
+            if process_scales and name in process_scales:
+                target = target * (1.0 + process_scales[name])
             if name in process_offsets:
                 target = target + process_offsets[name]
             values[name] = self._lag(name, sensor, target)

@@ -19,6 +19,7 @@ STATE_CHOICES: list[tuple[EquipmentState, float, tuple[float, float]]] = [
     ("maintenance", 0.02, (600.0, 1800.0)),
 ]
 ALWAYS_RUNNING = {"dry_room", "conductivity_qc"}
+SETTLE_BEFORE_FAULT_S = 1800.0
 
 
 @dataclass
@@ -75,10 +76,11 @@ class PlantSimulator:
 
     def _unit_frame(self, unit: Unit, t: np.ndarray, stamps: list[datetime]) -> TelemetryFrame:
         equipment = unit.equipment
-        active = [
-            i for i in self.injections if i.equipment_id == equipment.id and i.start_s < t[-1] + 1 and i.end_s > t[0]
-        ]
-        self._advance_state(unit, float(t[0]), forced_running=bool(active))
+        mine = [i for i in self.injections if i.equipment_id == equipment.id]
+        active = [i for i in mine if i.start_s < t[-1] + 1 and i.end_s > t[0]]
+        # A faulted unit runs, and has run long enough to settle, when its fault starts.
+        settling = any(i.start_s - SETTLE_BEFORE_FAULT_S < t[-1] + 1 and i.end_s > t[0] for i in mine)
+        self._advance_state(unit, float(t[0]), forced_running=settling)
         running = unit.state == "running"
         line = self.plant.lines[equipment.line]
         number = lot_number(float(t[0]), self.plant.lot_duration_s)
@@ -87,14 +89,14 @@ class PlantSimulator:
         recipe = recipes[number % len(recipes)] if recipes else None
 
         sensors = unit.physics.spec.sensors
-        process_offsets: dict[str, np.ndarray] = {}
+        offsets: dict[str, np.ndarray] = {}
+        scales: dict[str, np.ndarray] = {}
         for injection in active:
             if injection.fault.kind == "process":
-                spec = sensors[injection.sensor]
-                process_offsets[injection.sensor] = process_offsets.get(injection.sensor, 0.0) + injection.offset(
-                    t, spec.nominal, spec.noise, unit.physics.rng
-                )
-        measured = unit.physics.measure(unit.physics.step(t, running, recipe, process_offsets))
+                into = scales if injection.fault.relative else offsets
+                deviation = injection.deviation(t, sensors[injection.sensor].noise, unit.physics.rng)
+                into[injection.sensor] = into.get(injection.sensor, 0.0) + deviation
+        measured = unit.physics.measure(unit.physics.step(t, running, recipe, offsets, scales))
         dropped = np.zeros((len(t), 0), dtype=bool)
         names = list(sensors)
         for injection in active:
@@ -145,8 +147,8 @@ class PlantSimulator:
                 dropped = np.zeros((len(t), len(names)), dtype=bool)
             dropped[:, names.index(sensor)] |= window
         else:
-            spec = unit.physics.spec.sensors[sensor]
-            measured[sensor] = measured[sensor] + injection.offset(t, spec.nominal, spec.noise, unit.physics.rng)
+            noise = unit.physics.spec.sensors[sensor].noise
+            measured[sensor] = measured[sensor] + injection.deviation(t, noise, unit.physics.rng)
         return dropped
 
     def _advance_state(self, unit: Unit, t_s: float, forced_running: bool) -> None:
