@@ -11,13 +11,13 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
-from linewatch.contract import DeadLetter, SourcePosition, TelemetryFrame, dead_letter, encoder
+from linewatch.contract import AnomalyScores, DeadLetter, SourcePosition, TelemetryFrame, dead_letter, encoder
 from linewatch.plant import PlantModel
 from linewatch.settings import REPO_ROOT
 from simulator.runner import RunPlan, run
 
 SCHEMAS = REPO_ROOT / "schemas"
-PAIRS = [("telemetry-frame.v1", TelemetryFrame), ("deadletter.v1", DeadLetter)]
+PAIRS = [("telemetry-frame.v1", TelemetryFrame), ("deadletter.v1", DeadLetter), ("anomaly-scores.v1", AnomalyScores)]
 
 
 def schema(name: str) -> dict[str, Any]:

@@ -40,7 +40,7 @@ def test_furnace_zones_lag_the_ramp_and_settle_in_the_soak(plant: PlantModel) ->
     values = furnace.step(t, True, "ANNEAL-550", {})
     heating = (values["setpoint"] > 200) & (np.gradient(values["setpoint"]) > 0)
     assert heating.sum() > 500
-    assert np.all(values["zone1_temp"][heating] < values["setpoint"][heating] - 10)
+    assert np.all(values["zone3_temp"][heating] < values["setpoint"][heating] - 5)
     soak_end = int(np.argmax(ramp_soak(t, 550.0) == 550.0)) + 3000
     assert abs(values["zone3_temp"][soak_end] - 550.0) < 2.0
 

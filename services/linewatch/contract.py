@@ -10,6 +10,7 @@ import msgspec
 
 TELEMETRY_SCHEMA_VERSION: Literal[1] = 1
 DEADLETTER_SCHEMA_VERSION: Literal[1] = 1
+SCORES_SCHEMA_VERSION: Literal[1] = 1
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -62,6 +63,36 @@ class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     payload_truncated: bool
 
 
+class SampleScore(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """One scored sample. Scores are normalised: 1.0 is the calibrated threshold of that detector."""
+
+    ts: UtcTime
+    score: float
+    anomalous: bool
+    t2: float
+    spe: float
+    iforest: float
+    univariate: float
+    missing: list[str]
+    flatline: list[str]
+    top_sensors: list[str]
+
+
+class AnomalyScores(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Scores of one frame's running samples by one model version (active, or shadow beside it)."""
+
+    schema_version: Literal[1]
+    site: Name
+    area: Name
+    line: Name
+    equipment_id: Name
+    equipment_class: Name
+    model_version: Name
+    role: Literal["active", "shadow"]
+    samples: Annotated[list[SampleScore], msgspec.Meta(min_length=1)]
+    lot_id: Name | None = None
+
+
 class ServiceStats(msgspec.Struct, frozen=True):
     """Counters a service publishes every second, for the live view and benchmarks."""
 
@@ -74,6 +105,7 @@ class ServiceStats(msgspec.Struct, frozen=True):
 
 telemetry_decoder = msgspec.json.Decoder(TelemetryFrame)
 deadletter_decoder = msgspec.json.Decoder(DeadLetter)
+scores_decoder = msgspec.json.Decoder(AnomalyScores)
 stats_decoder = msgspec.json.Decoder(ServiceStats)
 encoder = msgspec.json.Encoder()
 

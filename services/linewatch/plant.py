@@ -26,10 +26,14 @@ class Sensor(_Strict):
     profile: Literal["ramp_soak", "press_cycle"] | None = None
     idle: float | None = None
     critical: bool = False
+    # A controlled process value and its setpoint sensor: the control deviation is a quality signal.
+    tracks: str | None = None
 
 
 class EquipmentClass(_Strict):
     description: str
+    # After a start-up, readings of lagged process values are not steady for this long: not scored.
+    settle_s: float = Field(default=0.0, ge=0)
     sensors: dict[str, Sensor]
     recipes: dict[str, dict[str, float]] = {}
 
@@ -41,6 +45,9 @@ class EquipmentClass(_Strict):
                 # Drivers come earlier in the file so one pass in order computes every sensor.
                 if driver not in names[: names.index(name)]:
                     raise ValueError(f"sensor {name} follows {driver}, which is not defined before it")
+        for name, sensor in self.sensors.items():
+            if sensor.tracks is not None and sensor.tracks not in self.sensors:
+                raise ValueError(f"sensor {name} tracks unknown sensor {sensor.tracks}")
         for recipe, setpoints in self.recipes.items():
             unknown = set(setpoints) - set(self.sensors)
             if unknown:

@@ -17,9 +17,10 @@ class Topics(BaseModel):
     valid: str = "linewatch.telemetry.valid"
     deadletter: str = "linewatch.deadletter"
     stats: str = "linewatch.stats"
+    scores: str = "linewatch.scores"
 
     def all(self) -> list[str]:
-        return [self.raw, self.valid, self.deadletter, self.stats]
+        return [self.raw, self.valid, self.deadletter, self.stats, self.scores]
 
 
 class KafkaSettings(BaseModel):
