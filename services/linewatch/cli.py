@@ -21,21 +21,35 @@ def _exec_module(module: str, args: list[str]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    from rich.console import Console
+    import secrets
+    import subprocess
+
+    from rich.console import Console, Group
     from rich.live import Live
 
     from linewatch.devstack import DevStack
     from linewatch.kafka import ensure_topics
     from linewatch.launcher import ServiceProcess
-    from linewatch.liveview import PipelineView, StatsReader
+    from linewatch.liveview import AlertFeed, PipelineView, StatsReader
     from linewatch.settings import KafkaSettings
 
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-up-"))
     console = Console()
     with DevStack() as stack:
-        env = stack.service_env()
+        # A throw-away signing key for this run's models; production keys come from the environment.
+        env = stack.service_env() | {
+            "LINEWATCH_REGISTRY": str(run_dir / "models"),
+            "LINEWATCH_MODEL_SIGNING_KEY": secrets.token_hex(32),
+        }
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
+        console.print(f"training anomaly models on {args.train_hours:g} h of simulated normal operation ...")
+        subprocess.run(
+            [sys.executable, "-m", "scorer", "train", "--hours", str(args.train_hours), "--active"],
+            env=os.environ | env,
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         simulator_args = [
             "--speed",
             str(args.speed),
@@ -51,6 +65,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in SERVICES]
         processes.append(ServiceProcess("simulator", env, run_dir / "simulator.log", tuple(simulator_args)).start())
         reader = StatsReader(kafka)
+        alerts = AlertFeed(kafka)
         view = PipelineView()
         title = (
             f"linewatch — broker {stack.broker.bootstrap}, InfluxDB {stack.influxd.url} "
@@ -60,8 +75,9 @@ def cmd_up(args: argparse.Namespace) -> int:
         try:
             with Live(view.render(title), console=console, refresh_per_second=2) as live:
                 while deadline is None or time.monotonic() < deadline:
-                    reader.poll(view.add, 0.5)
-                    live.update(view.render(title))
+                    reader.poll(view.add, 0.3)
+                    alerts.poll(0.2)
+                    live.update(Group(view.render(title), alerts.render()))
                     dead = [p.name for p in processes if not p.alive() and p.name != "simulator"]
                     if dead:
                         console.print(f"[red]service(s) stopped unexpectedly: {dead}; see {run_dir}")
@@ -70,6 +86,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             pass
         finally:
             reader.close()
+            alerts.close()
             for process in reversed(processes):
                 process.stop()
     console.print(f"stopped; logs kept in {run_dir}")
@@ -93,13 +110,20 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--random-faults", type=int, default=16)
     up.add_argument("--malformed-share", type=float, default=0.002)
     up.add_argument("--for-s", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    up.add_argument("--train-hours", type=float, default=6.0, help="simulated normal hours to train on first")
     up.set_defaults(func=cmd_up)
     simulate = sub.add_parser("simulate", help="run the plant simulator (see `linewatch simulate -h`)", add_help=False)
     simulate.set_defaults(func=None, module="simulator")
+    for name, text in (
+        ("train", "fit and sign an anomaly model version"),
+        ("evaluate", "detection quality"),
+        ("models", "list or roll out model versions"),
+    ):
+        sub.add_parser(name, help=f"{text} (see `linewatch {name} -h`)", add_help=False)
     service = sub.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=SERVICES)
     bench = sub.add_parser("bench", help="benchmarks that print figures")
-    bench.add_argument("target", choices=["pipeline"])
+    bench.add_argument("target", choices=["pipeline", "scorer"])
     bench.add_argument("--samples", type=int, default=600_000)
     bench.set_defaults(func=cmd_bench)
     return parser
@@ -109,6 +133,10 @@ def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["simulate"]:
         _exec_module("simulator", argv[1:])
+    if argv[:1] in (["train"], ["evaluate"], ["models"]):
+        _exec_module("scorer", argv)
+    if argv[:2] == ["bench", "scorer"]:
+        _exec_module("scorer", ["bench", *argv[2:]])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "service":

@@ -11,6 +11,8 @@ from datetime import UTC, datetime
 
 import msgspec
 
+from linewatch.contract import scores_decoder
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
 _MEASUREMENT_ESCAPES = str.maketrans({",": r"\,", " ": r"\ ", "\n": r"\n"})
@@ -44,6 +46,42 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float |
     tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
     field_part = ",".join(f"{escape_key(k)}={field_value(v)}" for k, v in fields.items())
     return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_part} {field_part} {ts_ns}"
+
+
+ANOMALY_MEASUREMENT = "anomaly"
+
+
+def score_lines(payload: bytes) -> list[bytes]:
+    """One point per scored sample; role is a tag so active and shadow scores are separate series."""
+    scores = scores_decoder.decode(payload)
+    tags = {
+        "site": scores.site,
+        "area": scores.area,
+        "line": scores.line,
+        "equipment": scores.equipment_id,
+        "equipment_class": scores.equipment_class,
+        "role": scores.role,
+    }
+    return [
+        line(
+            ANOMALY_MEASUREMENT,
+            tags,
+            {
+                "score": s.score,
+                "t2": s.t2,
+                "spe": s.spe,
+                "iforest": s.iforest,
+                "univariate": s.univariate,
+                "anomalous": s.anomalous,
+                "top_sensors": ",".join(s.top_sensors),
+                "missing": ",".join(s.missing),
+                "flatline": ",".join(s.flatline),
+                "model_version": scores.model_version,
+            },
+            to_ns(s.ts),
+        ).encode()
+        for s in scores.samples
+    ]
 
 
 class _WireSample(msgspec.Struct):

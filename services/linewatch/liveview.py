@@ -6,10 +6,11 @@ import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from rich.table import Table
 
-from linewatch.contract import ServiceStats, stats_decoder
+from linewatch.contract import ServiceStats, scores_decoder, stats_decoder
 from linewatch.settings import KafkaSettings
 
 # (service, counter, label) shown as pipeline stages, in flow order.
@@ -18,8 +19,10 @@ STAGES = [
     ("validator", "messages_in", "validator: messages in"),
     ("validator", "samples_valid", "validator: valid samples"),
     ("validator", "dead_letters", "validator: dead letters"),
+    ("scorer", "samples_scored", "scorer: samples scored"),
+    ("scorer", "samples_anomalous", "scorer: anomalous samples"),
     ("writer", "records_in", "writer: records in"),
-    ("writer", "points_written", "writer: points in InfluxDB"),
+    ("writer", "points_written", "writer: points in InfluxDB (readings + scores)"),
     ("writer", "dead_letters", "writer: dead letters"),
     ("writer", "write_retries", "writer: InfluxDB retries"),
 ]
@@ -73,10 +76,10 @@ class PipelineView:
         return table
 
 
-class StatsReader:
-    """Reads the stats topic with assign() (group joins are slow on Tansu) from the beginning."""
+class TopicReader:
+    """Reads a topic with assign() (group joins are slow on Tansu) from the beginning."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
         from kafka import KafkaConsumer, TopicPartition
 
         self._consumer = KafkaConsumer(
@@ -85,20 +88,79 @@ class StatsReader:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
         )
-        partitions = [TopicPartition(settings.topics.stats, p) for p in range(settings.partitions)]
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
         self._consumer.assign(partitions)
         self._consumer.seek_to_beginning(*partitions)
 
-    def poll(self, on_stats: Callable[[ServiceStats], None], timeout_s: float = 0.5) -> None:
+    def read(self, on_value: Callable[[bytes], None], timeout_s: float = 0.5) -> None:
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            batches = self._consumer.poll(timeout_ms=remaining)
-            for records in batches.values():
+            for records in self._consumer.poll(timeout_ms=remaining).values():
                 for record in records:
-                    on_stats(stats_decoder.decode(record.value))
+                    on_value(record.value)
             if remaining == 0:
                 return
 
     def close(self) -> None:
         self._consumer.close()
+
+
+class StatsReader(TopicReader):
+    def __init__(self, settings: KafkaSettings) -> None:
+        super().__init__(settings, settings.topics.stats)
+
+    def poll(self, on_stats: Callable[[ServiceStats], None], timeout_s: float = 0.5) -> None:
+        self.read(lambda value: on_stats(stats_decoder.decode(value)), timeout_s)
+
+
+@dataclass
+class Alert:
+    equipment_id: str
+    line: str
+    first: datetime
+    last: datetime
+    peak: float
+    sensors: list[str]
+
+
+class AlertFeed(TopicReader):
+    """Anomalous samples of the active model, grouped into alerts per unit (a minute apart = a new one)."""
+
+    def __init__(self, settings: KafkaSettings, keep: int = 10) -> None:
+        super().__init__(settings, settings.topics.scores)
+        self.alerts: list[Alert] = []
+        self._keep = keep
+
+    def poll(self, timeout_s: float = 0.2) -> None:
+        self.read(self._add, timeout_s)
+
+    def _add(self, value: bytes) -> None:
+        scores = scores_decoder.decode(value)
+        if scores.role != "active":
+            return
+        for sample in scores.samples:
+            if not sample.anomalous:
+                continue
+            current = next((a for a in self.alerts if a.equipment_id == scores.equipment_id), None)
+            if current is not None and (sample.ts - current.last).total_seconds() <= 60:
+                current.last, current.peak = sample.ts, max(current.peak, sample.score)
+                continue
+            sensors = sample.missing or sample.flatline or sample.top_sensors
+            self.alerts.insert(0, Alert(scores.equipment_id, scores.line, sample.ts, sample.ts, sample.score, sensors))
+            del self.alerts[self._keep :]
+
+    def render(self) -> Table:
+        table = Table(title="latest anomaly alerts (active model)")
+        for column in ("equipment", "line", "from (UTC)", "to", "peak score", "sensors"):
+            table.add_column(column)
+        for alert in self.alerts:
+            table.add_row(
+                alert.equipment_id,
+                alert.line,
+                alert.first.strftime("%H:%M:%S"),
+                alert.last.strftime("%H:%M:%S"),
+                f"{alert.peak:.1f}",
+                ", ".join(alert.sensors),
+            )
+        return table

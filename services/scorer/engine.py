@@ -72,7 +72,8 @@ class PlantScorer:
             # Start-ups and recipe changes move lagged values for a while: wait for the class's settle time.
             unit.running_since, unit.recipe = float(ts[0]), frame.recipe
         block = np.array([[s.values.get(name, math.nan) for name in layout.sensors] for s in frame.samples])
-        features, missing, complete = unit.window.build(block, layout)
+        provided = np.array([name in frame.units for name in layout.sensors])
+        features, missing, complete = unit.window.build(block, layout, provided)
         scoreable = complete & (ts >= unit.running_since + spec.settle_s)
         if not scoreable.any():
             return None

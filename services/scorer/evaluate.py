@@ -84,7 +84,9 @@ class Report:
     fn: int = 0
     alerts_total: int = 0
 
-    def add_run(self, plant: PlantModel, traces: dict[str, Trace], labels: list[Label], hours: float) -> None:
+    def add_run(
+        self, plant: PlantModel, traces: dict[str, Trace], labels: list[Label], hours: float, lines: int | None = None
+    ) -> None:
         by_unit: dict[str, list[Label]] = defaultdict(list)
         for label in labels:
             by_unit[label.equipment_id].append(label)
@@ -115,7 +117,7 @@ class Report:
                 self.alerts_total += 1
                 explained = any(label.start_s <= end and start < label.end_s + RECOVERY_S for label in by_unit[unit])
                 self.false_alerts += 0 if explained else 1
-        self.normal_line_hours += hours * len(plant.lines)
+        self.normal_line_hours += hours * (len(plant.lines) if lines is None else lines)
 
     def table(self) -> list[str]:
         lines = [f"{'fault':<26}{'detected':>10}{'median delay s':>16}{'precision':>11}{'recall':>8}{'F1':>7}"]

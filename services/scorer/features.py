@@ -23,13 +23,17 @@ class FeatureLayout:
 
     @classmethod
     def for_class(cls, spec: EquipmentClass) -> FeatureLayout:
-        sensors = list(spec.sensors)
+        return cls.build(list(spec.sensors), {n: s.tracks for n, s in spec.sensors.items() if s.tracks})
+
+    @property
+    def tracks(self) -> dict[str, str]:
+        return {self.sensors[pv]: self.sensors[sp] for pv, sp in self.tracked}
+
+    @classmethod
+    def build(cls, sensors: list[str], tracks: dict[str, str]) -> FeatureLayout:
+        """Also how a saved model rebuilds its layout, without the plant file."""
         s = len(sensors)
-        tracked = [
-            (i, sensors.index(str(spec.sensors[name].tracks)))
-            for i, name in enumerate(sensors)
-            if spec.sensors[name].tracks
-        ]
+        tracked = [(sensors.index(pv), sensors.index(sp)) for pv, sp in tracks.items()]
         names = [f"{sensor}:{kind}" for kind in ("value", "delta", "std") for sensor in sensors]
         names += [f"{sensors[pv]}:deviation" for pv, _ in tracked]
         of_sensor = [[i, s + i, 2 * s + i] for i in range(s)]
@@ -48,9 +52,11 @@ class FeatureWindow:
     def reset(self) -> None:
         self.history, self.seen = None, 0
 
-    def build(self, block: np.ndarray, layout: FeatureLayout) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def build(
+        self, block: np.ndarray, layout: FeatureLayout, provided: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Features, missing mask (n x s) and which rows have a full window, for `block` (n x s, NaN where a
-        sensor is missing)."""
+        sensor has no value). Only sensors the source `provided` (declares) count as missing."""
         missing = np.isnan(block)
         filled = _forward_fill(block, missing, None if self.history is None else self.history[-1])
         history = np.repeat(filled[:1], WINDOW, axis=0) if self.history is None else self.history
@@ -64,7 +70,7 @@ class FeatureWindow:
         complete = np.arange(self.seen, self.seen + n) >= WINDOW
         self.history = rows[-WINDOW:]
         self.seen += n
-        return np.hstack(columns), missing, complete
+        return np.hstack(columns), missing & provided, complete
 
 
 def _forward_fill(block: np.ndarray, missing: np.ndarray, last: np.ndarray | None) -> np.ndarray:
@@ -75,4 +81,4 @@ def _forward_fill(block: np.ndarray, missing: np.ndarray, last: np.ndarray | Non
     for row, gaps in zip(filled, missing, strict=True):
         row[gaps] = previous[gaps]
         previous = row
-    return np.nan_to_num(filled)
+    return np.asarray(np.nan_to_num(filled))

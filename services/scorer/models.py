@@ -40,7 +40,7 @@ class Detection:
     @property
     def score(self) -> np.ndarray:
         quality = np.where(self.flatline.any(axis=1), DATA_QUALITY_SCORE, 0.0)
-        return np.maximum.reduce([self.t2, self.spe, self.iforest, self.univariate, quality])
+        return np.asarray(np.maximum.reduce([self.t2, self.spe, self.iforest, self.univariate, quality]))
 
 
 @dataclass
@@ -93,7 +93,7 @@ def running_min(values: np.ndarray, window: int) -> np.ndarray:
     """Running minimum along axis 0: the value a statistic held for `window` rows in a row."""
     if window <= 1 or len(values) < window:
         return values
-    return np.lib.stride_tricks.sliding_window_view(values, window, axis=0).min(axis=-1)
+    return np.asarray(np.lib.stride_tricks.sliding_window_view(values, window, axis=0).min(axis=-1))
 
 
 def fit_class_model(

@@ -25,9 +25,11 @@ from typing import Any, Literal
 import numpy as np
 import skops.io
 
+from scorer.features import FeatureLayout
 from scorer.models import ClassModel
 
 TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
+ARRAYS = ("mean", "scale", "components", "eigenvalues", "median", "mad", "feature_thresholds", "flatline_floor")
 Role = Literal["ACTIVE", "CANDIDATE"]
 
 
@@ -66,19 +68,12 @@ def save(
     staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
     classes: dict[str, Any] = {}
     for name, model in sorted(models.items()):
-        np.savez(
-            staging / f"{name}.npz",
-            mean=model.mean,
-            scale=model.scale,
-            components=model.components,
-            eigenvalues=model.eigenvalues,
-            median=model.median,
-            mad=model.mad,
-            flatline_floor=model.flatline_floor,
-        )
+        np.savez(staging / f"{name}.npz", **{field: getattr(model, field) for field in ARRAYS})
         skops.io.dump(model.forest, staging / f"{name}.skops")
         classes[name] = {
             "sensors": model.sensors,
+            "tracks": model.layout.tracks,
+            "features": model.layout.names,
             "thresholds": model.thresholds,
             "debounce": model.debounce,
             "calibration": model.calibration,
@@ -128,9 +123,12 @@ def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
     forest = skops.io.loads(blobs["skops"], trusted=TRUSTED_SKOPS_TYPES)
     with np.load(io.BytesIO(blobs["npz"]), allow_pickle=False) as arrays:
         params = {k: arrays[k] for k in arrays.files}
+    layout = FeatureLayout.build(list(entry["sensors"]), dict(entry["tracks"]))
+    if layout.names != entry["features"] or set(params) != set(ARRAYS):
+        raise ModelVerificationError(f"{folder.name}/{name}: features or parameters do not match this scorer")
     return ClassModel(
         equipment_class=name,
-        sensors=list(entry["sensors"]),
+        layout=layout,
         forest=forest,
         thresholds={k: float(v) for k, v in entry["thresholds"].items()},
         debounce=int(entry["debounce"]),

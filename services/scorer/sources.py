@@ -54,6 +54,7 @@ def frames_file(path: Path) -> Iterator[TelemetryFrame]:
 def influx(url: str, database: str, start: datetime, end: datetime, plant: PlantModel) -> Iterator[TelemetryFrame]:
     """Telemetry points back from InfluxDB (InfluxQL: 1.x, or 2.x through its v1 API), as frames."""
     for equipment in plant.equipment:
+        # Equipment ids come from the plant model and times from datetime: no user text reaches the query.
         query = (
             f"SELECT * FROM telemetry WHERE equipment = '{equipment.id}' AND time >= '{start.isoformat()}' "
             f"AND time < '{end.isoformat()}' ORDER BY time"
@@ -85,8 +86,8 @@ def _frames_from_rows(
                 equipment_id=equipment.id,
                 equipment_class=equipment.equipment_class,
                 seq=0,
-                state=chunk[0][0],
-                units={n: sensors[n].unit for n in index},  # type: ignore[arg-type]
+                state=chunk[0][0],  # type: ignore[arg-type]
+                units={n: sensors[n].unit for n in index},
                 samples=[c[2] for c in chunk],
                 lot_id=chunk[0][1],
             )

@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from linewatch import logs
 from linewatch.influx import InfluxWriter
 from linewatch.kafka import ensure_topics
+from linewatch.lineprotocol import score_lines
 from linewatch.stats import StatsCounter
 
 from writer.settings import WriterSettings
@@ -48,13 +49,13 @@ async def run(settings: WriterSettings) -> None:
         consumer,
         producer,
         influx,
-        {kafka.topics.valid: telemetry_formatter()},
+        {kafka.topics.valid: telemetry_formatter(), kafka.topics.scores: score_lines},
         kafka.topics.deadletter,
         stats,
         settings.max_poll_records,
         settings.max_in_flight,
     )
-    consumer.subscribe([kafka.topics.valid], listener=sink.rebalance_listener())
+    consumer.subscribe([kafka.topics.valid, kafka.topics.scores], listener=sink.rebalance_listener())
     await producer.start()
     await consumer.start()
     reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, stop))

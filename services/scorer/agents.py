@@ -1,0 +1,112 @@
+"""The score agent: valid frames in, anomaly scores out (active model, plus shadow when a candidate is set)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from linewatch.contract import (
+    SCORES_SCHEMA_VERSION,
+    AnomalyScores,
+    SourcePosition,
+    TelemetryFrame,
+    dead_letter,
+    encoder,
+    telemetry_decoder,
+)
+from linewatch.plant import PlantModel
+from linewatch.stats import StatsCounter
+
+from scorer.engine import PlantScorer
+from scorer.rollout import ModelSet
+from scorer.settings import ScorerSettings
+
+SERVICE = "scorer"
+log = logging.getLogger(__name__)
+
+
+def scores_for(engine: PlantScorer, models: ModelSet, frame: TelemetryFrame) -> list[AnomalyScores]:
+    block = engine.prepare(frame)
+    if block is None:
+        return []
+    out = []
+    for role, loaded in (("active", models.active), ("shadow", models.candidate)):
+        model = loaded.models.get(frame.equipment_class)
+        if model is None or loaded.version is None:
+            continue
+        out.append(
+            AnomalyScores(
+                schema_version=SCORES_SCHEMA_VERSION,
+                site=frame.site,
+                area=frame.area,
+                line=frame.line,
+                equipment_id=frame.equipment_id,
+                equipment_class=frame.equipment_class,
+                model_version=loaded.version,
+                role=role,  # type: ignore[arg-type]
+                samples=engine.score(frame, block, model, role),
+                lot_id=frame.lot_id,
+            )
+        )
+    return out
+
+
+def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: ModelSet) -> StatsCounter:
+    topics = settings.kafka.topics
+    valid_topic = app.topic(topics.valid)
+    scores_topic = app.topic(topics.scores)
+    deadletter_topic = app.topic(topics.deadletter)
+    stats_topic = app.topic(topics.stats)
+    stats = StatsCounter(SERVICE)
+    engine = PlantScorer(plant)
+
+    @app.agent(valid_topic, name="score")  # type: ignore[untyped-decorator]
+    async def score(stream: Any) -> None:
+        async for event in stream.events():
+            message, payload = event.message, event.value or b""
+            stats.counters["frames_in"] += 1
+            try:
+                results = scores_for(engine, models, telemetry_decoder.decode(payload))
+            except Exception as exc:
+                # An exception would make faust skip the frame and commit past it: dead-letter it instead.
+                reason = "invalid_frame" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
+                log.exception(
+                    "scoring failed",
+                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
+                )
+                source = SourcePosition(
+                    topic=message.topic,
+                    partition=message.partition,
+                    offset=message.offset,
+                    key=event.key.decode("utf-8", "replace") if event.key else None,
+                )
+                letter = dead_letter(
+                    stage=SERVICE,
+                    reason=reason,
+                    detail=f"{type(exc).__name__}: {exc}",
+                    source=source,
+                    source_bytes=payload,
+                )
+                await deadletter_topic.send(key=event.key, value=encoder.encode(letter))
+                stats.counters["dead_letters"] += 1
+                continue
+            for result in results:
+                await scores_topic.send(key=event.key, value=encoder.encode(result))
+                stats.counters[f"samples_scored.{result.role}"] += len(result.samples)
+                if result.role == "active":
+                    stats.counters["samples_scored"] += len(result.samples)
+                    stats.counters["samples_anomalous"] += sum(s.anomalous for s in result.samples)
+
+    @app.timer(interval=settings.reload_interval_s)  # type: ignore[untyped-decorator]
+    async def reload_models() -> None:
+        # Verifying and loading a version takes seconds: off the event loop, swapped in when complete.
+        await asyncio.to_thread(models.refresh)
+        stats.counters["model_load_failures"] = models.failures
+
+    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
+    async def publish_stats() -> None:
+        await stats_topic.send(key=SERVICE.encode(), value=stats.snapshot())
+
+    return stats

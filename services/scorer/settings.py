@@ -1,0 +1,18 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from linewatch.settings import REPO_ROOT, CommonSettings
+from pydantic import Field, SecretStr
+
+
+class ScorerSettings(CommonSettings):
+    registry: Path = REPO_ROOT / "models"
+    # Signs and verifies model artifacts; never stored with them.
+    model_signing_key: SecretStr | None = None
+    reload_interval_s: float = Field(default=5.0, gt=0)
+
+    def signing_key(self) -> bytes:
+        if self.model_signing_key is None:
+            raise SystemExit("LINEWATCH_MODEL_SIGNING_KEY is not set: models cannot be signed or verified")
+        return self.model_signing_key.get_secret_value().encode()
