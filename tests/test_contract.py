@@ -11,7 +11,16 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
-from linewatch.contract import AnomalyScores, DeadLetter, SourcePosition, TelemetryFrame, dead_letter, encoder
+from linewatch.contract import (
+    AnomalyScores,
+    DeadLetter,
+    Sample,
+    SampleScore,
+    SourcePosition,
+    TelemetryFrame,
+    dead_letter,
+    encoder,
+)
 from linewatch.plant import PlantModel
 from linewatch.settings import REPO_ROOT
 from simulator.runner import RunPlan, run
@@ -46,6 +55,18 @@ def test_schema_is_valid_2020_12_and_fields_match_model(name: str, model: type) 
     assert set(document["properties"]) == {f.encode_name for f in info.fields}
     assert set(document["required"]) == {f.encode_name for f in info.fields if f.required}
     assert document["additionalProperties"] is False and info.forbid_unknown_fields
+
+
+@pytest.mark.parametrize(
+    ("name", "definition", "model"),
+    [("telemetry-frame.v1", "sample", Sample), ("anomaly-scores.v1", "sample", SampleScore)],
+)
+def test_nested_definitions_match_their_models(name: str, definition: str, model: type) -> None:
+    document = schema(name)["$defs"][definition]
+    info = msgspec.inspect.type_info(model)
+    assert isinstance(info, msgspec.inspect.StructType)
+    assert set(document["properties"]) == {f.encode_name for f in info.fields}
+    assert set(document["required"]) == {f.encode_name for f in info.fields if f.required}
 
 
 @pytest.mark.parametrize(("name", "model"), PAIRS)
