@@ -24,15 +24,24 @@ class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
 
 
-class TelemetryFrame(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """One equipment's readings: one or more timestamped samples of named sensor values."""
+class EquipmentRef(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """The names that place a unit in the plant; every message about a unit starts with them."""
 
-    schema_version: Literal[1]
     site: Name
     area: Name
     line: Name
     equipment_id: Name
     equipment_class: Name
+
+
+def equipment_fields(ref: EquipmentRef) -> dict[str, str]:
+    return {name: getattr(ref, name) for name in EquipmentRef.__struct_fields__}
+
+
+class TelemetryFrame(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One equipment's readings: one or more timestamped samples of named sensor values."""
+
+    schema_version: Literal[1]
     seq: Annotated[int, msgspec.Meta(ge=0)]
     state: EquipmentState
     units: dict[Name, Annotated[str, msgspec.Meta(min_length=1, max_length=32)]]
@@ -78,15 +87,10 @@ class SampleScore(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     top_sensors: list[str]
 
 
-class AnomalyScores(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+class AnomalyScores(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """Scores of one frame's running samples by one model version (active, or shadow beside it)."""
 
     schema_version: Literal[1]
-    site: Name
-    area: Name
-    line: Name
-    equipment_id: Name
-    equipment_class: Name
     model_version: Name
     role: Literal["active", "shadow"]
     samples: Annotated[list[SampleScore], msgspec.Meta(min_length=1)]

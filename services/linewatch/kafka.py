@@ -8,6 +8,9 @@ import tempfile
 import time
 from typing import Any
 
+from msgspec import structs
+
+from linewatch.contract import SourcePosition, dead_letter, encoder
 from linewatch.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -53,6 +56,33 @@ def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
 
     create_worker_consumer.linewatch_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+def source_of(event: Any) -> SourcePosition:
+    """Where a faust event came from, for logs and dead letters."""
+    message, key = event.message, event.key
+    return SourcePosition(
+        topic=message.topic,
+        partition=message.partition,
+        offset=message.offset,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+    )
+
+
+async def dead_letter_event(
+    topic: Any, event: Any, stage: str, reason: str, detail: str, payload: bytes | None = None
+) -> None:
+    """Send what an agent could not process to the dead-letter topic; the faust commit waits for it."""
+    letter = dead_letter(
+        stage=stage,
+        reason=reason,
+        detail=detail,
+        source=source_of(event),
+        source_bytes=event.value or b"",
+        payload=payload,
+    )
+    await topic.send(key=event.key, value=encoder.encode(letter))
+    log.info("dead-lettered", extra={"stage": stage, "reason": reason, **structs.asdict(letter.source)})
 
 
 def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:

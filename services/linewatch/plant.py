@@ -9,6 +9,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from linewatch.contract import EquipmentRef
+
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -89,6 +91,12 @@ class Equipment(_Strict):
     site: str
     area: str
     line: str
+
+    @property
+    def ref(self) -> EquipmentRef:
+        return EquipmentRef(
+            site=self.site, area=self.area, line=self.line, equipment_id=self.id, equipment_class=self.equipment_class
+        )
 
 
 class PlantModel(_Strict):

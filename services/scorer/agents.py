@@ -10,14 +10,15 @@ import msgspec
 from linewatch.contract import (
     SCORES_SCHEMA_VERSION,
     AnomalyScores,
-    SourcePosition,
     TelemetryFrame,
-    dead_letter,
     encoder,
+    equipment_fields,
     telemetry_decoder,
 )
+from linewatch.kafka import dead_letter_event, source_of
 from linewatch.plant import PlantModel
 from linewatch.stats import StatsCounter
+from msgspec import structs
 
 from scorer.engine import PlantScorer
 from scorer.rollout import ModelSet
@@ -38,12 +39,8 @@ def scores_for(engine: PlantScorer, models: ModelSet, frame: TelemetryFrame) -> 
             continue
         out.append(
             AnomalyScores(
+                **equipment_fields(frame),
                 schema_version=SCORES_SCHEMA_VERSION,
-                site=frame.site,
-                area=frame.area,
-                line=frame.line,
-                equipment_id=frame.equipment_id,
-                equipment_class=frame.equipment_class,
                 model_version=loaded.version,
                 role=role,  # type: ignore[arg-type]
                 samples=engine.score(frame, block, model, role),
@@ -65,31 +62,15 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
     @app.agent(valid_topic, name="score")  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
         async for event in stream.events():
-            message, payload = event.message, event.value or b""
+            payload = event.value or b""
             stats.counters["frames_in"] += 1
             try:
                 results = scores_for(engine, models, telemetry_decoder.decode(payload))
             except Exception as exc:
                 # An exception would make faust skip the frame and commit past it: dead-letter it instead.
                 reason = "invalid_frame" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
-                log.exception(
-                    "scoring failed",
-                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
-                )
-                source = SourcePosition(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=event.key.decode("utf-8", "replace") if event.key else None,
-                )
-                letter = dead_letter(
-                    stage=SERVICE,
-                    reason=reason,
-                    detail=f"{type(exc).__name__}: {exc}",
-                    source=source,
-                    source_bytes=payload,
-                )
-                await deadletter_topic.send(key=event.key, value=encoder.encode(letter))
+                log.exception("scoring failed", extra=structs.asdict(source_of(event)))
+                await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
                 stats.counters["dead_letters"] += 1
                 continue
             for result in results:

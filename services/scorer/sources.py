@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-from linewatch.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, telemetry_decoder
+from linewatch.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, equipment_fields, telemetry_decoder
 from linewatch.plant import PlantModel
 from simulator.faults import Injection, random_schedule
 from simulator.plant_sim import PlantSimulator
@@ -79,12 +79,8 @@ def _frames_from_rows(
     def flush() -> Iterator[TelemetryFrame]:
         if chunk:
             yield TelemetryFrame(
+                **equipment_fields(equipment.ref),
                 schema_version=TELEMETRY_SCHEMA_VERSION,
-                site=equipment.site,
-                area=equipment.area,
-                line=equipment.line,
-                equipment_id=equipment.id,
-                equipment_class=equipment.equipment_class,
                 seq=0,
                 state=chunk[0][0],  # type: ignore[arg-type]
                 units={n: sensors[n].unit for n in index},

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
-from linewatch.contract import TELEMETRY_SCHEMA_VERSION, EquipmentState, Sample, TelemetryFrame
+from linewatch.contract import TELEMETRY_SCHEMA_VERSION, EquipmentState, Sample, TelemetryFrame, equipment_fields
 from linewatch.plant import Equipment, PlantModel
 
 from simulator.faults import Injection
@@ -111,12 +111,8 @@ class PlantSimulator:
         samples = [Sample(ts=ts, values=row) for ts, row in zip(stamps, rows, strict=True) if row]
         unit.seq += 1
         return TelemetryFrame(
+            **equipment_fields(equipment.ref),
             schema_version=TELEMETRY_SCHEMA_VERSION,
-            site=equipment.site,
-            area=equipment.area,
-            line=equipment.line,
-            equipment_id=equipment.id,
-            equipment_class=equipment.equipment_class,
             seq=unit.seq,
             state=unit.state,
             units=unit.units,

@@ -6,8 +6,9 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from linewatch.contract import SourcePosition, dead_letter, encoder
+from linewatch.kafka import dead_letter_event, source_of
 from linewatch.stats import StatsCounter
+from msgspec import structs
 
 from validator.checks import FrameValidator, Outcome, Rejection
 from validator.settings import ValidatorSettings
@@ -27,51 +28,25 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
     @app.agent(raw_topic, name="validate")  # type: ignore[untyped-decorator]
     async def validate(stream: Any) -> None:
         async for event in stream.events():
-            message = event.message
             payload: bytes = event.value if event.value is not None else b""
             key: bytes | None = event.key
             try:
                 outcome = validator.validate(payload, datetime.now(UTC))
             except Exception as exc:
                 # A bug here must not skip the message (faust would commit past it): dead-letter it.
-                log.exception(
-                    "validation failed",
-                    extra={"topic": message.topic, "partition": message.partition, "offset": message.offset},
-                )
+                log.exception("validation failed", extra=structs.asdict(source_of(event)))
                 outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
             stats.counters["messages_in"] += 1
             if outcome.valid is not None:
                 await valid_topic.send(key=key, value=outcome.valid)
                 stats.counters["samples_valid"] += outcome.valid_samples
                 stats.counters["messages_out"] += 1
-            if outcome.rejections:
-                source = SourcePosition(
-                    topic=message.topic,
-                    partition=message.partition,
-                    offset=message.offset,
-                    key=key.decode("utf-8", "replace") if key is not None else None,
+            for rejection in outcome.rejections:
+                await dead_letter_event(
+                    deadletter_topic, event, SERVICE, rejection.reason, rejection.detail, rejection.payload
                 )
-                for rejection in outcome.rejections:
-                    letter = dead_letter(
-                        stage=SERVICE,
-                        reason=rejection.reason,
-                        detail=rejection.detail,
-                        source=source,
-                        source_bytes=payload,
-                        payload=rejection.payload,
-                    )
-                    await deadletter_topic.send(key=key, value=encoder.encode(letter))
-                    stats.counters["dead_letters"] += 1
-                    stats.counters[f"dead_letters.{rejection.reason}"] += 1
-                    log.info(
-                        "dead-lettered",
-                        extra={
-                            "reason": rejection.reason,
-                            "topic": message.topic,
-                            "partition": message.partition,
-                            "offset": message.offset,
-                        },
-                    )
+                stats.counters["dead_letters"] += 1
+                stats.counters[f"dead_letters.{rejection.reason}"] += 1
 
     @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
     async def publish_stats() -> None:
