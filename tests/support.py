@@ -115,3 +115,10 @@ def per_sensor_mismatches(expected: dict[str, dict[str, int]], stored: dict[str,
             if want[sensor] != got[sensor]:
                 problems.append(f"{equipment}.{sensor}: expected {want[sensor]}, stored {got[sensor]}")
     return problems
+
+
+def simulate(plant: PlantModel, bootstrap: str, plan: RunPlan) -> Manifest:
+    """Run the simulator to the end (in a thread, so a hang fails the test instead of blocking it)."""
+    thread = SimulatorThread(plant, bootstrap, plan)
+    thread.start()
+    return thread.result()
