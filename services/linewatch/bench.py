@@ -71,7 +71,7 @@ async def ceiling(url: str, database: str, payloads: list[bytes]) -> tuple[int, 
     return len(lines), elapsed
 
 
-def bench_pipeline(samples: int, timeout_s: float = 900.0) -> int:
+def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-"))
     with DevStack() as stack:
         env = stack.service_env()
@@ -81,14 +81,26 @@ def bench_pipeline(samples: int, timeout_s: float = 900.0) -> int:
         started = time.perf_counter()
         with (run_dir / "simulator.log").open("ab") as log:
             subprocess.run(
-                [sys.executable, "-m", "simulator", "--samples", str(samples), "--max-speed"],
+                [
+                    sys.executable,
+                    "-m",
+                    "simulator",
+                    "--samples",
+                    str(samples),
+                    "--max-speed",
+                    "--frame-samples",
+                    str(frame_samples),
+                ],
                 env=env,
                 check=True,
                 stdout=log,
                 stderr=log,
             )
         simulate_s = time.perf_counter() - started
-        _out(f"simulator   {samples:>10,} samples loaded in {simulate_s:5.1f} s  ({samples / simulate_s:,.0f}/s)")
+        _out(
+            f"simulator   {samples:>10,} samples, {frame_samples} per Kafka record, loaded in "
+            f"{simulate_s:5.1f} s  ({samples / simulate_s:,.0f}/s)"
+        )
 
         last: dict[str, ServiceStats] = {}
         progress: list[tuple[float, int]] = []

@@ -97,7 +97,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
     from linewatch.bench import bench_pipeline
 
     if args.target == "pipeline":
-        return bench_pipeline(samples=args.samples)
+        return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples)
     raise SystemExit(f"unknown benchmark {args.target}")
 
 
@@ -125,6 +125,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench = sub.add_parser("bench", help="benchmarks that print figures")
     bench.add_argument("target", choices=["pipeline", "scorer"])
     bench.add_argument("--samples", type=int, default=600_000)
+    bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
     bench.set_defaults(func=cmd_bench)
     return parser
 
