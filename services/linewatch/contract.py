@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 from datetime import UTC, datetime
 from typing import Annotated, Literal
@@ -130,14 +131,13 @@ def dead_letter(
     payload: bytes | None = None,
 ) -> DeadLetter:
     """Wrap a rejected payload (by default the whole source message) with its reason and origin."""
-    import base64
-
     body = source_bytes if payload is None else payload
     truncated = len(body) > DEADLETTER_PAYLOAD_LIMIT
     body = body[:DEADLETTER_PAYLOAD_LIMIT]
+    encoding: Literal["utf-8", "base64"] = "utf-8"
     try:
-        text, encoding = body.decode("utf-8"), "utf-8"
-    except UnicodeDecodeError:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError:  # binary, or cut inside a character by the truncation
         text, encoding = base64.b64encode(body).decode("ascii"), "base64"
     return DeadLetter(
         schema_version=DEADLETTER_SCHEMA_VERSION,
@@ -148,6 +148,6 @@ def dead_letter(
         received_at=datetime.now(UTC),
         source_sha256=sha256_hex(source_bytes),
         payload=text,
-        payload_encoding=encoding,  # type: ignore[arg-type]
+        payload_encoding=encoding,
         payload_truncated=truncated,
     )
