@@ -53,9 +53,6 @@ class PipelineView:
                 rate += delta / (points[-1][0] - points[0][0])
         return rate
 
-    def peak_rss(self, service: str) -> int:
-        return max((s.peak_rss_bytes for (name, _), s in self.latest.items() if name == service), default=0)
-
     def dead_letter_reasons(self) -> dict[str, int]:
         reasons: dict[str, int] = defaultdict(int)
         for stats in self.latest.values():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import logging
 import math
 import sys
@@ -234,7 +233,3 @@ COMMANDS = {"train": cmd_train, "evaluate": cmd_evaluate, "bench": cmd_bench, "m
 
 def run_command(args: argparse.Namespace, settings: ScorerSettings) -> int:
     return COMMANDS[args.command](args, settings, load_plant(settings.plant_file))
-
-
-def dump(obj: object) -> str:
-    return json.dumps(obj, default=str)
