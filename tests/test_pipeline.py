@@ -47,8 +47,8 @@ def test_100k_samples_with_1pct_malformed_land_exactly_once(
         assert total(stored) == total(manifest.expected_values)
 
         letters = read_dead_letters(kafka, len(manifest.malformed))
-        got = Counter((letter.source_sha256, letter.reason) for letter in letters)
-        want = Counter((m.sha256, m.kind) for m in manifest.malformed)
+        got = Counter((letter.source_sha256, letter.reason, letter.source.key) for letter in letters)
+        want = Counter((m.sha256, m.kind, m.equipment_id) for m in manifest.malformed)
         assert got == want
         for letter in letters:
             assert letter.stage == "validator"

@@ -58,13 +58,13 @@ def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
 
 
-def source_of(event: Any) -> SourcePosition:
-    """Where a faust event came from, for logs and dead letters."""
-    message, key = event.message, event.key
+def source_of(record: Any) -> SourcePosition:
+    """Where a Kafka record (aiokafka's, or a faust event's message) came from, for logs and dead letters."""
+    key = record.key
     return SourcePosition(
-        topic=message.topic,
-        partition=message.partition,
-        offset=message.offset,
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
         key=key.decode("utf-8", "replace") if key is not None else None,
     )
 
@@ -77,7 +77,7 @@ async def dead_letter_event(
         stage=stage,
         reason=reason,
         detail=detail,
-        source=source_of(event),
+        source=source_of(event.message),
         source_bytes=event.value or b"",
         payload=payload,
     )

@@ -69,7 +69,7 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
             except Exception as exc:
                 # An exception would make faust skip the frame and commit past it: dead-letter it instead.
                 reason = "invalid_frame" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
-                log.exception("scoring failed", extra=structs.asdict(source_of(event)))
+                log.exception("scoring failed", extra=structs.asdict(source_of(event.message)))
                 await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
                 stats.counters["dead_letters"] += 1
                 continue

@@ -34,7 +34,7 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                 outcome = validator.validate(payload, datetime.now(UTC))
             except Exception as exc:
                 # A bug here must not skip the message (faust would commit past it): dead-letter it.
-                log.exception("validation failed", extra=structs.asdict(source_of(event)))
+                log.exception("validation failed", extra=structs.asdict(source_of(event.message)))
                 outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
             stats.counters["messages_in"] += 1
             if outcome.valid is not None:

@@ -20,6 +20,7 @@ from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
 from linewatch.contract import SourcePosition, dead_letter, encoder
 from linewatch.influx import InfluxRejected, InfluxWriter
+from linewatch.kafka import source_of
 from linewatch.lineprotocol import TimestampCache, telemetry_lines
 from linewatch.stats import StatsCounter
 
@@ -109,10 +110,7 @@ class InfluxSink:
             formatter = self._formatters[tp.topic]
             for message in messages:
                 value: bytes = message.value or b""
-                key = message.key.decode("utf-8", "replace") if message.key is not None else None
-                record = RecordLines(
-                    SourcePosition(topic=tp.topic, partition=tp.partition, offset=message.offset, key=key), value, []
-                )
+                record = RecordLines(source_of(message), value, [])
                 try:
                     record.lines = formatter(value)
                 except (msgspec.DecodeError, msgspec.ValidationError, ValueError) as exc:
