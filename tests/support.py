@@ -10,6 +10,7 @@ from pathlib import Path
 
 from linewatch.contract import DeadLetter, deadletter_decoder
 from linewatch.devstack import DevStack, Influxd
+from linewatch.kafka import TopicReader
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
@@ -60,25 +61,17 @@ def read_dead_letters(
 ) -> list[DeadLetter]:
     """Read the dead-letter topic from the start; after `at_least` letters keep reading `settle_s` more
     so that unexpected extra letters are seen too."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=kafka.fetch_max_wait_ms
-    )
-    partitions = [TopicPartition(kafka.topics.deadletter, p) for p in range(kafka.partitions)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
+    reader = TopicReader(kafka, kafka.topics.deadletter)
     letters: list[DeadLetter] = []
     deadline = time.monotonic() + timeout_s
     settle_until: float | None = None
     try:
         while time.monotonic() < deadline and (settle_until is None or time.monotonic() < settle_until):
-            for records in consumer.poll(timeout_ms=200).values():
-                letters.extend(deadletter_decoder.decode(r.value) for r in records)
+            reader.read(lambda value: letters.append(deadletter_decoder.decode(value)), 0.2)
             if settle_until is None and len(letters) >= at_least:
                 settle_until = time.monotonic() + settle_s
     finally:
-        consumer.close()
+        reader.close()
     return letters
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 from linewatch.contract import ServiceStats, telemetry_decoder
 from linewatch.devstack import DevStack
 from linewatch.influx import InfluxWriter
-from linewatch.kafka import ensure_topics
+from linewatch.kafka import TopicReader, ensure_topics
 from linewatch.launcher import ServiceProcess
 from linewatch.lineprotocol import TimestampCache, telemetry_lines
 from linewatch.liveview import StatsReader
@@ -35,26 +35,20 @@ def _out(text: str) -> None:
 
 def read_topic(kafka: KafkaSettings, topic: str, samples: int, timeout_s: float = 120.0) -> list[bytes]:
     """Frames of `topic` until they hold `samples` samples (counted, since end offsets lie on Tansu)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    consumer = KafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers,
-        enable_auto_commit=False,
-        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
-        max_partition_fetch_bytes=8 << 20,
-    )
-    partitions = [TopicPartition(topic, p) for p in range(kafka.partitions)]
-    consumer.assign(partitions)
-    consumer.seek_to_beginning(*partitions)
     payloads: list[bytes] = []
-    seen = 0
+    seen = [0]
+
+    def keep(value: bytes) -> None:
+        payloads.append(value)
+        seen[0] += len(telemetry_decoder.decode(value).samples)
+
+    reader = TopicReader(kafka, topic)
     deadline = time.monotonic() + timeout_s
-    while seen < samples and time.monotonic() < deadline:
-        for records in consumer.poll(timeout_ms=200).values():
-            for record in records:
-                payloads.append(record.value)
-                seen += len(telemetry_decoder.decode(record.value).samples)
-    consumer.close()
+    try:
+        while seen[0] < samples and time.monotonic() < deadline:
+            reader.read(keep, 0.2)
+    finally:
+        reader.close()
     return payloads
 
 

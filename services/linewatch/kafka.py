@@ -6,6 +6,7 @@ import contextlib
 import logging
 import tempfile
 import time
+from collections.abc import Callable
 from typing import Any
 
 from msgspec import structs
@@ -56,6 +57,37 @@ def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
 
     create_worker_consumer.linewatch_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+class TopicReader:
+    """Reads a topic with assign() (group joins are slow on Tansu) from the beginning."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            fetch_max_wait_ms=settings.fetch_max_wait_ms,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 << 20,
+        )
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_beginning(*partitions)
+
+    def read(self, on_value: Callable[[bytes], None], timeout_s: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            for records in self._consumer.poll(timeout_ms=remaining).values():
+                for record in records:
+                    on_value(record.value)
+            if remaining == 0:
+                return
+
+    def close(self) -> None:
+        self._consumer.close()
 
 
 def source_of(record: Any) -> SourcePosition:

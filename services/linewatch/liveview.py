@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -11,6 +10,7 @@ from datetime import datetime
 from rich.table import Table
 
 from linewatch.contract import ServiceStats, scores_decoder, stats_decoder
+from linewatch.kafka import TopicReader
 from linewatch.settings import KafkaSettings
 
 # (service, counter, label) shown as pipeline stages, in flow order.
@@ -71,36 +71,6 @@ class PipelineView:
         for reason, count in sorted(self.dead_letter_reasons().items()):
             table.add_row(f"  dead letter: {reason}", f"{count:,}", "")
         return table
-
-
-class TopicReader:
-    """Reads a topic with assign() (group joins are slow on Tansu) from the beginning."""
-
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
-        from kafka import KafkaConsumer, TopicPartition
-
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
-            fetch_max_wait_ms=settings.fetch_max_wait_ms,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        self._consumer.assign(partitions)
-        self._consumer.seek_to_beginning(*partitions)
-
-    def read(self, on_value: Callable[[bytes], None], timeout_s: float = 0.5) -> None:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            remaining = max(0, int((deadline - time.monotonic()) * 1000))
-            for records in self._consumer.poll(timeout_ms=remaining).values():
-                for record in records:
-                    on_value(record.value)
-            if remaining == 0:
-                return
-
-    def close(self) -> None:
-        self._consumer.close()
 
 
 class StatsReader(TopicReader):
