@@ -164,14 +164,9 @@ def cmd_bench(args: argparse.Namespace, settings: ScorerSettings, plant: PlantMo
                 done += len(data[i : i + per_call])
         return done / (time.perf_counter() - started)
 
-    def pca(x: np.ndarray) -> Any:
-        z = (x - model.mean) / model.scale
-        projected = z @ model.components.T
-        return np.sum(projected**2 / model.eigenvalues, axis=1), np.sum((z - projected @ model.components) ** 2, axis=1)
-
     single_rows = batch[:2000]
     figures = {
-        "pca": (rate(pca, batch, len(batch)), rate(pca, single_rows, 1)),
+        "pca": (rate(model.pca, batch, len(batch)), rate(model.pca, single_rows, 1)),
         "full": (rate(model.detect, batch, len(batch)), rate(model.detect, single_rows[:500], 1)),
     }
     _out(

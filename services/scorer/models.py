@@ -64,13 +64,18 @@ class ClassModel:
     def sensors(self) -> list[str]:
         return self.layout.sensors
 
-    def raw(self, features: np.ndarray) -> dict[str, np.ndarray]:
+    def pca(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Standardised features, Hotelling T2 and SPE."""
         z = (features - self.mean) / self.scale
         projected = z @ self.components.T
         residual = z - projected @ self.components
+        return z, np.sum(projected**2 / self.eigenvalues, axis=1), np.sum(residual**2, axis=1)
+
+    def raw(self, features: np.ndarray) -> dict[str, np.ndarray]:
+        z, t2, spe = self.pca(features)
         return {
-            "t2": np.sum(projected**2 / self.eigenvalues, axis=1),
-            "spe": np.sum(residual**2, axis=1),
+            "t2": t2,
+            "spe": spe,
             "iforest": -self.forest.score_samples(z),
             "robust": np.abs(features - self.median) / self.mad,
         }
