@@ -5,6 +5,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
 from linewatch import logs
 from linewatch.devstack import DevStack
 from linewatch.plant import PlantModel, load_plant

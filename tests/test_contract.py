@@ -11,6 +11,7 @@ from typing import Any
 import jsonschema
 import msgspec
 import pytest
+
 from linewatch.contract import (
     AnomalyScores,
     DeadLetter,

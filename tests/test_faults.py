@@ -7,12 +7,13 @@ import math
 import time
 from pathlib import Path
 
+from support import SimulatorThread, influx_counts, per_sensor_mismatches, start_services, total, wait_for_counts
+
 from linewatch.devstack import DevStack, wait_until
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
 from simulator.runner import RunPlan
-from support import SimulatorThread, influx_counts, per_sensor_mismatches, start_services, total, wait_for_counts
 
 log = logging.getLogger(__name__)
 

@@ -5,6 +5,7 @@ import time
 from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
+
 from linewatch.contract import TelemetryFrame, encoder, telemetry_decoder
 from linewatch.lineprotocol import TimestampCache, escape_key, line, telemetry_lines, to_ns
 from linewatch.plant import PlantModel

@@ -8,11 +8,12 @@ import time
 from collections import Counter
 from pathlib import Path
 
+from support import SimulatorThread, per_sensor_mismatches, read_dead_letters, start_services, total, wait_for_counts
+
 from linewatch.devstack import DevStack
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
 from simulator.runner import RunPlan
-from support import SimulatorThread, per_sensor_mismatches, read_dead_letters, start_services, total, wait_for_counts
 
 log = logging.getLogger(__name__)
 

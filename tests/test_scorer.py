@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import skops.io
+
 from linewatch.plant import PlantModel
 from scorer import evaluate, registry, sources, training
 from scorer.agents import scores_for

@@ -8,6 +8,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from support import simulate
+
 from linewatch.devstack import DevStack, wait_until
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
@@ -15,7 +17,6 @@ from linewatch.settings import KafkaSettings
 from scorer import registry, sources, training
 from simulator.faults import plan_injection
 from simulator.runner import RunPlan
-from support import simulate
 
 KEY = "service-test-key"
 

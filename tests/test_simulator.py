@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+
 from linewatch.contract import TelemetryFrame
 from linewatch.plant import PlantModel
 from simulator.faults import FaultLabel, plan_injection

@@ -9,6 +9,7 @@ from datetime import UTC, datetime, timedelta
 import msgspec
 import numpy as np
 import pytest
+
 from linewatch.contract import TelemetryFrame, encoder, telemetry_decoder
 from linewatch.plant import PlantModel
 from simulator.malformed import KINDS, corrupt

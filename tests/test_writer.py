@@ -12,12 +12,13 @@ from pathlib import Path
 import aiohttp
 import pytest
 from aiohttp import web
+from support import SimulatorThread, per_sensor_mismatches, read_dead_letters, start_services, wait_for_counts
+
 from linewatch.devstack import DevStack, free_port
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
 from simulator.runner import RunPlan
-from support import SimulatorThread, per_sensor_mismatches, read_dead_letters, start_services, wait_for_counts
 
 
 def small_plan(plant: PlantModel, seconds: int, seed: int) -> RunPlan:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import sys
 
 from linewatch import logs
-
 from scorer.agents import SERVICE
 from scorer.commands import build_parser, run_command
 from scorer.settings import ScorerSettings
@@ -19,9 +18,9 @@ def main() -> None:
         sys.exit(run_command(args, settings))
     logs.configure(SERVICE, settings.log_level)
     import faust
+
     from linewatch.kafka import ensure_topics, faust_app
     from linewatch.plant import load_plant
-
     from scorer.agents import register
     from scorer.rollout import ModelSet
 

@@ -7,6 +7,8 @@ import logging
 from typing import Any
 
 import msgspec
+from msgspec import structs
+
 from linewatch.contract import (
     SCORES_SCHEMA_VERSION,
     AnomalyScores,
@@ -18,8 +20,6 @@ from linewatch.contract import (
 from linewatch.kafka import dead_letter_event, source_of
 from linewatch.plant import PlantModel
 from linewatch.stats import StatsCounter
-from msgspec import structs
-
 from scorer.engine import PlantScorer
 from scorer.rollout import ModelSet
 from scorer.settings import ScorerSettings

@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from linewatch.plant import PlantModel, load_plant
 
+from linewatch.plant import PlantModel, load_plant
 from scorer import evaluate, registry, sources, training
 from scorer.settings import ScorerSettings
 

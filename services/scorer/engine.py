@@ -11,9 +11,9 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 import numpy as np
+
 from linewatch.contract import SampleScore, TelemetryFrame
 from linewatch.plant import PlantModel
-
 from scorer.features import FeatureLayout, FeatureWindow
 from scorer.models import DATA_QUALITY_SCORE, ClassModel, Detection
 

@@ -8,9 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 import numpy as np
+
 from linewatch.contract import TelemetryFrame
 from linewatch.plant import PlantModel
-
 from scorer.engine import PlantScorer
 from scorer.models import ClassModel
 

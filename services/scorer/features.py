@@ -7,8 +7,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from linewatch.plant import EquipmentClass
 from numpy.lib.stride_tricks import sliding_window_view
+
+from linewatch.plant import EquipmentClass
 
 WINDOW = 10  # samples
 

@@ -2,8 +2,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from linewatch.settings import REPO_ROOT, CommonSettings
 from pydantic import Field, SecretStr
+
+from linewatch.settings import REPO_ROOT, CommonSettings
 
 
 class ScorerSettings(CommonSettings):

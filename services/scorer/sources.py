@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
 from linewatch.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, equipment_fields, telemetry_decoder
 from linewatch.plant import PlantModel
 from simulator.faults import Injection, random_schedule

@@ -8,9 +8,9 @@ from collections import defaultdict
 from collections.abc import Iterable
 
 import numpy as np
+
 from linewatch.contract import TelemetryFrame
 from linewatch.plant import PlantModel
-
 from scorer.engine import PlantScorer
 from scorer.features import FeatureLayout
 from scorer.models import ClassModel, fit_class_model

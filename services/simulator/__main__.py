@@ -12,12 +12,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+
 from linewatch import logs
 from linewatch.contract import encoder
 from linewatch.kafka import ensure_topics
 from linewatch.plant import load_plant
 from linewatch.stats import StatsCounter
-
 from simulator.faults import plan_injection, random_schedule
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run, write_labels
 from simulator.settings import SimulatorSettings

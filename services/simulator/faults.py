@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
+
 from linewatch.plant import Fault, PlantModel
 
 

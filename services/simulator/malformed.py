@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import msgspec
 import numpy as np
+
 from linewatch.contract import TelemetryFrame, encoder
 
 # Kinds that spoil one sample keep the rest of the frame valid; the others spoil the whole frame.

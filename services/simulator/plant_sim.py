@@ -6,9 +6,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 import numpy as np
+
 from linewatch.contract import TELEMETRY_SCHEMA_VERSION, EquipmentState, Sample, TelemetryFrame, equipment_fields
 from linewatch.plant import Equipment, PlantModel
-
 from simulator.faults import Injection
 from simulator.physics import EquipmentPhysics
 

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import msgspec
 import numpy as np
+
 from linewatch.contract import encoder, sha256_hex
 from linewatch.plant import PlantModel
-
 from simulator.faults import FaultLabel, Injection
 from simulator.malformed import corrupt
 from simulator.plant_sim import PlantSimulator

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import faust
+
 from linewatch import logs
 from linewatch.kafka import ensure_topics, faust_app
 from linewatch.plant import load_plant
-
 from validator.agents import SERVICE, build_validator, register
 from validator.settings import ValidatorSettings
 

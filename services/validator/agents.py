@@ -6,10 +6,10 @@ import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from linewatch.kafka import dead_letter_event, source_of
-from linewatch.stats import StatsCounter
 from msgspec import structs
 
+from linewatch.kafka import dead_letter_event, source_of
+from linewatch.stats import StatsCounter
 from validator.checks import FrameValidator, Outcome, Rejection
 from validator.settings import ValidatorSettings
 

@@ -15,6 +15,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
+
 from linewatch.contract import Sample, TelemetryFrame, encoder, telemetry_decoder
 from linewatch.plant import PlantModel
 

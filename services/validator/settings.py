@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from linewatch.settings import CommonSettings
 from pydantic import Field
+
+from linewatch.settings import CommonSettings
 
 
 class ValidatorSettings(CommonSettings):

@@ -7,12 +7,12 @@ import contextlib
 import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from linewatch import logs
 from linewatch.influx import InfluxWriter
 from linewatch.kafka import ensure_topics
 from linewatch.lineprotocol import score_lines
 from linewatch.stats import StatsCounter
-
 from writer.settings import WriterSettings
 from writer.sink import SERVICE, InfluxSink, telemetry_formatter
 

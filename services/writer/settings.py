@@ -1,7 +1,8 @@
 from __future__ import annotations
 
-from linewatch.settings import CommonSettings, InfluxSettings
 from pydantic import Field
+
+from linewatch.settings import CommonSettings, InfluxSettings
 
 
 class WriterSettings(CommonSettings):

@@ -18,6 +18,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.errors import CommitFailedError, KafkaError
 from aiokafka.structs import ConsumerRecord
+
 from linewatch.contract import SourcePosition, dead_letter, encoder
 from linewatch.influx import InfluxRejected, InfluxWriter
 from linewatch.kafka import source_of
