@@ -86,8 +86,9 @@ class SimulatorThread(threading.Thread):
 
     def run(self) -> None:
         try:
-            publisher = KafkaPublisher(self.bootstrap, KafkaSettings().topics.raw)
-            self.manifest = run(self.plant, self.plan, publisher.send_frame)
+            topics = KafkaSettings().topics
+            publisher = KafkaPublisher(self.bootstrap, topics.raw, topics.lots)
+            self.manifest = run(self.plant, self.plan, publisher.send_frame, send_lot=publisher.send_lot)
             publisher.close()
         except BaseException as exc:
             self.error = exc

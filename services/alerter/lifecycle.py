@@ -10,7 +10,6 @@ clears until an operator acknowledges it.
 
 from __future__ import annotations
 
-from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -69,18 +68,18 @@ class Alarm:
     shelved_one_shot: bool = False
     suppressed: bool = False
     out_of_service: bool = False
-    _raw: bool = False
-    _raw_since: float = 0.0
-    _activations: deque[float] = field(default_factory=deque)
+    raw: bool = False  # the undebounced condition, and since when
+    raw_since: float = 0.0
+    activations: list[float] = field(default_factory=list)  # within the chatter window
 
     # -- inputs -------------------------------------------------------------------------------------------
     def observe(self, ts: float, condition: bool, equipment_running: bool = True) -> list[Transition]:
         """A new reading of the condition (and of the equipment state, for suppression by design)."""
         events: list[Transition] = []
-        if condition != self._raw:
-            self._raw, self._raw_since = condition, ts
+        if condition != self.raw:
+            self.raw, self.raw_since = condition, ts
         delay = self.settings.on_delay_s if condition else self.settings.off_delay_s
-        if condition != self.active and ts - self._raw_since >= delay:
+        if condition != self.active and ts - self.raw_since >= delay:
             events += self._process_change(ts, condition)
         # The condition first: an equipment restart then annunciates only what is still wrong.
         return events + self._set_suppressed(ts, not equipment_running) + self.tick(ts)
@@ -120,9 +119,9 @@ class Alarm:
         events: list[Transition] = []
         if self.shelved_until is not None and ts >= self.shelved_until:
             events += self.unshelve(ts, cause="shelving expired")
-        if self.chattering and (not self._activations or ts - self._activations[-1] > self.settings.chatter_window_s):
+        if self.chattering and (not self.activations or ts - self.activations[-1] > self.settings.chatter_window_s):
             self.chattering = False
-            self._activations.clear()
+            self.activations.clear()
         return events
 
     # -- state ------------------------------------------------------------------------------------------------
@@ -133,10 +132,9 @@ class Alarm:
     def _process_change(self, ts: float, active: bool) -> list[Transition]:
         self.active = active
         if active:
-            self._activations.append(ts)
-            while self._activations and ts - self._activations[0] > self.settings.chatter_window_s:
-                self._activations.popleft()
-            if len(self._activations) >= self.settings.chatter_count:
+            self.activations.append(ts)
+            self.activations = [t for t in self.activations if ts - t <= self.settings.chatter_window_s]
+            if len(self.activations) >= self.settings.chatter_count:
                 self.chattering = True
             if self.state not in (State.SHELVED, State.SUPPRESSED, State.OUT_OF_SERVICE):
                 self.acknowledged = False

@@ -101,6 +101,12 @@ def cmd_bench(args: argparse.Namespace) -> int:
     raise SystemExit(f"unknown benchmark {args.target}")
 
 
+def cmd_drill(args: argparse.Namespace) -> int:
+    from linewatch.drill import drill
+
+    return drill(args.hours, args.fault, args.train_hours, args.seed)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linewatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -118,8 +124,16 @@ def build_parser() -> argparse.ArgumentParser:
         ("train", "fit and sign an anomaly model version"),
         ("evaluate", "detection quality"),
         ("models", "list or roll out model versions"),
+        ("alarms", "alarm list, acknowledge/shelve/disable, KPIs"),
+        ("lots", "lot genealogy: cells affected by a lot or an alarm"),
     ):
         sub.add_parser(name, help=f"{text} (see `linewatch {name} -h`)", add_help=False)
+    drill = sub.add_parser("drill", help="a simulated shift through the whole pipeline, then the alarm KPIs")
+    drill.add_argument("--hours", type=float, default=8.0)
+    drill.add_argument("--fault", action="append", default=[], help="NAME[@EQUIPMENT][+OFFSET_S], repeatable")
+    drill.add_argument("--train-hours", type=float, default=6.0)
+    drill.add_argument("--seed", type=int, default=11)
+    drill.set_defaults(func=cmd_drill)
     service = sub.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=SERVICES)
     bench = sub.add_parser("bench", help="benchmarks that print figures")
@@ -136,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         _exec_module("simulator", argv[1:])
     if argv[:1] in (["train"], ["evaluate"], ["models"]):
         _exec_module("scorer", argv)
+    if argv[:1] in (["alarms"], ["lots"]):
+        _exec_module("alerter", argv)
     if argv[:2] == ["bench", "scorer"]:
         _exec_module("scorer", ["bench", *argv[2:]])
     parser = build_parser()

@@ -12,6 +12,8 @@ import msgspec
 TELEMETRY_SCHEMA_VERSION: Literal[1] = 1
 DEADLETTER_SCHEMA_VERSION: Literal[1] = 1
 SCORES_SCHEMA_VERSION: Literal[1] = 1
+ALARM_SCHEMA_VERSION: Literal[1] = 1
+LOT_SCHEMA_VERSION: Literal[1] = 1
 
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
@@ -98,6 +100,72 @@ class AnomalyScores(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_on
     lot_id: Name | None = None
 
 
+AlarmState = Literal[
+    "normal",
+    "unacknowledged",
+    "acknowledged",
+    "rtn_unacknowledged",
+    "shelved",
+    "suppressed_by_design",
+    "out_of_service",
+]
+AlarmPriority = Literal["low", "medium", "high", "critical"]
+AlarmCondition = Literal["anomaly", "spec_limit", "spc_rule", "exposure_dose"]
+AlarmActionName = Literal["acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service"]
+Text = Annotated[str, msgspec.Meta(max_length=2000)]
+
+
+class AlarmEvent(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """One ISA-18.2 lifecycle event of one alarm: a state transition, an escalation or an audited action."""
+
+    schema_version: Literal[1]
+    event_id: Annotated[str, msgspec.Meta(min_length=1, max_length=200)]
+    alarm_id: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+    ts: UtcTime
+    kind: Literal["transition", "escalation"]
+    condition: AlarmCondition
+    sensor: Name | None = None
+    previous: AlarmState
+    state: AlarmState
+    cause: Text
+    priority: AlarmPriority
+    annunciate: bool
+    message: Text
+    value: float | None = None
+    limit: float | None = None
+    lots: list[Name] = []
+    user: Name | None = None
+    comment: Text | None = None
+
+
+class AlarmAction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """An operator's request on one alarm; the alerter applies it and answers with audited AlarmEvents."""
+
+    schema_version: Literal[1]
+    action_id: Name
+    alarm_id: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+    equipment_id: Name
+    action: AlarmActionName
+    user: Name
+    comment: Text = ""
+    duration_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    requested_at: UtcTime
+
+
+class LotEvent(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
+    """Genealogy: an electrolyte lot made on a synthesis line, or a batch of cells built from input lots."""
+
+    schema_version: Literal[1]
+    kind: Literal["electrolyte_lot_made", "cells_produced"]
+    ts: UtcTime
+    site: Name
+    area: Name
+    line: Name
+    lot_id: Name
+    input_lots: list[Name] = []
+    cells: list[Name] = []
+
+
 class ServiceStats(msgspec.Struct, frozen=True):
     """Counters a service publishes every second, for the live view and benchmarks."""
 
@@ -112,6 +180,9 @@ telemetry_decoder = msgspec.json.Decoder(TelemetryFrame)
 deadletter_decoder = msgspec.json.Decoder(DeadLetter)
 scores_decoder = msgspec.json.Decoder(AnomalyScores)
 stats_decoder = msgspec.json.Decoder(ServiceStats)
+alarm_event_decoder = msgspec.json.Decoder(AlarmEvent)
+alarm_action_decoder = msgspec.json.Decoder(AlarmAction)
+lot_event_decoder = msgspec.json.Decoder(LotEvent)
 encoder = msgspec.json.Encoder()
 
 DEADLETTER_PAYLOAD_LIMIT = 64 * 1024

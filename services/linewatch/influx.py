@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
 import aiohttp
 
@@ -116,3 +116,33 @@ class InfluxWriter:
 
     async def close(self) -> None:
         await self._backend.close()
+
+
+def influxql(
+    settings: InfluxSettings, query: str, epoch: str | None = None, timeout_s: float = 120.0
+) -> list[dict[str, Any]]:
+    """Run one InfluxQL query (1.x `/query`, or 2.x/3.x through the v1 compatibility API) and return its
+    series: [{"name", "tags", "columns", "values"}]. Times are RFC 3339 text, or integers in `epoch` units."""
+    import json
+    import urllib.parse
+    import urllib.request
+
+    params = {"db": settings.database, "q": query} | ({"epoch": epoch} if epoch else {})
+    headers = {}
+    if settings.token is not None:
+        headers["Authorization"] = f"Token {settings.token.get_secret_value()}"
+    elif settings.username and settings.password is not None:
+        params |= {"u": settings.username, "p": settings.password.get_secret_value()}
+    url = f"{settings.url.rstrip('/')}/query?{urllib.parse.urlencode(params)}"
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 (our configured InfluxDB URL)
+    with urllib.request.urlopen(request, timeout=timeout_s) as response:  # noqa: S310
+        result = json.loads(response.read())["results"][0]
+    if "error" in result:
+        raise ValueError(f"InfluxQL error: {result['error']}")
+    series: list[dict[str, Any]] = result.get("series", [])
+    return series
+
+
+def quote(text: str) -> str:
+    """An InfluxQL string literal."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
-SERVICES = ("validator", "scorer", "writer")
+SERVICES = ("validator", "scorer", "alerter", "writer")
 
 
 @dataclass

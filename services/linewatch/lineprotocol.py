@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from linewatch.contract import scores_decoder
+from linewatch.contract import alarm_event_decoder, lot_event_decoder, scores_decoder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
@@ -82,6 +82,58 @@ def score_lines(payload: bytes) -> list[bytes]:
         ).encode()
         for s in scores.samples
     ]
+
+
+ALARM_MEASUREMENT = "alarm_event"
+LOT_MEASUREMENT = "lot_genealogy"
+
+
+def alarm_lines(payload: bytes) -> list[bytes]:
+    """One point per alarm event. Events of one alarm at one instant differ in the event id's counter,
+    added as nanoseconds, so each is its own point and a resend overwrites itself."""
+    event = alarm_event_decoder.decode(payload)
+    tags = {
+        "site": event.site,
+        "area": event.area,
+        "line": event.line,
+        "equipment": event.equipment_id,
+        "equipment_class": event.equipment_class,
+        "alarm_id": event.alarm_id,
+        "condition": event.condition,
+        "priority": event.priority,
+        "kind": event.kind,
+    }
+    fields: dict[str, float | int | str | bool] = {
+        "event_id": event.event_id,
+        "state": event.state,
+        "previous": event.previous,
+        "cause": event.cause,
+        "annunciate": event.annunciate,
+        "message": event.message,
+        "lots": ",".join(event.lots),
+        "sensor": event.sensor or "",
+        "user": event.user or "",
+        "comment": event.comment or "",
+        "active": event.state in ("unacknowledged", "acknowledged"),
+    }
+    if event.value is not None:
+        fields["value"] = float(event.value)
+    if event.limit is not None:
+        fields["limit"] = float(event.limit)
+    n = int(event.event_id.rpartition("#")[2] or 0)
+    return [line(ALARM_MEASUREMENT, tags, fields, to_ns(event.ts) + n).encode()]
+
+
+def lot_lines(payload: bytes) -> list[bytes]:
+    """Genealogy: which lots went into which lot, and the cells built, one point per lot event."""
+    event = lot_event_decoder.decode(payload)
+    tags = {"site": event.site, "area": event.area, "line": event.line, "kind": event.kind, "lot_id": event.lot_id}
+    fields: dict[str, float | int | str | bool] = {
+        "input_lots": ",".join(event.input_lots),
+        "cells": ",".join(event.cells),
+        "cell_count": len(event.cells),
+    }
+    return [line(LOT_MEASUREMENT, tags, fields, to_ns(event.ts)).encode()]
 
 
 class _WireSample(msgspec.Struct):

@@ -103,6 +103,7 @@ class PlantModel(_Strict):
     site: str
     sample_period_s: float = Field(gt=0)
     lot_duration_s: float = Field(gt=0)
+    cells_per_lot: int = Field(default=24, gt=0)  # cells a cell line builds in one lot window
     classes: dict[str, EquipmentClass]
     areas: list[Area]
     faults: dict[str, Fault]
@@ -140,6 +141,10 @@ class PlantModel(_Strict):
     @cached_property
     def lines(self) -> dict[str, Line]:
         return {line.name: line for area in self.areas for line in area.lines}
+
+    @cached_property
+    def area_of_line(self) -> dict[str, str]:
+        return {line.name: area.name for area in self.areas for line in area.lines}
 
     def sensor_count(self) -> int:
         return sum(len(self.classes[e.equipment_class].sensors) for e in self.equipment)

@@ -18,9 +18,21 @@ class Topics(BaseModel):
     deadletter: str = "linewatch.deadletter"
     stats: str = "linewatch.stats"
     scores: str = "linewatch.scores"
+    alarms: str = "linewatch.alarms"
+    alarm_actions: str = "linewatch.alarms.actions"
+    lots: str = "linewatch.lots"
 
     def all(self) -> list[str]:
-        return [self.raw, self.valid, self.deadletter, self.stats, self.scores]
+        return [
+            self.raw,
+            self.valid,
+            self.deadletter,
+            self.stats,
+            self.scores,
+            self.alarms,
+            self.alarm_actions,
+            self.lots,
+        ]
 
 
 class KafkaSettings(BaseModel):

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 import csv
 import gzip
-import json
 import math
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -16,7 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from linewatch.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, equipment_fields, telemetry_decoder
+from linewatch.influx import influxql
 from linewatch.plant import PlantModel
+from linewatch.settings import InfluxSettings
 from simulator.faults import Injection, random_schedule
 from simulator.plant_sim import PlantSimulator
 
@@ -60,10 +59,7 @@ def influx(url: str, database: str, start: datetime, end: datetime, plant: Plant
             f"SELECT * FROM telemetry WHERE equipment = '{equipment.id}' AND time >= '{start.isoformat()}' "
             f"AND time < '{end.isoformat()}' ORDER BY time"
         )
-        params = urllib.parse.urlencode({"db": database, "q": query, "epoch": "ns"})
-        with urllib.request.urlopen(f"{url}/query?{params}", timeout=120) as response:  # noqa: S310
-            result = json.loads(response.read())["results"][0]
-        for series in result.get("series", []):
+        for series in influxql(InfluxSettings(url=url, database=database), query, epoch="ns"):
             yield from _frames_from_rows(plant, equipment.id, series["columns"], series["values"])
 
 

@@ -93,7 +93,7 @@ def main(argv: list[str] | None = None) -> None:
         write_labels(args.labels, plan)
 
     ensure_topics(settings.kafka, settings.kafka.topics.all())
-    publisher = KafkaPublisher(settings.kafka.bootstrap_servers, settings.kafka.topics.raw)
+    publisher = KafkaPublisher(settings.kafka.bootstrap_servers, settings.kafka.topics.raw, settings.kafka.topics.lots)
     stats = StatsCounter(SERVICE)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -117,7 +117,7 @@ def main(argv: list[str] | None = None) -> None:
             stats.counters["malformed_sent"] = len(manifest.malformed)
             publisher.send(settings.kafka.topics.stats, SERVICE, stats.snapshot())
 
-    manifest = run(plant, plan, publisher.send_frame, stop, report)
+    manifest = run(plant, plan, publisher.send_frame, stop, report, publisher.send_lot)
     last_report[0] = 0.0
     report(manifest)
     publisher.close()

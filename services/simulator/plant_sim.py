@@ -7,7 +7,15 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from linewatch.contract import TELEMETRY_SCHEMA_VERSION, EquipmentState, Sample, TelemetryFrame, equipment_fields
+from linewatch.contract import (
+    LOT_SCHEMA_VERSION,
+    TELEMETRY_SCHEMA_VERSION,
+    EquipmentState,
+    LotEvent,
+    Sample,
+    TelemetryFrame,
+    equipment_fields,
+)
 from linewatch.plant import Equipment, PlantModel
 from simulator.faults import Injection
 from simulator.physics import EquipmentPhysics
@@ -39,6 +47,52 @@ def lot_number(t_s: float, lot_duration_s: float) -> int:
 
 def lot_id(line: str, number: int) -> str:
     return f"EL-{line.upper().replace('-', '')}-{number}"
+
+
+def cell_batch_id(line: str, number: int) -> str:
+    return f"CB-{line.upper().replace('-', '')}-{number}"
+
+
+def lot_events(plant: PlantModel, number: int, ended_s: float) -> list[LotEvent]:
+    """Genealogy at the end of lot window `number` (or part of it, when a run stops early): each synthesis
+    line made one electrolyte lot; each cell line built cells from the lot its supplier made the window before."""
+    share = min(1.0, (ended_s - number * plant.lot_duration_s) / plant.lot_duration_s)
+    when = datetime.fromtimestamp(ended_s, UTC)
+    events = []
+    for name, line in plant.lines.items():
+        area = plant.area_of_line[name]
+        if line.consumes_from is None:
+            lot = lot_id(name, number)
+            events.append(
+                LotEvent(
+                    schema_version=LOT_SCHEMA_VERSION,
+                    kind="electrolyte_lot_made",
+                    ts=when,
+                    lot_id=lot,
+                    site=plant.site,
+                    area=area,
+                    line=name,
+                )
+            )
+            continue
+        batch = cell_batch_id(name, number)
+        cells = [f"{batch}-{k:03d}" for k in range(int(plant.cells_per_lot * share))]
+        if cells:
+            consumed = [lot_id(line.consumes_from, number - 1)]
+            events.append(
+                LotEvent(
+                    schema_version=LOT_SCHEMA_VERSION,
+                    kind="cells_produced",
+                    ts=when,
+                    lot_id=batch,
+                    input_lots=consumed,
+                    cells=cells,
+                    site=plant.site,
+                    area=area,
+                    line=name,
+                )
+            )
+    return events
 
 
 class PlantSimulator:

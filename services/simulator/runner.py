@@ -19,7 +19,7 @@ from linewatch.contract import encoder, sha256_hex
 from linewatch.plant import PlantModel
 from simulator.faults import FaultLabel, Injection
 from simulator.malformed import corrupt
-from simulator.plant_sim import PlantSimulator
+from simulator.plant_sim import PlantSimulator, lot_events, lot_number
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +41,7 @@ class Manifest(msgspec.Struct):
     valid_samples: int = 0
     expected_values: dict[str, dict[str, int]] = {}
     malformed: list[MalformedRecord] = []
+    cells_by_lot: dict[str, list[str]] = {}  # electrolyte lot -> the cells built from it
 
 
 @dataclass
@@ -83,6 +84,7 @@ def run(
     send: Send,
     stop: threading.Event | None = None,
     on_chunk: Callable[[Manifest], None] | None = None,
+    send_lot: Send | None = None,
 ) -> Manifest:
     simulator = PlantSimulator(plant, plan.seed, plan.injections)
     rng = np.random.default_rng([plan.seed, 7])
@@ -92,7 +94,17 @@ def run(
     end_s = plan.start_s + plan.duration_s
     wall_start = time.monotonic()
     t0 = plan.start_s
+
+    def close_lot_window(ended_s: float) -> None:
+        for event in lot_events(plant, lot_number(ended_s - 1e-6, plant.lot_duration_s), ended_s):
+            for lot in event.input_lots:
+                manifest.cells_by_lot.setdefault(lot, []).extend(event.cells)
+            if send_lot is not None:
+                send_lot(event.line, encoder.encode(event))
+
     while t0 < end_s - 1e-9 and not (stop is not None and stop.is_set()):
+        if t0 > plan.start_s and t0 % plant.lot_duration_s < 1e-6:
+            close_lot_window(t0)
         steps = max(1, min(plan.frame_samples, math.ceil((min(end_s, simulator.next_boundary_s(t0)) - t0) / period)))
         for frame in simulator.frames(t0, steps):
             payload = encoder.encode(frame)
@@ -119,6 +131,8 @@ def run(
             ahead = (t0 - plan.start_s) / plan.speed - (time.monotonic() - wall_start)
             if ahead > 0:
                 (stop.wait(ahead) if stop is not None else time.sleep(ahead))
+    if t0 > plan.start_s and t0 % plant.lot_duration_s > 1e-6:
+        close_lot_window(t0)  # the lot in progress when the run stops: what was built so far
     manifest.expected_values = {eid: dict(c) for eid, c in counts.items() if c}
     return manifest
 
@@ -126,7 +140,7 @@ def run(
 class KafkaPublisher:
     """kafka-python producer for frames and stats; close() flushes and raises if any send failed."""
 
-    def __init__(self, bootstrap_servers: str, frames_topic: str) -> None:
+    def __init__(self, bootstrap_servers: str, frames_topic: str, lots_topic: str) -> None:
         from kafka import KafkaProducer
 
         self._producer = KafkaProducer(
@@ -138,6 +152,7 @@ class KafkaPublisher:
             retries=10,
         )
         self._frames_topic = frames_topic
+        self._lots_topic = lots_topic
         self.failures: list[BaseException] = []
 
     def send(self, topic: str, key: str, payload: bytes) -> None:
@@ -145,6 +160,9 @@ class KafkaPublisher:
 
     def send_frame(self, key: str, payload: bytes) -> None:
         self.send(self._frames_topic, key, payload)
+
+    def send_lot(self, key: str, payload: bytes) -> None:
+        self.send(self._lots_topic, key, payload)
 
     def close(self) -> None:
         self._producer.flush()

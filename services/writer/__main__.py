@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from linewatch import logs
 from linewatch.influx import InfluxWriter
 from linewatch.kafka import ensure_topics
-from linewatch.lineprotocol import score_lines
+from linewatch.lineprotocol import alarm_lines, lot_lines, score_lines
 from linewatch.stats import StatsCounter
 from writer.settings import WriterSettings
 from writer.sink import SERVICE, InfluxSink, telemetry_formatter
@@ -45,17 +45,23 @@ async def run(settings: WriterSettings) -> None:
     producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5)
     influx = InfluxWriter(settings.influx, max_backoff_s=settings.max_backoff_s)
     stats = StatsCounter(SERVICE)
+    formatters = {
+        kafka.topics.valid: telemetry_formatter(),
+        kafka.topics.scores: score_lines,
+        kafka.topics.alarms: alarm_lines,
+        kafka.topics.lots: lot_lines,
+    }
     sink = InfluxSink(
         consumer,
         producer,
         influx,
-        {kafka.topics.valid: telemetry_formatter(), kafka.topics.scores: score_lines},
+        formatters,
         kafka.topics.deadletter,
         stats,
         settings.max_poll_records,
         settings.max_in_flight,
     )
-    consumer.subscribe([kafka.topics.valid, kafka.topics.scores], listener=sink.rebalance_listener())
+    consumer.subscribe(list(formatters), listener=sink.rebalance_listener())
     await producer.start()
     await consumer.start()
     reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, stop))
