@@ -10,11 +10,15 @@ from typing import Any
 
 import jsonschema
 import msgspec
+import numpy as np
 import pytest
 
 from linewatch.contract import (
+    AlarmAction,
+    AlarmEvent,
     AnomalyScores,
     DeadLetter,
+    LotEvent,
     Sample,
     SampleScore,
     SourcePosition,
@@ -27,7 +31,14 @@ from linewatch.settings import REPO_ROOT
 from simulator.runner import RunPlan, run
 
 SCHEMAS = REPO_ROOT / "schemas"
-PAIRS = [("telemetry-frame.v1", TelemetryFrame), ("deadletter.v1", DeadLetter), ("anomaly-scores.v1", AnomalyScores)]
+PAIRS = [
+    ("telemetry-frame.v1", TelemetryFrame),
+    ("deadletter.v1", DeadLetter),
+    ("anomaly-scores.v1", AnomalyScores),
+    ("alarm-event.v1", AlarmEvent),
+    ("alarm-action.v1", AlarmAction),
+    ("lot-event.v1", LotEvent),
+]
 
 
 def schema(name: str) -> dict[str, Any]:
@@ -154,3 +165,26 @@ def test_schemas_folder_has_an_example_per_schema() -> None:
 
 def test_repo_root_is_right() -> None:
     assert (REPO_ROOT / "schemas").is_dir() and isinstance(REPO_ROOT, Path)
+
+
+def test_alarm_and_lot_events_from_code_are_valid_in_the_schemas(plant: PlantModel) -> None:
+    from alerter.engine import AlarmEngine, UnitState
+    from alerter.rules import load_rules
+    from scorer.sources import simulated
+    from simulator.faults import plan_injection
+    from simulator.plant_sim import lot_events
+
+    start = 1_700_000_000 - 1_700_000_000 % 7200
+    fault = plan_injection(plant, "moisture_ingress", "S1-DRY-01", start + 600, np.random.default_rng(1))
+    engine, unit = AlarmEngine(plant, load_rules()), UnitState()
+    events = []
+    for frame in simulated(plant, start, 0.6, seed=3, injections=[fault]):
+        if frame.equipment_id == "S1-DRY-01":
+            events += engine.on_frame(unit, frame)
+    assert events, "the moisture ingress raised no alarm"
+    for event in events:
+        validator("alarm-event.v1").validate(json.loads(encoder.encode(event)))
+    lots = lot_events(plant, start // 7200, start + 7200.0)
+    assert {e.kind for e in lots} == {"electrolyte_lot_made", "cells_produced"}
+    for lot in lots:
+        validator("lot-event.v1").validate(json.loads(encoder.encode(lot)))

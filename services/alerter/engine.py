@@ -144,8 +144,9 @@ class AlarmEngine:
                 continue
             if record.condition == "anomaly" and judged[-1]:
                 continue  # while the unit runs, the scores carry the evidence
-            # No fresh evidence for this alarm in the frame: only the equipment state moves it.
-            condition = record.alarm.raw and bool(judged[-1])
+            # No fresh evidence for this alarm in the frame: only the equipment state moves it. An anomaly
+            # ends with the run that showed it; a limit or SPC condition holds until readings say otherwise.
+            condition = record.alarm.raw and (record.condition != "anomaly" or bool(judged[-1]))
             out.add(record, record.alarm.observe(now, condition, bool(judged[-1])))
         unit.last_ts = max(unit.last_ts, now)
         return self._finish(unit, out, now)
@@ -209,7 +210,12 @@ class AlarmEngine:
             record = record or self._record(unit, alarm_id, "spec_limit", limit.sensor)
             for i in np.flatnonzero(~np.isnan(values)):
                 value = float(values[i])
-                condition = limit_condition(value, bound, high, limit.deadband, record.alarm.active) and judged[i]
+                # While the unit is not judged (idle, settling) the condition holds: no evidence either way.
+                condition = (
+                    limit_condition(value, bound, high, limit.deadband, record.alarm.active)
+                    if judged[i]
+                    else record.alarm.raw
+                )
                 if condition and not record.alarm.active:
                     side = "above upper" if high else "below lower"
                     record.value, record.limit = value, bound

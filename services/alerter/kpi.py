@@ -79,7 +79,7 @@ def compute(rows: Iterable[AlarmRow], start: datetime, end: datetime, areas: Ite
     ordered = sorted(rows, key=lambda r: r.ts)
     report = KpiReport(start, end, {area: AreaKpi() for area in areas})
     periods = max(1, round((end - start).total_seconds() / PERIOD_S))
-    buckets: dict[str, Counter[int]] = defaultdict(Counter)
+    times: dict[str, list[float]] = defaultdict(list)
     per_alarm: Counter[str] = Counter()
     activations: dict[str, list[float]] = defaultdict(list)
     raised_at: dict[str, float] = {}
@@ -94,13 +94,12 @@ def compute(rows: Iterable[AlarmRow], start: datetime, end: datetime, areas: Ite
             continue
         kpi = report.areas.setdefault(row.area, AreaKpi())
         kpi.alarms += 1
-        buckets[row.area][int((t - start.timestamp()) // PERIOD_S)] += 1
+        times[row.area].append(t)
         per_alarm[row.alarm_id] += 1
         report.priorities[row.priority] = report.priorities.get(row.priority, 0) + 1
     for area, kpi in report.areas.items():
         kpi.per_10_min = kpi.alarms / periods
-        kpi.peak_10_min = max(buckets[area].values(), default=0)
-        kpi.floods = sum(1 for n in buckets[area].values() if n > FLOOD_ALARMS)
+        kpi.peak_10_min, kpi.floods = _sliding_peak_and_floods(times[area])
     report.total = sum(per_alarm.values())
     report.top10 = per_alarm.most_common(10)
     report.top10_share_pct = 100 * sum(n for _, n in report.top10) / report.total if report.total else 0.0
@@ -109,3 +108,19 @@ def compute(rows: Iterable[AlarmRow], start: datetime, end: datetime, areas: Ite
             report.chattering.append(alarm_id)
     report.stale = sorted(a for a, t in raised_at.items() if end.timestamp() - t > STALE_S)
     return report
+
+
+def _sliding_peak_and_floods(times: list[float]) -> tuple[int, int]:
+    """The most alarms in any 10-minute window, and the flood periods: windows over the flood threshold,
+    overlapping ones merged into one period."""
+    peak, floods, flood_until, last = 0, 0, -1.0, 0
+    for first, t in enumerate(times):
+        while last < len(times) and times[last] < t + PERIOD_S:
+            last += 1
+        count = last - first
+        peak = max(peak, count)
+        if count > FLOOD_ALARMS:
+            if t > flood_until:
+                floods += 1
+            flood_until = t + PERIOD_S
+    return peak, floods

@@ -53,6 +53,12 @@ class Notifier:
     def __init__(self, settings: NotifySettings, rules: Notifications) -> None:
         self.settings = settings
         self.rules = rules
+        # A route whose channel has no endpoint configured is off (said once here, not failed per alarm).
+        configured = {"webhook": settings.webhook_url is not None, "email": settings.smtp_host is not None}
+        self.routes = [r for r in rules.routes if configured[r.channel]]
+        off = [r.name for r in rules.routes if not configured[r.channel]]
+        if off:
+            log.warning("notification routes without an endpoint are off", extra={"routes": off})
         self.windows: dict[str, RouteWindow] = {}
         self.sent = 0
         self._session: aiohttp.ClientSession | None = None
@@ -72,7 +78,7 @@ class Notifier:
             log.info("silent period: not notified", extra={"alarm_id": event.alarm_id, "event_id": event.event_id})
             return []
         delivered = []
-        for route in self.rules.routes:
+        for route in self.routes:
             if not route.matches(event.priority, event.area):
                 continue
             text = self._admit(route, now.timestamp(), text_of(event))
@@ -114,8 +120,7 @@ class Notifier:
                 await asyncio.sleep(min(2.0**attempt * 0.25, 10.0))
 
     async def _webhook(self, text: str) -> None:
-        if self.settings.webhook_url is None:
-            raise DeliveryFailed("no webhook URL configured (LINEWATCH_NOTIFY__WEBHOOK_URL)")
+        assert self.settings.webhook_url is not None  # routes without one are off
         if self._session is None:
             self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=self.settings.timeout_s))
         async with self._session.post(self.settings.webhook_url.get_secret_value(), json={"text": text}) as response:
@@ -126,8 +131,6 @@ class Notifier:
 
     async def _email(self, route: Route, text: str, event: AlarmEvent) -> None:
         settings = self.settings
-        if settings.smtp_host is None:
-            raise DeliveryFailed("no SMTP host configured (LINEWATCH_NOTIFY__SMTP_HOST)")
         message = EmailMessage()
         message["From"] = settings.smtp_from
         message["To"] = ", ".join(route.to)

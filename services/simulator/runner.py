@@ -131,8 +131,8 @@ def run(
             ahead = (t0 - plan.start_s) / plan.speed - (time.monotonic() - wall_start)
             if ahead > 0:
                 (stop.wait(ahead) if stop is not None else time.sleep(ahead))
-    if t0 > plan.start_s and t0 % plant.lot_duration_s > 1e-6:
-        close_lot_window(t0)  # the lot in progress when the run stops: what was built so far
+    if t0 > plan.start_s:
+        close_lot_window(t0)  # the last window, whole or as far as the run got
     manifest.expected_values = {eid: dict(c) for eid, c in counts.items() if c}
     return manifest
 
