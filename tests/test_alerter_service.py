@@ -5,6 +5,7 @@ the exposed lot; a SIGKILL mid-run loses no alarm and notifies each at most twic
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -21,7 +22,7 @@ import numpy as np
 from support import SimulatorThread
 
 from alerter.engine import AlarmEngine, UnitState
-from alerter.rules import load_rules
+from alerter.rules import Throttle, load_rules
 from linewatch.contract import AlarmEvent, alarm_event_decoder, deadletter_decoder, telemetry_decoder
 from linewatch.devstack import DevStack, free_port, wait_until
 from linewatch.kafka import TopicReader
@@ -32,6 +33,7 @@ from simulator.faults import plan_injection
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 
 TOKEN = "test-operator-token"
+log = logging.getLogger(__name__)
 
 
 def alerter_env(stack: DevStack, tmp_path: Path, **extra: str) -> dict[str, str]:
@@ -194,16 +196,12 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     rules = tmp_path / "rules.yaml"
     # The default throttle (10 per 10 min, wall clock) would hold back most of a max-speed run.
+    defaults = load_rules()
+    throttle = Throttle(max_per_window=10_000, window_s=600)
     rules.write_text(
-        load_rules()
-        .model_copy(
-            update={
-                "notifications": load_rules().notifications.model_copy(
-                    update={"throttle": {"max_per_window": 10_000, "window_s": 600}}
-                )
-            }
-        )
-        .model_dump_json()
+        defaults.model_copy(
+            update={"notifications": defaults.notifications.model_copy(update={"throttle": throttle})}
+        ).model_dump_json()
     )
     env = alerter_env(
         stack,
@@ -239,6 +237,7 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
 
         # Kill as soon as the first alarm is out, while most of the run is still to come.
         wait_until("a first alarm", lambda: any(e.state == "unacknowledged" for e in alarm_events()), 180, 0.2)
+        frames_at_kill = len(sent)
         alerter.kill()
         producer.join(300)
         publisher.close()
@@ -260,6 +259,17 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         wait_until("every reference alarm event on the topic", all_out, 240, 1.0)
         counts = Counter(e.event_id for e in alarm_events())
         assert max(counts.values()) <= 2, counts.most_common(3)
+        log.info(
+            "alerter SIGKILL",
+            extra={
+                "frames_sent_before_kill": frames_at_kill,
+                "frames_total": len(sent),
+                "reference_events": len(expected),
+                "events_on_topic": sum(counts.values()),
+                "duplicated_events": sum(1 for c in counts.values() if c > 1),
+                "notifications": len(Hook.received),
+            },
+        )
         time.sleep(3)
         notified = Counter(Hook.received)
         for event in raised:

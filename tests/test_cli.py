@@ -27,6 +27,7 @@ def test_up_runs_the_whole_pipeline_and_stops_cleanly() -> None:
     assert total("simulator: samples sent") > 10_000
     assert total("validator: valid samples") > 10_000
     assert total("scorer: samples scored") > 5_000
-    assert total("writer: points in InfluxDB (readings + scores)") > 15_000
-    assert "latest anomaly alerts" in screen
+    assert total("alerter: frames evaluated") > 100
+    assert total("writer: points in InfluxDB (readings, scores, alarms)") > 15_000
+    assert "latest alarms" in screen and "linewatch alarms list" in screen
     assert "stopped; logs kept in" in screen

@@ -14,7 +14,7 @@ from msgspec import structs
 
 from alerter.annotations import Annotator
 from alerter.engine import ActionNotApplicable, AlarmEngine, UnitState, UnknownAlarm, state_decoder, state_encoder
-from alerter.notify import DeliveryFailed, Notifier
+from alerter.notify import DeliveryFailed, Notifier, should_notify
 from linewatch.contract import (
     AlarmEvent,
     EquipmentRef,
@@ -92,13 +92,14 @@ def register(
     notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
     stats = StatsCounter(SERVICE)
     alerter = Alerter(app, topics, plant, engine, alarm_state, app.topic(topics.alarm_actions), stats)
+    counter_of = {topics.valid: "frames_in", topics.scores: "scores_in", topics.alarm_actions: "actions_in"}
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:
         async for event in stream.events():
             message = event.message
             position = f"{message.topic}:{message.partition}"
-            stats.counters[f"in.{message.topic}"] += 1
+            stats.counters[counter_of[message.topic]] += 1
             if event.key is None:
                 await dead_letter_event(
                     deadletter_topic, event, SERVICE, "missing_key", "records are keyed by equipment id"
@@ -127,9 +128,7 @@ def register(
                 pending = [await alarms_topic.send(key=event.key, value=encoder.encode(e)) for e in events]
                 await asyncio.gather(*pending)
                 stats.counters["alarm_events"] += len(events)
-                stats.counters["alarms_raised"] += sum(
-                    e.state == "unacknowledged" and e.previous != e.state for e in events
-                )
+                stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for e in events)
             unit.applied[position] = message.offset
             alarm_state[event.key] = state_encoder.encode(unit)
 

@@ -103,8 +103,8 @@ def compute(rows: Iterable[AlarmRow], start: datetime, end: datetime, areas: Ite
     report.total = sum(per_alarm.values())
     report.top10 = per_alarm.most_common(10)
     report.top10_share_pct = 100 * sum(n for _, n in report.top10) / report.total if report.total else 0.0
-    for alarm_id, times in activations.items():
-        if any(sum(1 for u in times if t <= u < t + CHATTER_WINDOW_S) >= CHATTER_COUNT for t in times):
+    for alarm_id, starts in activations.items():
+        if any(sum(1 for u in starts if t <= u < t + CHATTER_WINDOW_S) >= CHATTER_COUNT for t in starts):
             report.chattering.append(alarm_id)
     report.stale = sorted(a for a, t in raised_at.items() if end.timestamp() - t > STALE_S)
     return report

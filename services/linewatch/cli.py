@@ -21,35 +21,24 @@ def _exec_module(module: str, args: list[str]) -> None:
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    import secrets
-    import subprocess
-
     from rich.console import Console, Group
     from rich.live import Live
 
     from linewatch.devstack import DevStack
+    from linewatch.drill import pipeline_env, train
     from linewatch.kafka import ensure_topics
     from linewatch.launcher import ServiceProcess
-    from linewatch.liveview import AlertFeed, PipelineView, StatsReader
+    from linewatch.liveview import AlarmFeed, PipelineView, StatsReader
     from linewatch.settings import KafkaSettings
 
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-up-"))
     console = Console()
     with DevStack() as stack:
-        # A throw-away signing key for this run's models; production keys come from the environment.
-        env = stack.service_env() | {
-            "LINEWATCH_REGISTRY": str(run_dir / "models"),
-            "LINEWATCH_MODEL_SIGNING_KEY": secrets.token_hex(32),
-        }
+        env = pipeline_env(stack, run_dir)
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
         console.print(f"training anomaly models on {args.train_hours:g} h of simulated normal operation ...")
-        subprocess.run(
-            [sys.executable, "-m", "scorer", "train", "--hours", str(args.train_hours), "--active"],
-            env=os.environ | env,
-            check=True,
-            stdout=subprocess.DEVNULL,
-        )
+        train(env, args.train_hours, run_dir / "train.log")
         simulator_args = [
             "--speed",
             str(args.speed),
@@ -65,19 +54,25 @@ def cmd_up(args: argparse.Namespace) -> int:
         processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in SERVICES]
         processes.append(ServiceProcess("simulator", env, run_dir / "simulator.log", tuple(simulator_args)).start())
         reader = StatsReader(kafka)
-        alerts = AlertFeed(kafka)
+        alarms = AlarmFeed(kafka)
         view = PipelineView()
         title = (
             f"linewatch — broker {stack.broker.bootstrap}, InfluxDB {stack.influxd.url} "
             f"(db {stack.database}); logs in {run_dir}; Ctrl-C stops"
+        )
+        # The operator's token is this run's throw-away one; printed so `linewatch alarms` works alongside.
+        console.print(
+            "alarm API: export LINEWATCH_API_PORT={} LINEWATCH_OPERATOR_TOKEN={}; linewatch alarms list".format(
+                env["LINEWATCH_API_PORT"], env["LINEWATCH_OPERATOR_TOKEN"]
+            )
         )
         deadline = time.monotonic() + args.for_s if args.for_s else None
         try:
             with Live(view.render(title), console=console, refresh_per_second=2) as live:
                 while deadline is None or time.monotonic() < deadline:
                     reader.poll(view.add, 0.3)
-                    alerts.poll(0.2)
-                    live.update(Group(view.render(title), alerts.render()))
+                    alarms.poll(0.2)
+                    live.update(Group(view.render(title), alarms.render()))
                     dead = [p.name for p in processes if not p.alive() and p.name != "simulator"]
                     if dead:
                         console.print(f"[red]service(s) stopped unexpectedly: {dead}; see {run_dir}")
@@ -86,7 +81,7 @@ def cmd_up(args: argparse.Namespace) -> int:
             pass
         finally:
             reader.close()
-            alerts.close()
+            alarms.close()
             for process in reversed(processes):
                 process.stop()
     console.print(f"stopped; logs kept in {run_dir}")

@@ -5,11 +5,10 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from rich.table import Table
 
-from linewatch.contract import ServiceStats, scores_decoder, stats_decoder
+from linewatch.contract import AlarmEvent, ServiceStats, alarm_event_decoder, stats_decoder
 from linewatch.kafka import TopicReader
 from linewatch.settings import KafkaSettings
 
@@ -21,8 +20,11 @@ STAGES = [
     ("validator", "dead_letters", "validator: dead letters"),
     ("scorer", "samples_scored", "scorer: samples scored"),
     ("scorer", "samples_anomalous", "scorer: anomalous samples"),
+    ("alerter", "frames_in", "alerter: frames evaluated"),
+    ("alerter", "alarms_raised", "alerter: alarms raised"),
+    ("alerter", "notifications_sent", "alerter: notifications sent"),
     ("writer", "records_in", "writer: records in"),
-    ("writer", "points_written", "writer: points in InfluxDB (readings + scores)"),
+    ("writer", "points_written", "writer: points in InfluxDB (readings, scores, alarms)"),
     ("writer", "dead_letters", "writer: dead letters"),
     ("writer", "write_retries", "writer: InfluxDB retries"),
 ]
@@ -81,53 +83,26 @@ class StatsReader(TopicReader):
         self.read(lambda value: on_stats(stats_decoder.decode(value)), timeout_s)
 
 
-@dataclass
-class Alert:
-    equipment_id: str
-    line: str
-    first: datetime
-    last: datetime
-    peak: float
-    sensors: list[str]
+class AlarmFeed(TopicReader):
+    """The latest alarm lifecycle events (raised, acknowledged, cleared, escalated), newest first."""
 
-
-class AlertFeed(TopicReader):
-    """Anomalous samples of the active model, grouped into alerts per unit (a minute apart = a new one)."""
-
-    def __init__(self, settings: KafkaSettings, keep: int = 10) -> None:
-        super().__init__(settings, settings.topics.scores)
-        self.alerts: list[Alert] = []
+    def __init__(self, settings: KafkaSettings, keep: int = 12) -> None:
+        super().__init__(settings, settings.topics.alarms)
+        self.events: list[AlarmEvent] = []
         self._keep = keep
 
     def poll(self, timeout_s: float = 0.2) -> None:
         self.read(self._add, timeout_s)
 
     def _add(self, value: bytes) -> None:
-        scores = scores_decoder.decode(value)
-        if scores.role != "active":
-            return
-        for sample in scores.samples:
-            if not sample.anomalous:
-                continue
-            current = next((a for a in self.alerts if a.equipment_id == scores.equipment_id), None)
-            if current is not None and (sample.ts - current.last).total_seconds() <= 60:
-                current.last, current.peak = sample.ts, max(current.peak, sample.score)
-                continue
-            sensors = sample.missing or sample.flatline or sample.top_sensors
-            self.alerts.insert(0, Alert(scores.equipment_id, scores.line, sample.ts, sample.ts, sample.score, sensors))
-            del self.alerts[self._keep :]
+        self.events.insert(0, alarm_event_decoder.decode(value))
+        del self.events[self._keep :]
 
     def render(self) -> Table:
-        table = Table(title="latest anomaly alerts (active model)")
-        for column in ("equipment", "line", "from (UTC)", "to", "peak score", "sensors"):
+        table = Table(title="latest alarms (ISA-18.2 events; `linewatch alarms list` for the active ones)")
+        for column in ("time (UTC)", "priority", "state", "alarm", "message"):
             table.add_column(column)
-        for alert in self.alerts:
-            table.add_row(
-                alert.equipment_id,
-                alert.line,
-                alert.first.strftime("%H:%M:%S"),
-                alert.last.strftime("%H:%M:%S"),
-                f"{alert.peak:.1f}",
-                ", ".join(alert.sensors),
-            )
+        for event in self.events:
+            state = f"{event.state} (escalated)" if event.kind == "escalation" else event.state
+            table.add_row(event.ts.strftime("%H:%M:%S"), event.priority, state, event.alarm_id, event.message[:70])
         return table
