@@ -7,6 +7,7 @@ RUN pip install --no-cache-dir -r requirements.lock
 COPY services ./services
 COPY schemas ./schemas
 COPY deploy/plant ./deploy/plant
+COPY deploy/alerter ./deploy/alerter
 RUN pip install --no-cache-dir --no-deps -e . && useradd --system linewatch
 USER linewatch
 ENTRYPOINT ["linewatch"]

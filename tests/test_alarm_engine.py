@@ -49,6 +49,19 @@ def frame(
     )
 
 
+def action(alarm_id: str, user: str, comment: str, at: float, name: str = "acknowledge") -> AlarmAction:
+    return AlarmAction(
+        schema_version=ALARM_SCHEMA_VERSION,
+        action_id=f"{name}-{at:.0f}",
+        alarm_id=alarm_id,
+        equipment_id=alarm_id.split("/")[0],
+        action=name,  # type: ignore[arg-type]
+        user=user,
+        comment=comment,
+        requested_at=datetime.fromtimestamp(at, UTC),
+    )
+
+
 def raises(events: list[AlarmEvent]) -> list[AlarmEvent]:
     return [e for e in events if is_alarm(msgspec.convert(msgspec.structs.asdict(e), AlarmRow))]
 
@@ -143,16 +156,7 @@ def test_exposure_dose_over_the_limit_raises_a_latched_critical_alarm_for_the_lo
     assert not [e for e in events if e.condition == "exposure_dose"]
     latched = unit.alarms["S1-DRY-01/h2s/exposure"].alarm
     assert latched.state == "unacknowledged" and not latched.active
-    ack = AlarmAction(
-        schema_version=ALARM_SCHEMA_VERSION,
-        action_id="a2",
-        alarm_id="S1-DRY-01/h2s/exposure",
-        equipment_id="S1-DRY-01",
-        action="acknowledge",
-        user="quality",
-        comment="lot EL-SYN1-7 quarantined",
-        requested_at=datetime.fromtimestamp(T0 + crossing + 30, UTC),
-    )
+    ack = action("S1-DRY-01/h2s/exposure", "quality", "lot EL-SYN1-7 quarantined", T0 + crossing + 30)
     [done] = engine.on_action(unit, plant.equipment_by_id["S1-DRY-01"].ref, ack)
     assert (done.previous, done.state, done.lots) == ("unacknowledged", "normal", ["EL-SYN1-7"])
 
@@ -198,16 +202,7 @@ def test_anomaly_alarm_from_active_scores_only_then_escalation_until_acknowledge
     more = engine.on_scores(unit, scores(plant, "S1-MILL-01", T0 + 1315 + after, [True] * 600))
     assert not [e for e in more if e.kind == "escalation"], "escalated twice"
 
-    ack = AlarmAction(
-        schema_version=ALARM_SCHEMA_VERSION,
-        action_id="a1",
-        alarm_id="S1-MILL-01/anomaly",
-        equipment_id="S1-MILL-01",
-        action="acknowledge",
-        user="alice",
-        comment="checking the cooling circuit",
-        requested_at=datetime.fromtimestamp(T0 + 2900, UTC),
-    )
+    ack = action("S1-MILL-01/anomaly", "alice", "checking the cooling circuit", T0 + 2900)
     [audited] = engine.on_action(unit, plant.equipment_by_id["S1-MILL-01"].ref, ack)
     assert (audited.state, audited.user, audited.comment) == ("acknowledged", "alice", "checking the cooling circuit")
     with pytest.raises(ActionNotApplicable):

@@ -54,7 +54,8 @@ class Notifier:
         self.settings = settings
         self.rules = rules
         # A route whose channel has no endpoint configured is off (said once here, not failed per alarm).
-        configured = {"webhook": settings.webhook_url is not None, "email": settings.smtp_host is not None}
+        webhook = settings.webhook_url.get_secret_value() if settings.webhook_url else ""
+        configured = {"webhook": bool(webhook), "email": bool(settings.smtp_host)}
         self.routes = [r for r in rules.routes if configured[r.channel]]
         off = [r.name for r in rules.routes if not configured[r.channel]]
         if off:
@@ -142,7 +143,7 @@ class Notifier:
             with smtplib.SMTP(settings.smtp_host or "", settings.smtp_port, timeout=settings.timeout_s) as smtp:
                 if settings.smtp_starttls:
                     smtp.starttls()
-                if settings.smtp_username and settings.smtp_password:
+                if settings.smtp_username and settings.smtp_password and settings.smtp_password.get_secret_value():
                     smtp.login(settings.smtp_username, settings.smtp_password.get_secret_value())
                 smtp.send_message(message)
 

@@ -102,6 +102,14 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return drill(args.hours, args.fault, args.train_hours, args.seed)
 
 
+def cmd_grafana(args: argparse.Namespace) -> int:
+    from linewatch.grafana import build
+
+    for path in build():
+        sys.stdout.write(f"written {path}\n")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="linewatch", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -129,6 +137,9 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--train-hours", type=float, default=6.0)
     drill.add_argument("--seed", type=int, default=11)
     drill.set_defaults(func=cmd_drill)
+    grafana = sub.add_parser("grafana", help="write the Grafana dashboards (deploy/grafana/dashboards)")
+    grafana.add_argument("action", choices=["build"])
+    grafana.set_defaults(func=cmd_grafana)
     service = sub.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=SERVICES)
     bench = sub.add_parser("bench", help="benchmarks that print figures")

@@ -22,6 +22,13 @@ from linewatch.liveview import StatsReader
 from linewatch.settings import KafkaSettings
 
 WATCHED = ("validator", "scorer", "alerter", "writer")
+# What shows the backlog is worked off; the writer also writes everyone's stats, so not all its counters.
+PROGRESS = {
+    "validator": ("messages_in",),
+    "scorer": ("frames_in",),
+    "alerter": ("frames_in", "scores_in", "alarm_events"),
+    "writer": ("records_in.linewatch.telemetry.valid", "records_in.linewatch.scores", "records_in.linewatch.alarms"),
+}
 
 
 def _out(text: str) -> None:
@@ -55,16 +62,19 @@ def train(env: dict[str, str], hours: float, log: Path) -> None:
 def wait_quiet(kafka: KafkaSettings, processes: list[ServiceProcess], quiet_s: float, timeout_s: float) -> None:
     """Until no watched service has counted anything new for `quiet_s` (the backlog is worked off)."""
     reader = StatsReader(kafka)
-    seen: dict[str, dict[str, int]] = {}
+    seen: dict[str, list[int]] = {}
     changed = time.monotonic()
     deadline = changed + timeout_s
     try:
         while time.monotonic() < deadline:
             updates: list[ServiceStats] = []
             reader.poll(updates.append, 0.5)
-            for service, counters in ((u.service, u.counters) for u in updates):
-                if service in WATCHED and seen.get(service) != counters:
-                    seen[service], changed = counters, time.monotonic()
+            for update in updates:
+                if update.service not in PROGRESS:
+                    continue
+                progress = [update.counters.get(name, 0) for name in PROGRESS[update.service]]
+                if seen.get(update.service) != progress:
+                    seen[update.service], changed = progress, time.monotonic()
             if time.monotonic() - changed > quiet_s and len(seen) == len(WATCHED):
                 return
             dead = [p.name for p in processes if not p.alive()]

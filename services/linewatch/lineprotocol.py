@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from linewatch.contract import alarm_event_decoder, lot_event_decoder, scores_decoder
+from linewatch.contract import alarm_event_decoder, lot_event_decoder, scores_decoder, stats_decoder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
@@ -134,6 +134,18 @@ def lot_lines(payload: bytes) -> list[bytes]:
         "cell_count": len(event.cells),
     }
     return [line(LOT_MEASUREMENT, tags, fields, to_ns(event.ts)).encode()]
+
+
+STATS_MEASUREMENT = "service_stats"
+
+
+def stats_lines(payload: bytes) -> list[bytes]:
+    """A service's per-second counters, for the pipeline-health dashboard."""
+    stats = stats_decoder.decode(payload)
+    fields: dict[str, float | int | str | bool] = dict(stats.counters)
+    fields["peak_rss_bytes"] = stats.peak_rss_bytes
+    tags = {"service": stats.service, "instance": stats.instance}
+    return [line(STATS_MEASUREMENT, tags, fields, to_ns(stats.at)).encode()]
 
 
 class _WireSample(msgspec.Struct):

@@ -11,7 +11,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from linewatch import logs
 from linewatch.influx import InfluxWriter
 from linewatch.kafka import ensure_topics
-from linewatch.lineprotocol import alarm_lines, lot_lines, score_lines
+from linewatch.lineprotocol import alarm_lines, lot_lines, score_lines, stats_lines
 from linewatch.stats import StatsCounter
 from writer.settings import WriterSettings
 from writer.sink import SERVICE, InfluxSink, telemetry_formatter
@@ -50,6 +50,7 @@ async def run(settings: WriterSettings) -> None:
         kafka.topics.scores: score_lines,
         kafka.topics.alarms: alarm_lines,
         kafka.topics.lots: lot_lines,
+        kafka.topics.stats: stats_lines,
     }
     sink = InfluxSink(
         consumer,

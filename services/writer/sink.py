@@ -119,6 +119,7 @@ class InfluxSink:
                 else:
                     batch.records.append(record)
             self._stats.counters["records_in"] += len(messages)
+            self._stats.counters[f"records_in.{tp.topic}"] += len(messages)
             batch.next_offsets[tp] = messages[-1].offset + 1
         return batch
 
