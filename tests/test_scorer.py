@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 import skops.io
 
+from linewatch import sources as external
 from linewatch.plant import PlantModel
 from scorer import evaluate, registry, sources, training
 from scorer.agents import scores_for
@@ -172,14 +173,14 @@ def test_generic_csv_is_trained_on_and_scored(plant: PlantModel, tmp_path: Path)
                     ]
                 )
 
-    mapping = sources.CsvMapping(
+    mapping = external.CsvMapping(
         "S2-DRY-01", "Time", {"DEW_PT": "dew_point", "H2S_PPM": "h2s", "O2_PPM": "o2", "ROOM_T": "temperature"}, "label"
     )
     write_csv(tmp_path / "normal.csv", 3, 1, None)
     write_csv(tmp_path / "faulty.csv", 1, 2, 1800)
-    normal, _ = sources.csv_rows(tmp_path / "normal.csv", mapping, plant)
+    normal, _ = external.csv_rows(tmp_path / "normal.csv", mapping, plant)
     model = training.fit(plant, training.collect(plant, normal))["dry_room"]
-    frames, rows = sources.csv_rows(tmp_path / "faulty.csv", mapping, plant)
+    frames, rows = external.csv_rows(tmp_path / "faulty.csv", mapping, plant)
     traces = evaluate.score_stream(plant, frames, {"dry_room": model})
     trace = traces["S2-DRY-01"]
     hits = [t for t, a in zip(trace.ts, trace.anomalous, strict=True) if a]
@@ -187,4 +188,4 @@ def test_generic_csv_is_trained_on_and_scored(plant: PlantModel, tmp_path: Path)
     assert all(START + 1800 <= t < START + 1800 + 600 + 300 for t in hits)
     assert sum(1 for _, fault in rows if fault) == 600
     with pytest.raises(ValueError, match="no sensor"):
-        sources.csv_rows(tmp_path / "normal.csv", sources.CsvMapping("S2-DRY-01", "Time", {"DEW_PT": "speed"}), plant)
+        external.csv_rows(tmp_path / "normal.csv", external.CsvMapping("S2-DRY-01", "Time", {"DEW_PT": "speed"}), plant)

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from linewatch import logs
 from linewatch.launcher import SERVICES
+from linewatch.replaycmds import add_parsers as add_replay_parsers
 
 log = logging.getLogger("linewatch")
 
@@ -93,6 +94,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
     if args.target == "pipeline":
         return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples)
+    if args.target == "replay":
+        from linewatch.replaycmds import bench_replay
+
+        return bench_replay(samples=args.samples, frame_samples=args.frame_samples)
     raise SystemExit(f"unknown benchmark {args.target}")
 
 
@@ -137,13 +142,14 @@ def build_parser() -> argparse.ArgumentParser:
     drill.add_argument("--train-hours", type=float, default=6.0)
     drill.add_argument("--seed", type=int, default=11)
     drill.set_defaults(func=cmd_drill)
+    add_replay_parsers(sub)
     grafana = sub.add_parser("grafana", help="write the Grafana dashboards (deploy/grafana/dashboards)")
     grafana.add_argument("action", choices=["build"])
     grafana.set_defaults(func=cmd_grafana)
     service = sub.add_parser("service", help="run one service in the foreground")
     service.add_argument("name", choices=SERVICES)
     bench = sub.add_parser("bench", help="benchmarks that print figures")
-    bench.add_argument("target", choices=["pipeline", "scorer"])
+    bench.add_argument("target", choices=["pipeline", "scorer", "replay"])
     bench.add_argument("--samples", type=int, default=600_000)
     bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
     bench.set_defaults(func=cmd_bench)

@@ -144,4 +144,4 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
         "broker_max_poll_records": 2000,
     }
     config.update(overrides)
-    return faust.App(service, **config)
+    return faust.App(settings.group(service), **config)

@@ -13,6 +13,8 @@ DEFAULT_PLANT_FILE = REPO_ROOT / "deploy" / "plant" / "reference-plant.yaml"
 
 
 class Topics(BaseModel):
+    """Topic names; a sandbox gets its own with `prefixed()`."""
+
     raw: str = "linewatch.telemetry.raw"
     valid: str = "linewatch.telemetry.valid"
     deadletter: str = "linewatch.deadletter"
@@ -21,6 +23,9 @@ class Topics(BaseModel):
     alarms: str = "linewatch.alarms"
     alarm_actions: str = "linewatch.alarms.actions"
     lots: str = "linewatch.lots"
+
+    def prefixed(self, prefix: str) -> Topics:
+        return Topics(**{name: prefix + topic for name, topic in self.model_dump().items()})
 
     def all(self) -> list[str]:
         return [
@@ -42,6 +47,11 @@ class KafkaSettings(BaseModel):
     fetch_max_wait_ms: int = 10
     session_timeout_s: float = 10.0
     topics: Topics = Topics()
+    # A sandbox (replay, what-if) prefixes its consumer groups too, so it never joins a live group.
+    group_prefix: str = ""
+
+    def group(self, service: str) -> str:
+        return f"{self.group_prefix}{service}"
 
 
 class InfluxSettings(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from linewatch import sources as external
 from linewatch.plant import PlantModel, load_plant
 from scorer import evaluate, registry, sources, training
 from scorer.settings import ScorerSettings
@@ -26,9 +27,9 @@ def _out(text: str) -> None:
     sys.stdout.write(text + "\n")
 
 
-def _csv_mapping(args: argparse.Namespace) -> sources.CsvMapping:
+def _csv_mapping(args: argparse.Namespace) -> external.CsvMapping:
     columns = dict(item.split("=", 1) for item in args.map)
-    return sources.CsvMapping(args.equipment, args.timestamp_column, columns, getattr(args, "label_column", None))
+    return external.CsvMapping(args.equipment, args.timestamp_column, columns, getattr(args, "label_column", None))
 
 
 def _sim_start(hours_back: float = 0.0) -> float:
@@ -37,13 +38,13 @@ def _sim_start(hours_back: float = 0.0) -> float:
 
 def training_frames(args: argparse.Namespace, plant: PlantModel) -> tuple[Any, dict[str, Any]]:
     if args.frames:
-        return sources.frames_file(args.frames), {"source": "frames file", "path": str(args.frames)}
+        return external.frames_file(args.frames), {"source": "frames file", "path": str(args.frames)}
     if args.csv:
-        frames, _ = sources.csv_rows(args.csv, _csv_mapping(args), plant)
+        frames, _ = external.csv_rows(args.csv, _csv_mapping(args), plant)
         return frames, {"source": "csv", "path": str(args.csv), "equipment": args.equipment, "map": args.map}
     if args.influx_url:
         return (
-            sources.influx(
+            external.influx(
                 args.influx_url,
                 args.database,
                 datetime.fromisoformat(args.start),
@@ -103,7 +104,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: ScorerSettings, plant: Plan
     models = registry.load(settings.registry, version, settings.signing_key())
     report = evaluate.Report()
     if args.csv:
-        csv_frames, rows = sources.csv_rows(args.csv, _csv_mapping(args), plant)
+        csv_frames, rows = external.csv_rows(args.csv, _csv_mapping(args), plant)
         labels = [evaluate.Label("labelled", args.equipment, a, b) for a, b in _label_windows(rows)]
         hours = (rows[-1][0] - rows[0][0]) / 3600 if rows else 0.0
         report.add_run(plant, evaluate.score_stream(plant, csv_frames, models), labels, hours, lines=1)

@@ -34,7 +34,7 @@ async def run(settings: WriterSettings) -> None:
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
-        group_id=SERVICE,
+        group_id=kafka.group(SERVICE),
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         fetch_max_wait_ms=kafka.fetch_max_wait_ms,

@@ -1,0 +1,258 @@
+"""`linewatch record | replay | whatif | import`, and `linewatch bench replay`."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+from linewatch.settings import REPO_ROOT, CommonSettings, InfluxSettings
+
+
+class ToolSettings(CommonSettings):
+    influx: InfluxSettings = InfluxSettings()
+    registry: Path = REPO_ROOT / "models"
+
+
+def _out(text: str) -> None:
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _progress() -> object:
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    return Progress(
+        TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(), TimeRemainingColumn()
+    )
+
+
+def cmd_record(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from linewatch.recording import RecordingWriter, RecordPlan, record
+
+    settings = ToolSettings()
+    topics = args.topic or [settings.kafka.topics.raw, settings.kafka.topics.lots]
+    plan = RecordPlan(topics, args.from_start, args.since, args.until, args.for_s, args.idle_s)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    progress = _progress()
+    assert isinstance(progress, Progress)
+    with RecordingWriter(args.output, settings.kafka.bootstrap_servers, topics, args.note) as writer, progress:
+        task = progress.add_task(f"recording {', '.join(topics)}", total=None)
+        count = record(settings.kafka, plan, writer, stop.is_set, lambda n: progress.update(task, completed=n))
+    _out(f"recorded {count} messages from {', '.join(topics)} into {args.output}")
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from rich.progress import Progress
+
+    from linewatch.kafka import ensure_topics
+    from linewatch.recording import (
+        ReplayPlan,
+        in_time_order,
+        read_messages,
+        replay,
+        sandbox_env,
+        sandbox_prefix,
+        sandbox_topics,
+    )
+    from linewatch.whatif import kafka_producer_send
+
+    settings = ToolSettings()
+    replay_id = args.replay_id or f"replay-{uuid.uuid4().hex[:8]}"
+    messages = in_time_order(read_messages(args.recording))
+    ensure_topics(settings.kafka, sandbox_topics(replay_id).all())
+    send, close = kafka_producer_send(settings.kafka.bootstrap_servers)
+    plan = ReplayPlan(None if args.max_speed else args.speed, replay_id, lambda t: sandbox_prefix(replay_id) + t)
+    progress = _progress()
+    assert isinstance(progress, Progress)
+    with progress:
+        task = progress.add_task(f"replay {replay_id}", total=len(messages))
+        sent = replay(messages, plan, send, lambda n: progress.update(task, completed=n))
+    close()
+    _out(f"replayed {sent} messages into sandbox topics {sandbox_prefix(replay_id)}*")
+    settings_text = " ".join(f"{k}={v}" for k, v in sandbox_env(replay_id).items())
+    _out(f"services read the sandbox with: {settings_text}")
+    return 0
+
+
+def cmd_whatif(args: argparse.Namespace) -> int:
+    from linewatch.whatif import whatif
+
+    settings = ToolSettings()
+    versions = [args.model, *([args.compare] if args.compare else [])]
+    speed = None if args.max_speed else args.speed
+    whatif(
+        args.recording,
+        versions,
+        settings.kafka,
+        settings.influx,
+        settings.registry,
+        args.rules,
+        speed,
+        args.labels,
+        _out,
+    )
+    return 0
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    from linewatch import sources
+    from linewatch.contract import encoder
+    from linewatch.plant import load_plant
+    from linewatch.recording import RecordedMessage, RecordingWriter
+
+    settings = ToolSettings()
+    plant = load_plant(settings.plant_file)
+    if args.source == "csv":
+        columns = dict(pair.split("=", 1) for pair in args.map)
+        mapping = sources.CsvMapping(args.equipment, args.timestamp_column, columns)
+        frames, _ = sources.csv_rows(args.file, mapping, plant)
+        origin = str(args.file)
+    else:
+        frames = list(sources.influx(settings.influx.url, settings.influx.database, args.start, args.end, plant))
+        window = f"{args.start.isoformat()}..{args.end.isoformat()}"
+        origin = f"{settings.influx.url} database {settings.influx.database} {window}"
+    frames.sort(key=lambda f: f.samples[0].ts)
+    topic = settings.kafka.topics.raw
+    with RecordingWriter(args.output, origin, [topic], f"imported from {args.source}") as writer:
+        for index, frame in enumerate(frames):
+            stamp = int(frame.samples[0].ts.timestamp() * 1000)
+            # No Kafka position yet: partition -1 lets the replay partition by key like any producer.
+            writer.write(RecordedMessage(topic, -1, index, stamp, frame.equipment_id.encode(), encoder.encode(frame)))
+    _out(f"imported {len(frames)} frames ({sum(len(f.samples) for f in frames)} samples) into {args.output}")
+    return 0
+
+
+def bench_replay(samples: int, frame_samples: int) -> int:
+    """Maximum-speed replay against the raw producer ceiling, on the embedded broker, same messages."""
+    import tempfile
+
+    from linewatch.contract import encoder
+    from linewatch.devstack import DevStack
+    from linewatch.kafka import ensure_topics
+    from linewatch.plant import load_plant
+    from linewatch.recording import (
+        RecordedMessage,
+        RecordingWriter,
+        ReplayPlan,
+        in_time_order,
+        read_messages,
+        replay,
+        sandbox_prefix,
+        sandbox_topics,
+    )
+    from linewatch.settings import DEFAULT_PLANT_FILE, KafkaSettings
+    from linewatch.whatif import kafka_producer_send
+    from simulator.plant_sim import PlantSimulator
+
+    plant = load_plant(DEFAULT_PLANT_FILE)
+    simulator = PlantSimulator(plant, 1, [])
+    path = Path(tempfile.mkdtemp(prefix="linewatch-bench-replay-")) / "bench.lwrec.gz"
+    start = (time.time() // 7200 - 2) * 7200
+    count = 0
+    with RecordingWriter(path, "simulator", ["linewatch.telemetry.raw"]) as writer:
+        t0 = start
+        while count < samples:
+            for frame in simulator.frames(t0, frame_samples):
+                stamp = int(frame.samples[0].ts.timestamp() * 1000)
+                writer.write(
+                    RecordedMessage(
+                        "linewatch.telemetry.raw",
+                        hash(frame.equipment_id) % 4,
+                        writer.count,
+                        stamp,
+                        frame.equipment_id.encode(),
+                        encoder.encode(frame),
+                    )
+                )
+                count += len(frame.samples)
+            t0 += frame_samples * plant.sample_period_s
+    began = time.perf_counter()
+    messages = in_time_order(read_messages(path))
+    load_s = time.perf_counter() - began
+    with DevStack() as stack:
+        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+        ensure_topics(kafka, sandbox_topics("bench").all() + sandbox_topics("ceiling").all())
+        ceiling_topic = sandbox_prefix("ceiling") + "linewatch.telemetry.raw"
+
+        def ceiling_run() -> float:
+            send, close = kafka_producer_send(stack.broker.bootstrap)
+            began = time.perf_counter()
+            for m in messages:
+                send(ceiling_topic, m.partition, m.key, m.value, m.headers)
+            close()
+            return count / (time.perf_counter() - began)
+
+        # Ceiling before and after the replay: the broker's memory grows as topics fill; take the mean.
+        first = ceiling_run()
+        send, close = kafka_producer_send(stack.broker.bootstrap)
+        began = time.perf_counter()
+        replay(messages, ReplayPlan(None, "bench", lambda t: sandbox_prefix("bench") + t), send)
+        close()
+        replayed = count / (time.perf_counter() - began)
+        ceiling = (first + ceiling_run()) / 2
+    _out(f"loading the recording: {load_s:.1f} s ({count / load_s:,.0f} samples/s), before publishing starts")
+    size_mb = path.stat().st_size / 1e6
+    _out(f"recording: {len(messages)} messages, {count} samples ({frame_samples} a message), {size_mb:.1f} MB")
+    ratio = replayed / ceiling
+    _out(f"replay_samples_per_s={replayed:.0f} producer_ceiling_samples_per_s={ceiling:.0f} ratio={ratio:.2f}")
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    def when(text: str) -> datetime:
+        parsed = datetime.fromisoformat(text)
+        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+    rec = sub.add_parser("record", help="record Kafka topics into a compressed, self-describing file")
+    rec.add_argument("-o", "--output", type=Path, required=True)
+    rec.add_argument("--topic", action="append", help="repeatable (default: raw telemetry and lots)")
+    rec.add_argument("--from-start", action="store_true", help="everything retained (default: from now on)")
+    rec.add_argument("--since", type=when)
+    rec.add_argument("--until", type=when)
+    rec.add_argument("--for-s", type=float, help="stop after this many seconds")
+    rec.add_argument("--idle-s", type=float, help="stop after this long without a new message")
+    rec.add_argument("--note", default="")
+    rec.set_defaults(func=cmd_record)
+    rep = sub.add_parser("replay", help="publish a recording into a sandbox (topic prefix) at 1x, Nx or max speed")
+    rep.add_argument("recording", type=Path)
+    rep.add_argument("--speed", type=float, default=1.0)
+    rep.add_argument("--max-speed", action="store_true")
+    rep.add_argument("--replay-id")
+    rep.set_defaults(func=cmd_replay)
+    what = sub.add_parser("whatif", help="replay through sandboxed services with a model version and rule set")
+    what.add_argument("recording", type=Path)
+    what.add_argument("--model", required=True, help="model version (LINEWATCH_REGISTRY)")
+    what.add_argument("--compare", help="a second model version, side by side")
+    what.add_argument("--rules", type=Path, help="alarm rules file (default: deploy/alerter/rules.yaml)")
+    what.add_argument("--labels", type=Path, help="fault labels (JSON lines, `linewatch simulate --labels`)")
+    what.add_argument("--speed", type=float, default=60.0)
+    what.add_argument("--max-speed", action="store_true")
+    what.set_defaults(func=cmd_whatif)
+    imp = sub.add_parser("import", help="make a recording from a CSV file or an InfluxDB time range")
+    imp.add_argument("source", choices=["csv", "influx"])
+    imp.add_argument("-o", "--output", type=Path, required=True)
+    imp.add_argument("--file", type=Path, help="csv: the file")
+    imp.add_argument("--equipment", help="csv: the equipment id the columns belong to")
+    imp.add_argument("--timestamp-column", default="time", help="csv: ISO 8601 or epoch seconds")
+    imp.add_argument("--map", action="append", default=[], help="csv: COLUMN=sensor, repeatable")
+    imp.add_argument("--start", type=when, help="influx: ISO time")
+    imp.add_argument("--end", type=when, help="influx: ISO time")
+    imp.set_defaults(func=cmd_import)

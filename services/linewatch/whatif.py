@@ -1,0 +1,225 @@
+"""What-if runs: a recording replayed into a sandbox (its own topics, consumer groups and InfluxDB database,
+no notifications) through the real validator, scorer, alerter and writer, with a chosen model version and
+rule set; the alarms that would have fired, their KPIs and, with labels, the detection figures."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from linewatch.contract import AlarmEvent, alarm_event_decoder, encoder
+from linewatch.devstack import free_port
+from linewatch.drill import wait_quiet
+from linewatch.influx import influxql
+from linewatch.kafka import TopicReader, ensure_topics
+from linewatch.launcher import SERVICES, ServiceProcess
+from linewatch.recording import (
+    RecordedMessage,
+    ReplayPlan,
+    in_time_order,
+    read_messages,
+    replay,
+    sandbox_database,
+    sandbox_env,
+    sandbox_prefix,
+    sandbox_topics,
+)
+from linewatch.settings import InfluxSettings, KafkaSettings
+
+RECOVERY_S = 300.0  # an alarm up to 5 min after a fault ends still belongs to it
+
+
+@dataclass
+class SandboxRun:
+    version: str
+    replay_id: str
+    events: list[AlarmEvent] = field(default_factory=list)
+
+    def raised(self) -> list[AlarmEvent]:
+        return [
+            e for e in self.events if e.kind == "transition" and e.state == "unacknowledged" and e.previous != e.state
+        ]
+
+
+def kafka_producer_send(bootstrap: str) -> tuple[Callable[..., None], Callable[[], None]]:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=512 * 1024, max_request_size=4 << 20
+    )
+    failures: list[BaseException] = []
+
+    def send(
+        topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
+    ) -> None:
+        target = partition if partition >= 0 else None
+        producer.send(topic, value=value, key=key, headers=headers, partition=target).add_errback(failures.append)
+
+    def close() -> None:
+        producer.flush()
+        producer.close()
+        if failures:
+            raise RuntimeError(f"{len(failures)} replayed messages were not acknowledged: {failures[0]!r}")
+
+    return send, close
+
+
+def sandbox_registry(source: Path, version: str, into: Path, env: dict[str, str]) -> None:
+    """A registry holding only `version`, made ACTIVE through the scorer's own command (it verifies it)."""
+    into.mkdir(parents=True, exist_ok=True)
+    shutil.copytree(source / version, into / version)
+    subprocess.run(
+        [sys.executable, "-m", "scorer", "models", "activate", version],
+        env=os.environ | env | {"LINEWATCH_REGISTRY": str(into)},
+        check=True,
+        capture_output=True,
+    )
+
+
+def run_sandbox(
+    messages: list[RecordedMessage],
+    version: str,
+    kafka: KafkaSettings,
+    influx: InfluxSettings,
+    registry: Path,
+    rules_file: Path | None,
+    speed: float | None,
+    run_dir: Path,
+    base_env: dict[str, str],
+) -> SandboxRun:
+    replay_id = f"whatif-{uuid.uuid4().hex[:8]}"
+    run = SandboxRun(version, replay_id)
+    env = (
+        base_env
+        | sandbox_env(replay_id)
+        | {
+            "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+            "LINEWATCH_INFLUX__URL": influx.url,
+            "LINEWATCH_INFLUX__API": influx.api,
+            "LINEWATCH_API_PORT": str(free_port()),
+            "LINEWATCH_REGISTRY": str(run_dir / replay_id / "models"),
+        }
+    )
+    if rules_file is not None:
+        env["LINEWATCH_RULES_FILE"] = str(rules_file)
+    sandbox_registry(registry, version, run_dir / replay_id / "models", env)
+    topics = sandbox_topics(replay_id)
+    sandbox_kafka = kafka.model_copy(update={"topics": topics, "group_prefix": sandbox_prefix(replay_id)})
+    ensure_topics(sandbox_kafka, topics.all())
+    database = sandbox_database(replay_id)
+    influxql(influx, f'CREATE DATABASE "{database}"')  # 1.x; on 2.x create the bucket and its DBRP mapping first
+    processes = [ServiceProcess(name, env, run_dir / replay_id / f"{name}.log") for name in SERVICES]
+    (run_dir / replay_id).mkdir(parents=True, exist_ok=True)
+    for process in processes:
+        process.start()
+    send, close = kafka_producer_send(kafka.bootstrap_servers)
+    try:
+        plan = ReplayPlan(speed, replay_id, lambda topic: sandbox_prefix(replay_id) + topic)
+        replay(messages, plan, send)
+        close()
+        wait_quiet(sandbox_kafka, processes, quiet_s=5.0, timeout_s=3600.0)
+        reader = TopicReader(sandbox_kafka, topics.alarms)
+        try:
+            reader.read(lambda value: run.events.append(alarm_event_decoder.decode(value)), 2.0)
+        finally:
+            reader.close()
+    finally:
+        for process in reversed(processes):
+            process.stop()
+    run.events.sort(key=lambda e: (e.ts, e.event_id))
+    return run
+
+
+@dataclass
+class Detection:
+    fault: str
+    equipment_id: str
+    delay_s: float | None
+
+
+def detections(run: SandboxRun, labels: list[dict[str, object]]) -> tuple[list[Detection], int]:
+    """Per labelled fault: the first alarm on its unit from its start to 5 min after its end; and the raised
+    alarms no fault explains."""
+    raised = run.raised()
+    found: list[Detection] = []
+    explained: set[str] = set()
+    for label in labels:
+        start, end = float(label["start_s"]), float(label["end_s"])  # type: ignore[arg-type]
+        hits = [
+            e
+            for e in raised
+            if e.equipment_id == label["equipment_id"] and start <= e.ts.timestamp() <= end + RECOVERY_S
+        ]
+        explained |= {e.event_id for e in hits}
+        found.append(
+            Detection(str(label["fault"]), str(label["equipment_id"]), hits[0].ts.timestamp() - start if hits else None)
+        )
+    return found, sum(1 for e in raised if e.event_id not in explained)
+
+
+def kpi_lines(run: SandboxRun, run_dir: Path, start: str, end: str) -> list[str]:
+    """The alerter's own KPI report (`linewatch alarms kpi --events`) over the sandbox's alarm events."""
+    events = run_dir / run.replay_id / "alarm-events.jsonl"
+    events.write_bytes(b"".join(encoder.encode(e) + b"\n" for e in run.events))
+    result = subprocess.run(
+        [sys.executable, "-m", "alerter", "alarms", "kpi", "--events", str(events), "--start", start, "--end", end],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return result.stdout.splitlines()
+
+
+def whatif(
+    recording: Path,
+    versions: list[str],
+    kafka: KafkaSettings,
+    influx: InfluxSettings,
+    registry: Path,
+    rules_file: Path | None,
+    speed: float | None,
+    labels_file: Path | None,
+    out: Callable[[str], None],
+    base_env: dict[str, str] | None = None,
+) -> list[SandboxRun]:
+    """`base_env`: settings the sandbox services need beyond this process's environment (e.g. the model key)."""
+    messages = in_time_order(read_messages(recording))
+    if not messages:
+        raise SystemExit(f"{recording} holds no messages")
+    start = datetime.fromtimestamp(messages[0].timestamp_ms / 1000, UTC).isoformat()
+    end = datetime.fromtimestamp(messages[-1].timestamp_ms / 1000 + 3600, UTC).isoformat()
+    labels = [json.loads(line) for line in labels_file.read_text().splitlines()] if labels_file else []
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-whatif-"))
+    runs = []
+    for version in versions:
+        pace = "maximum speed" if speed is None else f"{speed:g}x"
+        out(f"model {version}: replaying {len(messages)} messages into a sandbox at {pace}")
+        run = run_sandbox(messages, version, kafka, influx, registry, rules_file, speed, run_dir, base_env or {})
+        runs.append(run)
+        out(f"model {version}: sandbox {run.replay_id}, {len(run.raised())} alarm(s) would have been raised")
+        for event in run.raised()[:40]:
+            out(f"  {event.ts:%Y-%m-%d %H:%M:%S}  {event.priority:<8} {event.alarm_id:<36} {event.message[:60]}")
+        for text in kpi_lines(run, run_dir, start, end):
+            out(f"  {text}")
+    if labels:
+        out("")
+        out(f"{'fault':<26}{'unit':<13}" + "".join(f"{'delay s (' + r.version[:12] + ')':>26}" for r in runs))
+        per_run = [detections(r, labels) for r in runs]
+        for index, label in enumerate(labels):
+            delays = [found[index].delay_s for found, _ in per_run]
+            cells = "".join(f"{'missed' if d is None else f'{d:.0f}':>26}" for d in delays)
+            out(f"{label['fault']!s:<26}{label['equipment_id']!s:<13}{cells}")
+        detected = "".join(f"{sum(d.delay_s is not None for d in found)}/{len(found):<24}" for found, _ in per_run)
+        out(f"{'detected':<39}{detected}")
+        out(f"{'alarms no fault explains':<39}" + "".join(f"{false:<26}" for _, false in per_run))
+    out(f"sandbox logs and alarm events: {run_dir}")
+    return runs
