@@ -8,12 +8,15 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+import numpy as np
+
 from linewatch.contract import DeadLetter, deadletter_decoder
 from linewatch.devstack import DevStack, Influxd
 from linewatch.kafka import TopicReader
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
+from simulator.faults import plan_injection
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 
 
@@ -116,3 +119,27 @@ def simulate(plant: PlantModel, bootstrap: str, plan: RunPlan) -> Manifest:
     thread = SimulatorThread(plant, bootstrap, plan)
     thread.start()
     return thread.result()
+
+
+def faulty_plan(
+    plant: PlantModel,
+    lots_ago: int,
+    duration_s: float,
+    faults: list[tuple[str, str, float]],
+    seed: int,
+    frame_samples: int = 100,
+    malformed_share: float = 0.0,
+) -> RunPlan:
+    """A max-speed run starting on a lot boundary `lots_ago` lot windows back, with (fault, unit, offset s)."""
+    start = (int(time.time()) // int(plant.lot_duration_s) - lots_ago) * int(plant.lot_duration_s)
+    rng = np.random.default_rng(seed)
+    injections = [plan_injection(plant, name, unit, start + offset, rng) for name, unit, offset in faults]
+    return RunPlan(
+        start_s=start,
+        duration_s=duration_s,
+        frame_samples=frame_samples,
+        speed=None,
+        seed=seed,
+        injections=injections,
+        malformed_share=malformed_share,
+    )

@@ -18,8 +18,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from support import SimulatorThread
+from support import SimulatorThread, faulty_plan
 
 from alerter.engine import AlarmEngine, UnitState
 from alerter.rules import Throttle, load_rules
@@ -29,8 +28,7 @@ from linewatch.kafka import TopicReader
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
-from simulator.faults import plan_injection
-from simulator.runner import KafkaPublisher, Manifest, RunPlan, run
+from simulator.runner import KafkaPublisher, Manifest, run
 
 TOKEN = "test-operator-token"
 log = logging.getLogger(__name__)
@@ -89,9 +87,8 @@ def test_alarms_reach_kafka_influx_api_and_cli_and_lots_affected_is_exact(
         ServiceProcess(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "alerter", "writer")
     ]
     try:
-        start = (int(time.time()) // 7200 - 3) * 7200  # whole lot windows, all in the past
-        fault = plan_injection(plant, "h2s_rise", "S1-DRY-01", start + 3600, np.random.default_rng(3))
-        plan = RunPlan(start_s=start, duration_s=4 * 3600, frame_samples=100, speed=None, seed=8, injections=[fault])
+        plan = faulty_plan(plant, 3, 4 * 3600, [("h2s_rise", "S1-DRY-01", 3600)], seed=8)  # whole lots, all past
+        start = int(plan.start_s)
         thread = SimulatorThread(plant, kafka.bootstrap_servers, plan)
         thread.start()
         manifest = thread.result()
@@ -212,15 +209,13 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
     services = [ServiceProcess(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "writer")]
     alerter = ServiceProcess("alerter", env, tmp_path / "alerter.log").start()
     try:
-        start = (int(time.time()) // 7200 - 4) * 7200
-        rng = np.random.default_rng(5)
         faults = [
-            plan_injection(plant, "mill_overheating", "S1-MILL-01", start + 1800, rng),
-            plan_injection(plant, "moisture_ingress", "S2-DRY-01", start + 5400, rng),
-            plan_injection(plant, "h2s_rise", "S1-DRY-01", start + 9000, rng),
-            plan_injection(plant, "furnace_overshoot", "S2-FURN-01", start + 11000, rng),
+            ("mill_overheating", "S1-MILL-01", 1800),
+            ("moisture_ingress", "S2-DRY-01", 5400),
+            ("h2s_rise", "S1-DRY-01", 9000),
+            ("furnace_overshoot", "S2-FURN-01", 11000),
         ]
-        plan = RunPlan(start_s=start, duration_s=3.6 * 3600, frame_samples=50, speed=None, seed=9, injections=faults)
+        plan = faulty_plan(plant, 4, 3.6 * 3600, faults, seed=9, frame_samples=50)
         sent: list[bytes] = []
         publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
 

@@ -15,10 +15,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import yaml
-from support import simulate
+from support import faulty_plan, simulate
 
 from linewatch.devstack import DevStack, wait_until
 from linewatch.drill import pipeline_env, train, wait_quiet
@@ -26,8 +25,6 @@ from linewatch.grafana import DASHBOARD_DIR, DASHBOARDS, DATASOURCE, render
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import REPO_ROOT, KafkaSettings
-from simulator.faults import plan_injection
-from simulator.runner import RunPlan
 
 log = logging.getLogger(__name__)
 PROVISIONING = REPO_ROOT / "deploy" / "grafana" / "provisioning"
@@ -99,21 +96,9 @@ def test_every_panel_query_returns_data_after_a_faulty_run(
     names = ("validator", "scorer", "alerter", "writer")
     services = [ServiceProcess(name, env, tmp_path / f"{name}.log").start() for name in names]
     try:
-        start = (int(time.time()) // 7200 - 2) * 7200
-        rng = np.random.default_rng(7)
-        faults = [
-            plan_injection(plant, "moisture_ingress", "S1-DRY-01", start + 2400, rng),
-            plan_injection(plant, "h2s_rise", "S1-DRY-01", start + 5400, rng),
-        ]
-        plan = RunPlan(
-            start_s=start,
-            duration_s=2.5 * 3600,
-            frame_samples=100,
-            speed=None,
-            seed=6,
-            injections=faults,
-            malformed_share=0.01,
-        )
+        faults = [("moisture_ingress", "S1-DRY-01", 2400), ("h2s_rise", "S1-DRY-01", 5400)]
+        plan = faulty_plan(plant, 2, 2.5 * 3600, faults, seed=6, malformed_share=0.01)
+        start = int(plan.start_s)
         simulate(plant, kafka.bootstrap_servers, plan)
         wait_quiet(kafka, services, quiet_s=5.0, timeout_s=600.0)
         end = math.ceil(time.time())

@@ -11,8 +11,7 @@ from collections import defaultdict
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-import numpy as np
-from support import simulate
+from support import faulty_plan, simulate
 from test_alerter_service import Hook, read_all
 
 from linewatch.contract import alarm_event_decoder, telemetry_decoder
@@ -36,8 +35,6 @@ from linewatch.recording import (
 )
 from linewatch.settings import InfluxSettings, KafkaSettings
 from linewatch.whatif import kafka_producer_send, whatif
-from simulator.faults import plan_injection
-from simulator.runner import RunPlan
 
 
 def consume(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 30.0) -> list[object]:
@@ -122,13 +119,8 @@ def test_whatif_at_60x_reproduces_the_live_alarms_without_notifying_or_touching_
     train(env, 2.0, tmp_path / "train.log")
     live = [ServiceProcess(name, env, tmp_path / f"live-{name}.log").start() for name in SERVICES]
     try:
-        start = (int(time.time()) // 7200 - 1) * 7200
-        rng = np.random.default_rng(4)
-        faults = [
-            plan_injection(plant, "furnace_overshoot", "S1-FURN-01", start + 1500, rng),
-            plan_injection(plant, "seal_temperature_drop", "C2-SEAL-01", start + 2700, rng),
-        ]
-        plan = RunPlan(start_s=start, duration_s=3600, frame_samples=60, speed=None, seed=3, injections=faults)
+        faults = [("furnace_overshoot", "S1-FURN-01", 1500), ("seal_temperature_drop", "C2-SEAL-01", 2700)]
+        plan = faulty_plan(plant, 1, 3600, faults, seed=3, frame_samples=60)
         simulate(plant, kafka.bootstrap_servers, plan)
         wait_quiet(kafka, live, quiet_s=5.0, timeout_s=600.0)
     finally:
