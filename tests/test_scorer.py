@@ -189,3 +189,15 @@ def test_generic_csv_is_trained_on_and_scored(plant: PlantModel, tmp_path: Path)
     assert sum(1 for _, fault in rows if fault) == 600
     with pytest.raises(ValueError, match="no sensor"):
         external.csv_rows(tmp_path / "normal.csv", external.CsvMapping("S2-DRY-01", "Time", {"DEW_PT": "speed"}), plant)
+
+
+def test_isolation_scores_equal_sklearn_score_samples(models: dict[str, ClassModel]) -> None:
+    """The scorer's tree-by-tree forest scoring is sklearn's arithmetic, on normal rows and far-out ones."""
+    from scorer.models import isolation_scores
+
+    rng = np.random.default_rng(3)
+    for model in models.values():
+        width = len(model.mean)
+        rows = np.vstack([rng.normal(0, 1, (200, width)), rng.normal(0, 8, (50, width))])
+        expected = -model.forest.score_samples(rows)
+        assert np.allclose(isolation_scores(model.forest, rows), expected, rtol=0, atol=1e-12)
