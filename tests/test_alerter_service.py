@@ -219,9 +219,9 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         sent: list[bytes] = []
         publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
 
-        def send(key: str, payload: bytes) -> None:
+        def send(key: str, payload: bytes, timestamp_ms: int) -> None:
             sent.append(payload)
-            publisher.send_frame(key, payload)
+            publisher.send_frame(key, payload, timestamp_ms)
 
         manifest: list[Manifest] = []
         producer = threading.Thread(target=lambda: manifest.append(run(plant, plan, send)), daemon=True)

@@ -93,7 +93,7 @@ def test_every_simulator_frame_is_valid_in_the_schema(plant: PlantModel) -> None
     run(
         plant,
         RunPlan(start_s=time.time() - 600, duration_s=30, frame_samples=10, speed=None),
-        lambda _key, payload: frames.append(payload),
+        lambda _key, payload, _ts: frames.append(payload),
     )
     check = validator("telemetry-frame.v1")
     assert len(frames) == len(plant.equipment) * 3

@@ -40,7 +40,7 @@ def test_fast_path_matches_the_generic_formatter(plant: PlantModel) -> None:
     run(
         plant,
         RunPlan(start_s=time.time() - 900, duration_s=20, frame_samples=10, speed=None),
-        lambda _key, payload: payloads.append(payload),
+        lambda _key, payload, _ts: payloads.append(payload),
     )
     cache = TimestampCache()
     for payload in payloads:

@@ -35,6 +35,7 @@ from linewatch.recording import (
 )
 from linewatch.settings import InfluxSettings, KafkaSettings
 from linewatch.whatif import kafka_producer_send, whatif
+from simulator.runner import write_labels
 
 
 def consume(kafka: KafkaSettings, topic: str, expected: int, timeout_s: float = 30.0) -> list[object]:
@@ -167,6 +168,32 @@ def test_whatif_at_60x_reproduces_the_live_alarms_without_notifying_or_touching_
     )
     assert sandbox["results"][0].get("series"), "the sandbox's own database holds its alarm events"  # type: ignore[index]
     assert any("alarm KPIs" in line for line in lines)
+
+    # Two model versions side by side, at maximum speed, with the run's fault labels.
+    train(env, 1.0, tmp_path / "train-2.log")
+    second = (Path(env["LINEWATCH_REGISTRY"]) / "ACTIVE").read_text().strip()
+    assert second != version
+    labels = tmp_path / "labels.jsonl"
+    write_labels(labels, plan)
+    lines = []
+    runs = whatif(
+        recording,
+        [version, second],
+        kafka,
+        influx,
+        Path(env["LINEWATCH_REGISTRY"]),
+        None,
+        None,
+        labels,
+        lines.append,
+        env,
+    )
+    assert [r.version for r in runs] == [version, second]
+    assert runs[0].raised() == run.raised() or [(e.alarm_id, e.ts) for e in runs[0].raised()] == live_raised
+    table = "\n".join(lines)
+    assert f"delay s ({version[:12]})" in table and f"delay s ({second[:12]})" in table, table
+    assert "furnace_overshoot" in table and "seal_temperature_drop" in table and "detected" in table
+    assert len(Hook.received) == notified_live
     hook.shutdown()
 
 
@@ -213,3 +240,32 @@ def test_import_from_csv_and_from_an_influxdb_range(stack: DevStack, tmp_path: P
     run("import", "influx", "--start", "2026-11-01T09:00:00Z", "--end", "2026-11-01T11:00:00Z", "-o", str(out))
     back = [s for m in read_messages(out) for s in telemetry_decoder.decode(m.value or b"").samples]
     assert [(s.ts, s.values) for s in back] == [(s.ts, s.values) for s in samples]
+
+
+def test_live_recording_takes_what_arrives_after_it_starts(kafka: KafkaSettings, tmp_path: Path) -> None:
+    from kafka import KafkaProducer
+
+    topic = kafka.topics.lots
+    producer = KafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all")
+    for i in range(20):
+        producer.send(topic, key=b"before", value=f"{i}".encode(), partition=i % kafka.partitions)
+        producer.flush()  # one record a batch: Tansu's end offset is then exact (see the comment below)
+    producer.close()
+    path = tmp_path / "live.lwrec.gz"
+    count: list[int] = []
+
+    def late_messages() -> None:
+        time.sleep(2.0)
+        late_send, late_close = kafka_producer_send(kafka.bootstrap_servers)
+        for i in range(30):
+            late_send(topic, i % kafka.partitions, b"after", f"{i}".encode(), [])
+        late_close()
+
+    threading.Thread(target=late_messages, daemon=True).start()
+    with RecordingWriter(path, kafka.bootstrap_servers, [topic]) as writer:
+        count.append(record(kafka, RecordPlan([topic], for_s=6.0), writer))
+    keys = [m.key for m in read_messages(path)]
+    assert keys.count(b"after") == 30
+    # Tansu's end offsets point into the last multi-record batch; with one record a batch they are exact, so
+    # what was there before the recording started must not appear.
+    assert keys.count(b"before") == 0, keys

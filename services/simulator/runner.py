@@ -23,7 +23,8 @@ from simulator.plant_sim import PlantSimulator, lot_events, lot_number
 
 log = logging.getLogger(__name__)
 
-Send = Callable[[str, bytes], None]  # (equipment id as key, payload)
+# (key, payload, record timestamp in ms: the event time, so a recording replays at the pace it happened)
+Send = Callable[[str, bytes, int], None]
 
 
 class MalformedRecord(msgspec.Struct, frozen=True):
@@ -100,7 +101,7 @@ def run(
             for lot in event.input_lots:
                 manifest.cells_by_lot.setdefault(lot, []).extend(event.cells)
             if send_lot is not None:
-                send_lot(event.line, encoder.encode(event))
+                send_lot(event.line, encoder.encode(event), int(ended_s * 1000))
 
     while t0 < end_s - 1e-9 and not (stop is not None and stop.is_set()):
         if t0 > plan.start_s and t0 % plant.lot_duration_s < 1e-6:
@@ -123,7 +124,7 @@ def run(
             for index in kept:
                 counts[frame.equipment_id].update(frame.samples[index].values.keys())
             manifest.valid_samples += len(kept)
-            send(frame.equipment_id, payload)
+            send(frame.equipment_id, payload, int(frame.samples[0].ts.timestamp() * 1000))
         t0 += steps * period
         if on_chunk is not None:
             on_chunk(manifest)
@@ -155,14 +156,15 @@ class KafkaPublisher:
         self._lots_topic = lots_topic
         self.failures: list[BaseException] = []
 
-    def send(self, topic: str, key: str, payload: bytes) -> None:
-        self._producer.send(topic, key=key.encode(), value=payload).add_errback(self.failures.append)
+    def send(self, topic: str, key: str, payload: bytes, timestamp_ms: int | None = None) -> None:
+        future = self._producer.send(topic, key=key.encode(), value=payload, timestamp_ms=timestamp_ms)
+        future.add_errback(self.failures.append)
 
-    def send_frame(self, key: str, payload: bytes) -> None:
-        self.send(self._frames_topic, key, payload)
+    def send_frame(self, key: str, payload: bytes, timestamp_ms: int | None = None) -> None:
+        self.send(self._frames_topic, key, payload, timestamp_ms)
 
-    def send_lot(self, key: str, payload: bytes) -> None:
-        self.send(self._lots_topic, key, payload)
+    def send_lot(self, key: str, payload: bytes, timestamp_ms: int | None = None) -> None:
+        self.send(self._lots_topic, key, payload, timestamp_ms)
 
     def close(self) -> None:
         self._producer.flush()
