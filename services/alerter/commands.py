@@ -22,6 +22,7 @@ from linewatch.contract import alarm_event_decoder
 from linewatch.influx import InfluxWriter, influxql, quote
 from linewatch.lineprotocol import line, to_ns
 from linewatch.plant import load_plant
+from linewatch.timeutil import utc_time
 
 ALARM_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-/]{0,159}$")
 ACTION_COMMANDS = {
@@ -52,8 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "shelve":
             command.add_argument("--for-s", type=float, help="timed shelving; without it, until the condition clears")
     report = alarms.add_parser("kpi", help="ISA-18.2 / EEMUA 191 alarm KPIs, printed and written to InfluxDB")
-    report.add_argument("--start", type=datetime.fromisoformat, help="ISO time (default: --hours before --end)")
-    report.add_argument("--end", type=datetime.fromisoformat, help="ISO time (default: now)")
+    report.add_argument("--start", type=utc_time, help="ISO time (default: --hours before --end)")
+    report.add_argument("--end", type=utc_time, help="ISO time (default: now)")
     report.add_argument("--hours", type=float, default=24.0)
     report.add_argument("--events", type=Path, help="alarm events as JSON lines instead of InfluxDB")
     report.add_argument("--no-write", action="store_true", help="print only")

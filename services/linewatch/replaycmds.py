@@ -8,10 +8,10 @@ import sys
 import threading
 import time
 import uuid
-from datetime import UTC, datetime
 from pathlib import Path
 
 from linewatch.settings import REPO_ROOT, CommonSettings, InfluxSettings
+from linewatch.timeutil import utc_time
 
 
 class ToolSettings(CommonSettings):
@@ -217,16 +217,12 @@ def bench_replay(samples: int, frame_samples: int) -> int:
 
 
 def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    def when(text: str) -> datetime:
-        parsed = datetime.fromisoformat(text)
-        return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
     rec = sub.add_parser("record", help="record Kafka topics into a compressed, self-describing file")
     rec.add_argument("-o", "--output", type=Path, required=True)
     rec.add_argument("--topic", action="append", help="repeatable (default: raw telemetry and lots)")
     rec.add_argument("--from-start", action="store_true", help="everything retained (default: from now on)")
-    rec.add_argument("--since", type=when)
-    rec.add_argument("--until", type=when)
+    rec.add_argument("--since", type=utc_time)
+    rec.add_argument("--until", type=utc_time)
     rec.add_argument("--for-s", type=float, help="stop after this many seconds")
     rec.add_argument("--idle-s", type=float, help="stop after this long without a new message")
     rec.add_argument("--note", default="")
@@ -253,6 +249,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-a
     imp.add_argument("--equipment", help="csv: the equipment id the columns belong to")
     imp.add_argument("--timestamp-column", default="time", help="csv: ISO 8601 or epoch seconds")
     imp.add_argument("--map", action="append", default=[], help="csv: COLUMN=sensor, repeatable")
-    imp.add_argument("--start", type=when, help="influx: ISO time")
-    imp.add_argument("--end", type=when, help="influx: ISO time")
+    imp.add_argument("--start", type=utc_time, help="influx: ISO time")
+    imp.add_argument("--end", type=utc_time, help="influx: ISO time")
     imp.set_defaults(func=cmd_import)

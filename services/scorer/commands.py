@@ -15,6 +15,7 @@ import numpy as np
 
 from linewatch import sources as external
 from linewatch.plant import PlantModel, load_plant
+from linewatch.timeutil import utc_time
 from scorer import evaluate, registry, sources, training
 from scorer.settings import ScorerSettings
 
@@ -47,8 +48,8 @@ def training_frames(args: argparse.Namespace, plant: PlantModel) -> tuple[Any, d
             external.influx(
                 args.influx_url,
                 args.database,
-                datetime.fromisoformat(args.start),
-                datetime.fromisoformat(args.end),
+                utc_time(args.start),
+                utc_time(args.end),
                 plant,
             ),
             {"source": "influxdb", "url": args.influx_url, "start": args.start, "end": args.end},

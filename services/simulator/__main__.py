@@ -18,6 +18,7 @@ from linewatch.contract import encoder
 from linewatch.kafka import ensure_topics
 from linewatch.plant import load_plant
 from linewatch.stats import StatsCounter
+from linewatch.timeutil import utc_time
 from simulator.faults import plan_injection, random_schedule
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run, write_labels
 from simulator.settings import SimulatorSettings
@@ -37,7 +38,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--frame-samples", type=int, help="samples per Kafka record (default: by speed)")
     parser.add_argument(
         "--start",
-        type=datetime.fromisoformat,
+        type=utc_time,
         help="first sample time (default: so that the last sample is not in the future)",
     )
     parser.add_argument(
