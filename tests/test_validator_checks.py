@@ -23,7 +23,7 @@ def frames(plant: PlantModel) -> list[TelemetryFrame]:
     run(
         plant,
         RunPlan(start_s=time.time() - 900, duration_s=20, frame_samples=10, speed=None),
-        lambda _key, payload: payloads.append(payload),
+        lambda _key, payload, _ts: payloads.append(payload),
     )
     return [telemetry_decoder.decode(p) for p in payloads]
 
