@@ -17,7 +17,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
-from alerter.lifecycle import Alarm, Priority, State, Transition, limit_condition
+from alerter.lifecycle import Alarm, State, Transition, limit_condition
 from alerter.rules import Rules
 from alerter.spc import RULES as SPC_RULES
 from alerter.spc import Chart, violated
@@ -375,11 +375,3 @@ class _Events:
                 comment=comment,
             )
         )
-
-
-def is_raise(event: AlarmEvent) -> bool:
-    """An annunciated activation: what operators count as 'an alarm'."""
-    return event.kind == "transition" and event.state == "unacknowledged" and event.previous != "unacknowledged"
-
-
-__all__ = ["AlarmEngine", "AlarmRecord", "Priority", "UnitState", "is_raise", "state_decoder", "state_encoder"]
