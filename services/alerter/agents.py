@@ -47,13 +47,9 @@ notify_decoder = msgspec.json.Decoder(NotifyState)
 class Alerter:
     """What the agents and the operator API share."""
 
-    app: Any
-    topics: Topics
     plant: PlantModel
-    engine: AlarmEngine
     alarm_state: Any  # faust Table: equipment id -> UnitState (JSON)
     actions_topic: Any
-    stats: StatsCounter
 
     def units(self) -> list[tuple[str, UnitState]]:
         """The units of this worker's partitions (one worker: the whole plant)."""
@@ -91,7 +87,7 @@ def register(
     alarm_state = app.Table("alarm-state", partitions=partitions, key_type=bytes, value_type=bytes)
     notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
     stats = StatsCounter(SERVICE)
-    alerter = Alerter(app, topics, plant, engine, alarm_state, app.topic(topics.alarm_actions), stats)
+    alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions))
     counter_of = {topics.valid: "frames_in", topics.scores: "scores_in", topics.alarm_actions: "actions_in"}
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]

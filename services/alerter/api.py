@@ -11,7 +11,7 @@ import hmac
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, get_args
 
 import msgspec
 from aiohttp import web
@@ -24,7 +24,7 @@ from linewatch.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionNam
 
 log = logging.getLogger(__name__)
 
-ACTIONS: tuple[AlarmActionName, ...] = ("acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service")
+ACTIONS: tuple[AlarmActionName, ...] = get_args(AlarmActionName)
 NEEDS_COMMENT = {"shelve", "remove_from_service"}  # ISA-18.2: say why an alarm is taken away from operators
 
 _ALARM_PROPERTIES = {
@@ -152,16 +152,7 @@ def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
 
 def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
     """The action on a copy: whether it would change anything, without touching the real state."""
-    trial = copy.deepcopy(alarm)
-    if request.action == "acknowledge":
-        return trial.acknowledge(ts, "check")
-    if request.action == "shelve":
-        return trial.shelve(ts, "check", duration_s=request.duration_s)
-    if request.action == "unshelve":
-        return trial.unshelve(ts, "check")
-    if request.action == "remove_from_service":
-        return trial.remove_from_service(ts, "check")
-    return trial.return_to_service(ts, "check")
+    return copy.deepcopy(alarm).act(request.action, ts, "check", request.comment, request.duration_s)
 
 
 def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application:

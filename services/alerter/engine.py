@@ -59,7 +59,6 @@ class UnitState(msgspec.Struct):
     running: bool = False
     recipe: str | None = None
     settled_from: float = 0.0  # start-up or recipe change + settle time
-    lot: str | None = None
     last_ts: float = 0.0
     applied: dict[str, int] = {}  # "topic:partition" -> last offset applied: a redelivery is skipped
 
@@ -123,7 +122,7 @@ class AlarmEngine:
             unit.settled_from = float(ts[0]) + rules.settle_s
             for chart in unit.charts.values():
                 chart.restart() if frame.recipe != unit.recipe else chart.interrupt()
-        unit.running, unit.recipe, unit.lot = running, frame.recipe, frame.lot_id
+        unit.running, unit.recipe = running, frame.recipe
         judged = (ts >= unit.settled_from) if running else np.zeros(len(ts), dtype=bool)
         columns = {
             name: np.array([s.values.get(name, math.nan) for s in frame.samples])
@@ -146,7 +145,7 @@ class AlarmEngine:
                 continue  # while the unit runs, the scores carry the evidence
             # No fresh evidence for this alarm in the frame: only the equipment state moves it. An anomaly
             # ends with the run that showed it; a limit or SPC condition holds until readings say otherwise.
-            condition = record.alarm.raw and (record.condition != "anomaly" or bool(judged[-1]))
+            condition = record.alarm.raw and record.condition != "anomaly"
             out.add(record, record.alarm.observe(now, condition, bool(judged[-1])))
         unit.last_ts = max(unit.last_ts, now)
         return self._finish(unit, out, now)
@@ -178,16 +177,7 @@ class AlarmEngine:
             raise UnknownAlarm(f"no alarm {action.alarm_id} on {action.equipment_id}")
         ts = action.requested_at.timestamp()
         alarm = record.alarm
-        if action.action == "acknowledge":
-            transitions = alarm.acknowledge(ts, action.user, action.comment)
-        elif action.action == "shelve":
-            transitions = alarm.shelve(ts, action.user, duration_s=action.duration_s, comment=action.comment)
-        elif action.action == "unshelve":
-            transitions = alarm.unshelve(ts, action.user)
-        elif action.action == "remove_from_service":
-            transitions = alarm.remove_from_service(ts, action.user, action.comment)
-        else:
-            transitions = alarm.return_to_service(ts, action.user, action.comment)
+        transitions = alarm.act(action.action, ts, action.user, action.comment, action.duration_s)
         if not transitions:
             raise ActionNotApplicable(f"{action.action} does not apply to {action.alarm_id} in state {alarm.state}")
         out = _Events(ref, record.lots)

@@ -114,6 +114,22 @@ class Alarm:
         self.out_of_service = False
         return self._move(ts, "returned to service", user, comment)
 
+    def act(
+        self, action: str, ts: float, user: str, comment: str = "", duration_s: float | None = None
+    ) -> list[Transition]:
+        """An operator action by name (the contract's AlarmActionName); [] when it changes nothing."""
+        if action == "acknowledge":
+            return self.acknowledge(ts, user, comment)
+        if action == "shelve":
+            return self.shelve(ts, user, duration_s=duration_s, comment=comment)
+        if action == "unshelve":
+            return self.unshelve(ts, user)
+        if action == "remove_from_service":
+            return self.remove_from_service(ts, user, comment)
+        if action == "return_to_service":
+            return self.return_to_service(ts, user, comment)
+        raise ValueError(f"unknown action {action!r}")
+
     def tick(self, ts: float) -> list[Transition]:
         """Time passing: timed shelving expires; chattering ends after a quiet window."""
         events: list[Transition] = []
