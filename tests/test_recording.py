@@ -14,7 +14,7 @@ from pathlib import Path
 from support import faulty_plan, simulate
 from test_alerter_service import Hook, read_all
 
-from linewatch.contract import alarm_event_decoder, telemetry_decoder
+from linewatch.contract import alarm_event_decoder, raises_alarm, telemetry_decoder
 from linewatch.devstack import DevStack, free_port
 from linewatch.drill import pipeline_env, train, wait_quiet
 from linewatch.kafka import ensure_topics
@@ -132,7 +132,7 @@ def test_whatif_at_60x_reproduces_the_live_alarms_without_notifying_or_touching_
         for e in sorted(
             map(alarm_event_decoder.decode, read_all(kafka, kafka.topics.alarms)), key=lambda e: (e.ts, e.event_id)
         )
-        if e.kind == "transition" and e.state == "unacknowledged" and e.previous != e.state
+        if raises_alarm(e.kind, e.state, e.previous)
     ]
     assert len({a for a, _ in live_raised}) >= 2, live_raised
     notified_live = len(Hook.received)

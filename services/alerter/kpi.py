@@ -10,6 +10,8 @@ from datetime import datetime
 
 import msgspec
 
+from linewatch.contract import raises_alarm
+
 PERIOD_S = 600.0
 FLOOD_ALARMS = 10  # more than this in 10 minutes in one area is a flood
 CHATTER_COUNT, CHATTER_WINDOW_S = 3, 60.0
@@ -33,7 +35,7 @@ class AlarmRow(msgspec.Struct, frozen=True):
 
 def is_alarm(row: AlarmRow) -> bool:
     """An annunciated activation: what an operator counts as one alarm."""
-    return row.kind == "transition" and row.annunciate and row.state == "unacknowledged" and row.previous != row.state
+    return row.annunciate and raises_alarm(row.kind, row.state, row.previous)
 
 
 @dataclass

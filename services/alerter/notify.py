@@ -16,7 +16,7 @@ import aiohttp
 from alerter.lifecycle import Priority
 from alerter.rules import Notifications, Route
 from alerter.settings import NotifySettings
-from linewatch.contract import AlarmEvent
+from linewatch.contract import AlarmEvent, raises_alarm
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +31,7 @@ def should_notify(event: AlarmEvent) -> bool:
         return False
     if event.kind == "escalation":
         return True
-    return event.state == "unacknowledged" and event.previous != "unacknowledged" and event.user is None
+    return raises_alarm(event.kind, event.state, event.previous) and event.user is None
 
 
 def text_of(event: AlarmEvent) -> str:

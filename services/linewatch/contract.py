@@ -138,6 +138,11 @@ class AlarmEvent(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_only=
     comment: Text | None = None
 
 
+def raises_alarm(kind: str, state: str, previous: str) -> bool:
+    """Whether an alarm event raises the alarm (again): a transition into `unacknowledged` from another state."""
+    return kind == "transition" and state == "unacknowledged" and previous != "unacknowledged"
+
+
 class AlarmAction(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):
     """An operator's request on one alarm; the alerter applies it and answers with audited AlarmEvents."""
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from linewatch.contract import AlarmEvent, alarm_event_decoder, encoder
+from linewatch.contract import AlarmEvent, alarm_event_decoder, encoder, raises_alarm
 from linewatch.devstack import free_port
 from linewatch.drill import wait_quiet
 from linewatch.influx import influxql
@@ -45,9 +45,7 @@ class SandboxRun:
     events: list[AlarmEvent] = field(default_factory=list)
 
     def raised(self) -> list[AlarmEvent]:
-        return [
-            e for e in self.events if e.kind == "transition" and e.state == "unacknowledged" and e.previous != e.state
-        ]
+        return [e for e in self.events if raises_alarm(e.kind, e.state, e.previous)]
 
 
 def kafka_producer_send(bootstrap: str) -> tuple[Callable[..., None], Callable[[], None]]:
