@@ -7,7 +7,6 @@ import argparse
 import asyncio
 import json
 import re
-import sys
 import urllib.error
 import urllib.request
 from datetime import UTC, datetime, timedelta
@@ -18,6 +17,7 @@ import msgspec
 
 from alerter import kpi
 from alerter.settings import AlerterSettings
+from linewatch.console import out
 from linewatch.contract import alarm_event_decoder
 from linewatch.influx import InfluxWriter, influxql, quote
 from linewatch.lineprotocol import line, to_ns
@@ -77,10 +77,6 @@ def run_command(args: argparse.Namespace, settings: AlerterSettings) -> int:
     return _act(args, settings)
 
 
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-
-
 def _call(settings: AlerterSettings, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     if settings.operator_token is None:
         raise SystemExit("LINEWATCH_OPERATOR_TOKEN is not set: the alarm API needs your token")
@@ -108,15 +104,15 @@ def _list(args: argparse.Namespace, settings: AlerterSettings) -> int:
     )
     status, rows = _call(settings, "GET", "/alarms" + (f"?{query}" if query else ""))
     if status != 200:
-        _out(f"error {status}: {rows.get('error')}")
+        out(f"error {status}: {rows.get('error')}")
         return 1
     if args.json:
-        _out(json.dumps(rows, indent=2))
+        out(json.dumps(rows, indent=2))
         return 0
-    _out(f"{'priority':<9} {'state':<21} {'alarm':<40} message")
+    out(f"{'priority':<9} {'state':<21} {'alarm':<40} message")
     for row in rows:
-        _out(f"{row['priority']:<9} {row['state']:<21} {row['alarm_id']:<40} {row['message']}")
-    _out(f"{len(rows)} alarm(s)")
+        out(f"{row['priority']:<9} {row['state']:<21} {row['alarm_id']:<40} {row['message']}")
+    out(f"{len(rows)} alarm(s)")
     return 0
 
 
@@ -126,9 +122,9 @@ def _act(args: argparse.Namespace, settings: AlerterSettings) -> int:
         body["duration_s"] = args.for_s
     status, answer = _call(settings, "POST", "/actions", body)
     if status != 202:
-        _out(f"error {status}: {answer.get('error')}")
+        out(f"error {status}: {answer.get('error')}")
         return 1
-    _out(f"{body['action']} {args.alarm_id}: accepted as {answer['user']} (action {answer['action_id']})")
+    out(f"{body['action']} {args.alarm_id}: accepted as {answer['user']} (action {answer['action_id']})")
     return 0
 
 
@@ -156,7 +152,7 @@ def _kpi(args: argparse.Namespace, settings: AlerterSettings) -> int:
     areas = [area.name for area in load_plant(settings.plant_file).areas]
     report = kpi.compute(rows, start, end, areas)
     for text in report.lines():
-        _out(text)
+        out(text)
     if not args.no_write and not args.events:
         asyncio.run(_write_kpis(settings, report))
     return 0
@@ -204,13 +200,13 @@ def _lots_affected(args: argparse.Namespace, settings: AlerterSettings) -> int:
                 if lot in (inputs or "").split(",") or lot == batch:
                     cells[lot].extend(c for c in (built or "").split(",") if c)
     if args.json:
-        _out(json.dumps({"lots": lots, "cells": {lot: sorted(set(c)) for lot, c in cells.items()}}, indent=2))
+        out(json.dumps({"lots": lots, "cells": {lot: sorted(set(c)) for lot, c in cells.items()}}, indent=2))
         return 0
     if not lots:
-        _out("no lots recorded for this alarm")
+        out("no lots recorded for this alarm")
     for lot, built in cells.items():
         unique = sorted(set(built))
-        _out(f"lot {lot}: {len(unique)} cell(s) to quarantine")
+        out(f"lot {lot}: {len(unique)} cell(s) to quarantine")
         for cell in unique:
-            _out(f"  {cell}")
+            out(f"  {cell}")
     return 0

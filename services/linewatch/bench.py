@@ -15,6 +15,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from linewatch.console import out
 from linewatch.contract import ServiceStats, telemetry_decoder
 from linewatch.devstack import DevStack
 from linewatch.influx import InfluxWriter
@@ -25,12 +26,6 @@ from linewatch.liveview import StatsReader
 from linewatch.settings import InfluxSettings, KafkaSettings
 
 CEILING_BATCH_POINTS = 10_000
-
-
-def _out(text: str) -> None:
-    """Benchmark figures are the command's output, not log records."""
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def read_topic(kafka: KafkaSettings, topic: str, samples: int, timeout_s: float = 120.0) -> list[bytes]:
@@ -91,7 +86,7 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
                 stderr=log,
             )
         simulate_s = time.perf_counter() - started
-        _out(
+        out(
             f"simulator   {samples:>10,} samples, {frame_samples} per Kafka record, loaded in "
             f"{simulate_s:5.1f} s  ({samples / simulate_s:,.0f}/s)"
         )
@@ -136,16 +131,16 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
 
     for name in ("simulator", "validator", "writer"):
         if name in last:
-            _out(f"{name:<11} peak RSS {last[name].peak_rss_bytes / 2**20:7.1f} MiB")
-    _out(
+            out(f"{name:<11} peak RSS {last[name].peak_rss_bytes / 2**20:7.1f} MiB")
+    out(
         f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
         f"(steady state, validator + writer + broker + influxd on {_cores()} cores)"
     )
-    _out(
+    out(
         f"ceiling     {points:>10,} points in {seconds:5.1f} s  (pre-formatted line protocol, "
         f"{CEILING_BATCH_POINTS:,} per POST, same influxd)"
     )
-    _out(
+    out(
         f"pipeline_samples_per_s={pipeline_rate:.0f} influx_ceiling_points_per_s={ceiling_rate:.0f} "
         f"ratio={pipeline_rate / ceiling_rate:.2f}"
     )

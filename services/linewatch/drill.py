@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+from linewatch.console import out
 from linewatch.contract import ServiceStats
 from linewatch.devstack import DevStack, free_port
 from linewatch.kafka import ensure_topics
@@ -29,11 +30,6 @@ PROGRESS = {
     "alerter": ("frames_in", "scores_in", "alarm_events"),
     "writer": ("records_in.linewatch.telemetry.valid", "records_in.linewatch.scores", "records_in.linewatch.alarms"),
 }
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def pipeline_env(stack: DevStack, run_dir: Path) -> dict[str, str]:
@@ -87,14 +83,14 @@ def wait_quiet(kafka: KafkaSettings, processes: list[ServiceProcess], quiet_s: f
 
 def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-drill-"))
-    _out(f"run directory (logs, labels): {run_dir}")
+    out(f"run directory (logs, labels): {run_dir}")
     with DevStack() as stack:
         env = pipeline_env(stack, run_dir)
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
         started = time.monotonic()
         train(env, train_hours, run_dir / "train.log")
-        _out(f"trained on {train_hours:g} h of normal operation in {time.monotonic() - started:.0f} s")
+        out(f"trained on {train_hours:g} h of normal operation in {time.monotonic() - started:.0f} s")
         processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in WATCHED]
         # The shift ends an hour before now and starts on a lot boundary, so lots are whole.
         start_s = math.floor((time.time() - hours * 3600 - 3600) / 7200) * 7200
@@ -114,12 +110,12 @@ def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int
                     stderr=sink,
                 )
             wait_quiet(kafka, processes, quiet_s=8.0, timeout_s=3600.0)
-            _out(f"simulated {hours:g} h {start:%Y-%m-%d %H:%M}..{end:%H:%M} UTC in {time.monotonic() - started:.0f} s")
+            out(f"simulated {hours:g} h {start:%Y-%m-%d %H:%M}..{end:%H:%M} UTC in {time.monotonic() - started:.0f} s")
         finally:
             for process in reversed(processes):
                 process.stop()
         kpi = [sys.executable, "-m", "alerter", "alarms", "kpi", "--start", start.isoformat(), "--end", end.isoformat()]
-        _out("$ linewatch alarms kpi --start " + start.isoformat() + " --end " + end.isoformat())
+        out("$ linewatch alarms kpi --start " + start.isoformat() + " --end " + end.isoformat())
         subprocess.run(kpi, env=os.environ | env, check=True)
         if faults:
             report_faults(stack, run_dir / "labels.jsonl")
@@ -154,10 +150,10 @@ def report_faults(stack: DevStack, labels: Path) -> None:
             for s in area_rows["results"][0].get("series", [])  # type: ignore[index]
         }
         if first is None:
-            _out(f"fault {label['fault']} on {unit}: NO ALARM")
+            out(f"fault {label['fault']} on {unit}: NO ALARM")
             continue
         delay = first[0] / 1e9 - label["start_s"]
-        _out(
+        out(
             f"fault {label['fault']} on {unit}: alarm after {delay:.0f} s: {first[1]} — {first[2]}; "
             f"alarms in the 10 min after the fault start per area: {in_area}"
         )

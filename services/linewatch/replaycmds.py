@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import argparse
 import signal
-import sys
 import threading
 import time
 import uuid
 from pathlib import Path
 
+from linewatch.console import out
 from linewatch.settings import REPO_ROOT, CommonSettings, InfluxSettings
 from linewatch.timeutil import utc_time
 
@@ -17,11 +17,6 @@ from linewatch.timeutil import utc_time
 class ToolSettings(CommonSettings):
     influx: InfluxSettings = InfluxSettings()
     registry: Path = REPO_ROOT / "models"
-
-
-def _out(text: str) -> None:
-    sys.stdout.write(text + "\n")
-    sys.stdout.flush()
 
 
 def _progress() -> object:
@@ -55,7 +50,7 @@ def cmd_record(args: argparse.Namespace) -> int:
     with RecordingWriter(args.output, settings.kafka.bootstrap_servers, topics, args.note) as writer, progress:
         task = progress.add_task(f"recording {', '.join(topics)}", total=None)
         count = record(settings.kafka, plan, writer, stop.is_set, lambda n: progress.update(task, completed=n))
-    _out(f"recorded {count} messages from {', '.join(topics)} into {args.output}")
+    out(f"recorded {count} messages from {', '.join(topics)} into {args.output}")
     return 0
 
 
@@ -86,9 +81,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         task = progress.add_task(f"replay {replay_id}", total=len(messages))
         sent = replay(messages, plan, send, lambda n: progress.update(task, completed=n))
     close()
-    _out(f"replayed {sent} messages into sandbox topics {sandbox_prefix(replay_id)}*")
+    out(f"replayed {sent} messages into sandbox topics {sandbox_prefix(replay_id)}*")
     settings_text = " ".join(f"{k}={v}" for k, v in sandbox_env(replay_id).items())
-    _out(f"services read the sandbox with: {settings_text}")
+    out(f"services read the sandbox with: {settings_text}")
     return 0
 
 
@@ -107,7 +102,7 @@ def cmd_whatif(args: argparse.Namespace) -> int:
         args.rules,
         speed,
         args.labels,
-        _out,
+        out,
     )
     return 0
 
@@ -136,7 +131,7 @@ def cmd_import(args: argparse.Namespace) -> int:
             stamp = int(frame.samples[0].ts.timestamp() * 1000)
             # No Kafka position yet: partition -1 lets the replay partition by key like any producer.
             writer.write(RecordedMessage(topic, -1, index, stamp, frame.equipment_id.encode(), encoder.encode(frame)))
-    _out(f"imported {len(frames)} frames ({sum(len(f.samples) for f in frames)} samples) into {args.output}")
+    out(f"imported {len(frames)} frames ({sum(len(f.samples) for f in frames)} samples) into {args.output}")
     return 0
 
 
@@ -208,11 +203,11 @@ def bench_replay(samples: int, frame_samples: int) -> int:
         close()
         replayed = count / (time.perf_counter() - began)
         ceiling = (first + ceiling_run()) / 2
-    _out(f"loading the recording: {load_s:.1f} s ({count / load_s:,.0f} samples/s), before publishing starts")
+    out(f"loading the recording: {load_s:.1f} s ({count / load_s:,.0f} samples/s), before publishing starts")
     size_mb = path.stat().st_size / 1e6
-    _out(f"recording: {len(messages)} messages, {count} samples ({frame_samples} a message), {size_mb:.1f} MB")
+    out(f"recording: {len(messages)} messages, {count} samples ({frame_samples} a message), {size_mb:.1f} MB")
     ratio = replayed / ceiling
-    _out(f"replay_samples_per_s={replayed:.0f} producer_ceiling_samples_per_s={ceiling:.0f} ratio={ratio:.2f}")
+    out(f"replay_samples_per_s={replayed:.0f} producer_ceiling_samples_per_s={ceiling:.0f} ratio={ratio:.2f}")
     return 0
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import logging
 import math
-import sys
 import time
 from datetime import UTC, datetime
 from pathlib import Path
@@ -14,6 +13,7 @@ from typing import Any
 import numpy as np
 
 from linewatch import sources as external
+from linewatch.console import out
 from linewatch.plant import PlantModel, load_plant
 from linewatch.timeutil import utc_time
 from scorer import evaluate, registry, sources, training
@@ -21,11 +21,6 @@ from scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 SIMULATION_EPOCH_DAYS_AGO = 30  # simulated training and evaluation runs lie in the past
-
-
-def _out(text: str) -> None:
-    """Reports and figures are the command's output, not log records."""
-    sys.stdout.write(text + "\n")
 
 
 def _csv_mapping(args: argparse.Namespace) -> external.CsvMapping:
@@ -69,14 +64,14 @@ def cmd_train(args: argparse.Namespace, settings: ScorerSettings, plant: PlantMo
     started = time.perf_counter()
     models = training.fit(plant, training.collect(plant, frames), seed=args.seed)
     if not models:
-        _out("no class had enough normal running data to train")
+        out("no class had enough normal running data to train")
         return 1
     settings.registry.mkdir(parents=True, exist_ok=True)
     version = registry.save(settings.registry, settings.signing_key(), models, window)
     for role in ("ACTIVE", "CANDIDATE"):
         if getattr(args, role.lower()):
             registry.point(settings.registry, role, version)
-    _out(
+    out(
         f"trained {len(models)} classes in {time.perf_counter() - started:.0f} s: version {version} "
         f"in {settings.registry}" + (" (active)" if args.active else "") + (" (candidate)" if args.candidate else "")
     )
@@ -93,14 +88,14 @@ def cmd_models(args: argparse.Namespace, settings: ScorerSettings, plant: PlantM
     active, candidate = (registry.pointed(settings.registry, r) for r in ("ACTIVE", "CANDIDATE"))
     for folder in sorted(p for p in settings.registry.glob("*") if (p / "metadata.json").exists()):
         mark = " (active)" if folder.name == active else " (candidate)" if folder.name == candidate else ""
-        _out(f"{folder.name}{mark}")
+        out(f"{folder.name}{mark}")
     return 0
 
 
 def cmd_evaluate(args: argparse.Namespace, settings: ScorerSettings, plant: PlantModel) -> int:
     version = args.model or registry.pointed(settings.registry, "ACTIVE")
     if version is None:
-        _out("no model: train one (`linewatch train --active`) or name one with --model")
+        out("no model: train one (`linewatch train --active`) or name one with --model")
         return 1
     models = registry.load(settings.registry, version, settings.signing_key())
     report = evaluate.Report()
@@ -120,13 +115,13 @@ def cmd_evaluate(args: argparse.Namespace, settings: ScorerSettings, plant: Plan
             normal = sources.simulated(plant, start + args.hours * 3600 + 7200, args.hours, seed + 500)
             report.add_run(plant, evaluate.score_stream(plant, normal, models), [], args.hours)
     for line in report.table():
-        _out(line)
+        out(line)
     summary = report.summary()
-    _out(
+    out(
         f"model {version}; alerts {report.alerts_total}, false {report.false_alerts} in "
         f"{report.normal_line_hours:.0f} line-hours"
     )
-    _out(" ".join(f"{k}={v:.3g}" if k != "detected_pct" else f"{k}={v:.1f}" for k, v in summary.items()))
+    out(" ".join(f"{k}={v:.3g}" if k != "detected_pct" else f"{k}={v:.1f}" for k, v in summary.items()))
     return 0
 
 
@@ -171,15 +166,15 @@ def cmd_bench(args: argparse.Namespace, settings: ScorerSettings, plant: PlantMo
         "pca": (rate(model.pca, batch, len(batch)), rate(model.pca, single_rows, 1)),
         "full": (rate(model.detect, batch, len(batch)), rate(model.detect, single_rows[:500], 1)),
     }
-    _out(
+    out(
         f"class {name}: {len(model.layout.names)} features, {model.calibration['components']} PCA components, "
         f"IsolationForest 100 trees; batches of {len(batch):,} rows, one core"
     )
-    _out(f"PCA T2+SPE:        batched {figures['pca'][0]:>12,.0f}/s   one at a time {figures['pca'][1]:>10,.0f}/s")
-    _out(f"all detectors:     batched {figures['full'][0]:>12,.0f}/s   one at a time {figures['full'][1]:>10,.0f}/s")
-    _out(f"pca_batched_samples_per_s={figures['pca'][0]:.0f} pca_single_samples_per_s={figures['pca'][1]:.0f}")
+    out(f"PCA T2+SPE:        batched {figures['pca'][0]:>12,.0f}/s   one at a time {figures['pca'][1]:>10,.0f}/s")
+    out(f"all detectors:     batched {figures['full'][0]:>12,.0f}/s   one at a time {figures['full'][1]:>10,.0f}/s")
+    out(f"pca_batched_samples_per_s={figures['pca'][0]:.0f} pca_single_samples_per_s={figures['pca'][1]:.0f}")
     batched, single = figures["full"]
-    _out(f"batched_samples_per_s={batched:.0f} single_samples_per_s={single:.0f} ratio={batched / single:.0f}")
+    out(f"batched_samples_per_s={batched:.0f} single_samples_per_s={single:.0f} ratio={batched / single:.0f}")
     return 0
 
 
