@@ -141,7 +141,7 @@ def test_alarms_reach_kafka_influx_api_and_cli_and_lots_affected_is_exact(
 
         # A bad action sent straight to the topic is dead-lettered with the reason, not dropped.
         publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
-        publisher.send(kafka.topics.alarm_actions, "S1-DRY-01", b'{"not": "an action"}')
+        publisher.send(kafka.topics.alarm_actions, -1, b"S1-DRY-01", b'{"not": "an action"}')
         publisher.close()
         wait_until(
             "the bad action dead-lettered",

@@ -17,7 +17,7 @@ from test_alerter_service import Hook, read_all
 from linewatch.contract import alarm_event_decoder, raises_alarm, telemetry_decoder
 from linewatch.devstack import DevStack, free_port
 from linewatch.drill import pipeline_env, train, wait_quiet
-from linewatch.kafka import ensure_topics
+from linewatch.kafka import RecordProducer, ensure_topics
 from linewatch.launcher import SERVICES, ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.recording import (
@@ -34,7 +34,7 @@ from linewatch.recording import (
     sandbox_prefix,
 )
 from linewatch.settings import InfluxSettings, KafkaSettings
-from linewatch.whatif import kafka_producer_send, whatif
+from linewatch.whatif import whatif
 from simulator.runner import write_labels
 
 
@@ -58,14 +58,14 @@ def test_record_then_replay_keeps_messages_keys_headers_and_partition_order(
     kafka: KafkaSettings, tmp_path: Path
 ) -> None:
     topic = kafka.topics.raw
-    send, close = kafka_producer_send(kafka.bootstrap_servers)
+    producer = RecordProducer(kafka.bootstrap_servers)
     sent = []
     for i in range(400):
         partition, key = i % kafka.partitions, f"unit-{i % 7}".encode()
         headers = [("trace", f"t{i}".encode()), ("origin", b"\x00\xff binary")]
-        send(topic, partition, key, f'{{"n": {i}}}'.encode(), headers)
+        producer.send(topic, partition, key, f'{{"n": {i}}}'.encode(), headers)
         sent.append((partition, key, i))
-    close()
+    producer.close()
 
     path = tmp_path / "run.lwrec.gz"
     with RecordingWriter(path, kafka.bootstrap_servers, [topic], "test") as writer:
@@ -83,12 +83,10 @@ def test_record_then_replay_keeps_messages_keys_headers_and_partition_order(
 
     replay_id = "order-test"
     ensure_topics(kafka, [sandbox_prefix(replay_id) + topic])
-    send, close = kafka_producer_send(kafka.bootstrap_servers)
-    assert (
-        replay(in_time_order(recorded), ReplayPlan(None, replay_id, lambda t: sandbox_prefix(replay_id) + t), send)
-        == 400
-    )
-    close()
+    producer = RecordProducer(kafka.bootstrap_servers)
+    plan = ReplayPlan(None, replay_id, lambda t: sandbox_prefix(replay_id) + t)
+    assert replay(in_time_order(recorded), plan, producer.send) == 400
+    producer.close()
     replayed = consume(kafka, sandbox_prefix(replay_id) + topic, 400)
     assert len(replayed) == 400
     original = {(m.partition, m.offset - min(x.offset for x in by_partition[m.partition])): m for m in recorded}
@@ -256,10 +254,10 @@ def test_live_recording_takes_what_arrives_after_it_starts(kafka: KafkaSettings,
 
     def late_messages() -> None:
         time.sleep(2.0)
-        late_send, late_close = kafka_producer_send(kafka.bootstrap_servers)
+        late = RecordProducer(kafka.bootstrap_servers)
         for i in range(30):
-            late_send(topic, i % kafka.partitions, b"after", f"{i}".encode(), [])
-        late_close()
+            late.send(topic, i % kafka.partitions, b"after", f"{i}".encode())
+        late.close()
 
     threading.Thread(target=late_messages, daemon=True).start()
     with RecordingWriter(path, kafka.bootstrap_servers, [topic]) as writer:

@@ -60,6 +60,29 @@ async def ceiling(url: str, database: str, payloads: list[bytes]) -> tuple[int, 
     return len(lines), elapsed
 
 
+def simulate_into(env: dict[str, str], samples: int, frame_samples: int, log_path: Path) -> float:
+    """Load the raw topic with the plant simulator at maximum speed; the seconds it took."""
+    started = time.perf_counter()
+    with log_path.open("ab") as log:
+        subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "simulator",
+                "--samples",
+                str(samples),
+                "--max-speed",
+                "--frame-samples",
+                str(frame_samples),
+            ],
+            env=env,
+            check=True,
+            stdout=log,
+            stderr=log,
+        )
+    return time.perf_counter() - started
+
+
 def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-"))
     with DevStack() as stack:
@@ -67,25 +90,7 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
 
-        started = time.perf_counter()
-        with (run_dir / "simulator.log").open("ab") as log:
-            subprocess.run(
-                [
-                    sys.executable,
-                    "-m",
-                    "simulator",
-                    "--samples",
-                    str(samples),
-                    "--max-speed",
-                    "--frame-samples",
-                    str(frame_samples),
-                ],
-                env=env,
-                check=True,
-                stdout=log,
-                stderr=log,
-            )
-        simulate_s = time.perf_counter() - started
+        simulate_s = simulate_into(env, samples, frame_samples, run_dir / "simulator.log")
         out(
             f"simulator   {samples:>10,} samples, {frame_samples} per Kafka record, loaded in "
             f"{simulate_s:5.1f} s  ({samples / simulate_s:,.0f}/s)"

@@ -90,6 +90,49 @@ class TopicReader:
         self._consumer.close()
 
 
+class RecordProducer:
+    """kafka-python producer that remembers failed sends; close() flushes and raises if any failed."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            retries=10,
+        )
+        self.failures: list[BaseException] = []
+
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """partition < 0: chosen by key, as any producer would."""
+        future = self._producer.send(
+            topic,
+            value=value,
+            key=key,
+            headers=headers or [],
+            partition=partition if partition >= 0 else None,
+            timestamp_ms=timestamp_ms,
+        )
+        future.add_errback(self.failures.append)
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()
+        if self.failures:
+            raise RuntimeError(f"{len(self.failures)} messages were not acknowledged by Kafka: {self.failures[0]!r}")
+
+
 def source_of(record: Any) -> SourcePosition:
     """Where a Kafka record (aiokafka's, or a faust event's message) came from, for logs and dead letters."""
     key = record.key

@@ -57,7 +57,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 def cmd_replay(args: argparse.Namespace) -> int:
     from rich.progress import Progress
 
-    from linewatch.kafka import ensure_topics
+    from linewatch.kafka import RecordProducer, ensure_topics
     from linewatch.recording import (
         ReplayPlan,
         in_time_order,
@@ -67,20 +67,19 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sandbox_prefix,
         sandbox_topics,
     )
-    from linewatch.whatif import kafka_producer_send
 
     settings = ToolSettings()
     replay_id = args.replay_id or f"replay-{uuid.uuid4().hex[:8]}"
     messages = in_time_order(read_messages(args.recording))
     ensure_topics(settings.kafka, sandbox_topics(replay_id).all())
-    send, close = kafka_producer_send(settings.kafka.bootstrap_servers)
+    producer = RecordProducer(settings.kafka.bootstrap_servers)
     plan = ReplayPlan(None if args.max_speed else args.speed, replay_id, lambda t: sandbox_prefix(replay_id) + t)
     progress = _progress()
     assert isinstance(progress, Progress)
     with progress:
         task = progress.add_task(f"replay {replay_id}", total=len(messages))
-        sent = replay(messages, plan, send, lambda n: progress.update(task, completed=n))
-    close()
+        sent = replay(messages, plan, producer.send, lambda n: progress.update(task, completed=n))
+    producer.close()
     out(f"replayed {sent} messages into sandbox topics {sandbox_prefix(replay_id)}*")
     settings_text = " ".join(f"{k}={v}" for k, v in sandbox_env(replay_id).items())
     out(f"services read the sandbox with: {settings_text}")
@@ -136,71 +135,55 @@ def cmd_import(args: argparse.Namespace) -> int:
 
 
 def bench_replay(samples: int, frame_samples: int) -> int:
-    """Maximum-speed replay against the raw producer ceiling, on the embedded broker, same messages."""
+    """Maximum-speed replay against the raw producer ceiling on the embedded broker: the simulator loads the raw
+    topic, `record` takes it into a recording, and both runs send the recording's messages."""
     import tempfile
 
-    from linewatch.contract import encoder
+    from linewatch.bench import simulate_into
+    from linewatch.contract import telemetry_decoder
     from linewatch.devstack import DevStack
-    from linewatch.kafka import ensure_topics
-    from linewatch.plant import load_plant
+    from linewatch.kafka import RecordProducer, ensure_topics
     from linewatch.recording import (
-        RecordedMessage,
         RecordingWriter,
+        RecordPlan,
         ReplayPlan,
         in_time_order,
         read_messages,
+        record,
         replay,
         sandbox_prefix,
         sandbox_topics,
     )
-    from linewatch.settings import DEFAULT_PLANT_FILE, KafkaSettings
-    from linewatch.whatif import kafka_producer_send
-    from simulator.plant_sim import PlantSimulator
+    from linewatch.settings import KafkaSettings
 
-    plant = load_plant(DEFAULT_PLANT_FILE)
-    simulator = PlantSimulator(plant, 1, [])
-    path = Path(tempfile.mkdtemp(prefix="linewatch-bench-replay-")) / "bench.lwrec.gz"
-    start = (time.time() // 7200 - 2) * 7200
-    count = 0
-    with RecordingWriter(path, "simulator", ["linewatch.telemetry.raw"]) as writer:
-        t0 = start
-        while count < samples:
-            for frame in simulator.frames(t0, frame_samples):
-                stamp = int(frame.samples[0].ts.timestamp() * 1000)
-                writer.write(
-                    RecordedMessage(
-                        "linewatch.telemetry.raw",
-                        hash(frame.equipment_id) % 4,
-                        writer.count,
-                        stamp,
-                        frame.equipment_id.encode(),
-                        encoder.encode(frame),
-                    )
-                )
-                count += len(frame.samples)
-            t0 += frame_samples * plant.sample_period_s
-    began = time.perf_counter()
-    messages = in_time_order(read_messages(path))
-    load_s = time.perf_counter() - began
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-replay-"))
+    path = run_dir / "bench.lwrec.gz"
     with DevStack() as stack:
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
-        ensure_topics(kafka, sandbox_topics("bench").all() + sandbox_topics("ceiling").all())
-        ceiling_topic = sandbox_prefix("ceiling") + "linewatch.telemetry.raw"
+        ensure_topics(kafka, kafka.topics.all() + sandbox_topics("bench").all() + sandbox_topics("ceiling").all())
+        simulate_into(stack.service_env(), samples, frame_samples, run_dir / "simulator.log")
+        with RecordingWriter(path, kafka.bootstrap_servers, [kafka.topics.raw]) as writer:
+            record(kafka, RecordPlan([kafka.topics.raw], from_start=True, idle_s=2.0), writer)
+        began = time.perf_counter()
+        messages = in_time_order(read_messages(path))
+        load_s = time.perf_counter() - began
+        count = sum(len(telemetry_decoder.decode(m.value or b"").samples) for m in messages)
+        ceiling_topic = sandbox_prefix("ceiling") + kafka.topics.raw
 
         def ceiling_run() -> float:
-            send, close = kafka_producer_send(stack.broker.bootstrap)
+            producer = RecordProducer(stack.broker.bootstrap)
             began = time.perf_counter()
             for m in messages:
-                send(ceiling_topic, m.partition, m.key, m.value, m.headers)
-            close()
+                producer.send(ceiling_topic, m.partition, m.key, m.value, m.headers)
+            producer.close()
             return count / (time.perf_counter() - began)
 
         # Ceiling before and after the replay: the broker's memory grows as topics fill; take the mean.
         first = ceiling_run()
-        send, close = kafka_producer_send(stack.broker.bootstrap)
+        producer = RecordProducer(stack.broker.bootstrap)
         began = time.perf_counter()
-        replay(messages, ReplayPlan(None, "bench", lambda t: sandbox_prefix("bench") + t), send)
-        close()
+        replay(messages, ReplayPlan(None, "bench", lambda t: sandbox_prefix("bench") + t), producer.send)
+        producer.close()
         replayed = count / (time.perf_counter() - began)
         ceiling = (first + ceiling_run()) / 2
     out(f"loading the recording: {load_s:.1f} s ({count / load_s:,.0f} samples/s), before publishing starts")

@@ -20,7 +20,7 @@ from linewatch.contract import AlarmEvent, alarm_event_decoder, encoder, raises_
 from linewatch.devstack import free_port
 from linewatch.drill import wait_quiet
 from linewatch.influx import influxql
-from linewatch.kafka import TopicReader, ensure_topics
+from linewatch.kafka import RecordProducer, TopicReader, ensure_topics
 from linewatch.launcher import SERVICES, ServiceProcess
 from linewatch.recording import (
     RecordedMessage,
@@ -46,29 +46,6 @@ class SandboxRun:
 
     def raised(self) -> list[AlarmEvent]:
         return [e for e in self.events if raises_alarm(e.kind, e.state, e.previous)]
-
-
-def kafka_producer_send(bootstrap: str) -> tuple[Callable[..., None], Callable[[], None]]:
-    from kafka import KafkaProducer
-
-    producer = KafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=5, batch_size=512 * 1024, max_request_size=4 << 20
-    )
-    failures: list[BaseException] = []
-
-    def send(
-        topic: str, partition: int, key: bytes | None, value: bytes | None, headers: list[tuple[str, bytes]]
-    ) -> None:
-        target = partition if partition >= 0 else None
-        producer.send(topic, value=value, key=key, headers=headers, partition=target).add_errback(failures.append)
-
-    def close() -> None:
-        producer.flush()
-        producer.close()
-        if failures:
-            raise RuntimeError(f"{len(failures)} replayed messages were not acknowledged: {failures[0]!r}")
-
-    return send, close
 
 
 def sandbox_registry(source: Path, version: str, into: Path, env: dict[str, str]) -> None:
@@ -119,11 +96,11 @@ def run_sandbox(
     (run_dir / replay_id).mkdir(parents=True, exist_ok=True)
     for process in processes:
         process.start()
-    send, close = kafka_producer_send(kafka.bootstrap_servers)
+    producer = RecordProducer(kafka.bootstrap_servers)
     try:
         plan = ReplayPlan(speed, replay_id, lambda topic: sandbox_prefix(replay_id) + topic)
-        replay(messages, plan, send)
-        close()
+        replay(messages, plan, producer.send)
+        producer.close()
         wait_quiet(sandbox_kafka, processes, quiet_s=5.0, timeout_s=3600.0)
         reader = TopicReader(sandbox_kafka, topics.alarms)
         try:

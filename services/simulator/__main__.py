@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
             stats.counters["frames_sent"] = manifest.frames
             stats.counters["samples_sent"] = manifest.samples_sent
             stats.counters["malformed_sent"] = len(manifest.malformed)
-            publisher.send(settings.kafka.topics.stats, SERVICE, stats.snapshot())
+            publisher.send(settings.kafka.topics.stats, -1, SERVICE.encode(), stats.snapshot())
 
     manifest = run(plant, plan, publisher.send_frame, stop, report, publisher.send_lot)
     last_report[0] = 0.0

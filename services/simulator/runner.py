@@ -16,6 +16,7 @@ import msgspec
 import numpy as np
 
 from linewatch.contract import encoder, sha256_hex
+from linewatch.kafka import RecordProducer
 from linewatch.plant import PlantModel
 from simulator.faults import FaultLabel, Injection
 from simulator.malformed import corrupt
@@ -138,36 +139,16 @@ def run(
     return manifest
 
 
-class KafkaPublisher:
-    """kafka-python producer for frames and stats; close() flushes and raises if any send failed."""
+class KafkaPublisher(RecordProducer):
+    """The simulator's frames and lot events, keyed by equipment id and line, stamped with event time."""
 
     def __init__(self, bootstrap_servers: str, frames_topic: str, lots_topic: str) -> None:
-        from kafka import KafkaProducer
-
-        self._producer = KafkaProducer(
-            bootstrap_servers=bootstrap_servers,
-            acks="all",
-            linger_ms=5,
-            batch_size=512 * 1024,
-            max_request_size=4 * 1024 * 1024,
-            retries=10,
-        )
+        super().__init__(bootstrap_servers)
         self._frames_topic = frames_topic
         self._lots_topic = lots_topic
-        self.failures: list[BaseException] = []
-
-    def send(self, topic: str, key: str, payload: bytes, timestamp_ms: int | None = None) -> None:
-        future = self._producer.send(topic, key=key.encode(), value=payload, timestamp_ms=timestamp_ms)
-        future.add_errback(self.failures.append)
 
     def send_frame(self, key: str, payload: bytes, timestamp_ms: int | None = None) -> None:
-        self.send(self._frames_topic, key, payload, timestamp_ms)
+        self.send(self._frames_topic, -1, key.encode(), payload, timestamp_ms=timestamp_ms)
 
     def send_lot(self, key: str, payload: bytes, timestamp_ms: int | None = None) -> None:
-        self.send(self._lots_topic, key, payload, timestamp_ms)
-
-    def close(self) -> None:
-        self._producer.flush()
-        self._producer.close()
-        if self.failures:
-            raise RuntimeError(f"{len(self.failures)} messages were not acknowledged by Kafka: {self.failures[0]!r}")
+        self.send(self._lots_topic, -1, key.encode(), payload, timestamp_ms=timestamp_ms)
