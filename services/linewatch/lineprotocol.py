@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 
 import msgspec
 
-from linewatch.contract import alarm_event_decoder, lot_event_decoder, scores_decoder, stats_decoder
+from linewatch.contract import EquipmentRef, alarm_event_decoder, lot_event_decoder, scores_decoder, stats_decoder
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
@@ -48,20 +48,24 @@ def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float |
     return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_part} {field_part} {ts_ns}"
 
 
+def equipment_tags(ref: EquipmentRef) -> dict[str, str]:
+    """The stable tags that place a point at one unit (the same names as the telemetry points)."""
+    return {
+        "site": ref.site,
+        "area": ref.area,
+        "line": ref.line,
+        "equipment": ref.equipment_id,
+        "equipment_class": ref.equipment_class,
+    }
+
+
 ANOMALY_MEASUREMENT = "anomaly"
 
 
 def score_lines(payload: bytes) -> list[bytes]:
     """One point per scored sample; role is a tag so active and shadow scores are separate series."""
     scores = scores_decoder.decode(payload)
-    tags = {
-        "site": scores.site,
-        "area": scores.area,
-        "line": scores.line,
-        "equipment": scores.equipment_id,
-        "equipment_class": scores.equipment_class,
-        "role": scores.role,
-    }
+    tags = equipment_tags(scores) | {"role": scores.role}
     return [
         line(
             ANOMALY_MEASUREMENT,
@@ -92,12 +96,7 @@ def alarm_lines(payload: bytes) -> list[bytes]:
     """One point per alarm event. Events of one alarm at one instant differ in the event id's counter,
     added as nanoseconds, so each is its own point and a resend overwrites itself."""
     event = alarm_event_decoder.decode(payload)
-    tags = {
-        "site": event.site,
-        "area": event.area,
-        "line": event.line,
-        "equipment": event.equipment_id,
-        "equipment_class": event.equipment_class,
+    tags = equipment_tags(event) | {
         "alarm_id": event.alarm_id,
         "condition": event.condition,
         "priority": event.priority,
