@@ -8,10 +8,14 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from linewatch.console import out
 from linewatch.settings import REPO_ROOT, CommonSettings, InfluxSettings
 from linewatch.timeutil import utc_time
+
+if TYPE_CHECKING:  # rich loads only for the commands that draw progress
+    from rich.progress import Progress
 
 
 class ToolSettings(CommonSettings):
@@ -19,7 +23,7 @@ class ToolSettings(CommonSettings):
     registry: Path = REPO_ROOT / "models"
 
 
-def _progress() -> object:
+def _progress() -> Progress:
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -35,8 +39,6 @@ def _progress() -> object:
 
 
 def cmd_record(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from linewatch.recording import RecordingWriter, RecordPlan, record
 
     settings = ToolSettings()
@@ -46,7 +48,6 @@ def cmd_record(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     progress = _progress()
-    assert isinstance(progress, Progress)
     with RecordingWriter(args.output, settings.kafka.bootstrap_servers, topics, args.note) as writer, progress:
         task = progress.add_task(f"recording {', '.join(topics)}", total=None)
         count = record(settings.kafka, plan, writer, stop.is_set, lambda n: progress.update(task, completed=n))
@@ -55,8 +56,6 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from rich.progress import Progress
-
     from linewatch.kafka import RecordProducer, ensure_topics
     from linewatch.recording import (
         ReplayPlan,
@@ -75,7 +74,6 @@ def cmd_replay(args: argparse.Namespace) -> int:
     producer = RecordProducer(settings.kafka.bootstrap_servers)
     plan = ReplayPlan(None if args.max_speed else args.speed, replay_id, lambda t: sandbox_prefix(replay_id) + t)
     progress = _progress()
-    assert isinstance(progress, Progress)
     with progress:
         task = progress.add_task(f"replay {replay_id}", total=len(messages))
         sent = replay(messages, plan, producer.send, lambda n: progress.update(task, completed=n))
