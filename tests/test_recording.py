@@ -96,14 +96,22 @@ def test_record_then_replay_keeps_messages_keys_headers_and_partition_order(
         assert list(record_.headers) == [*source.headers, (REPLAY_HEADER, replay_id.encode())]  # type: ignore[attr-defined]
 
 
-def test_replay_keeps_gaps_at_1x_and_scales_them_at_10x() -> None:
+def test_replay_keeps_gaps_at_1x_and_scales_them_at_10x(kafka: KafkaSettings) -> None:
+    """The replayed records' own timestamps (stamped by the producer as each is sent) show the pacing."""
     gaps_ms = [0, 200, 700, 1500, 1600, 2400]
-    messages = [RecordedMessage("t", 0, i, 1_700_000_000_000 + g, b"k", b"v") for i, g in enumerate(gaps_ms)]
+    messages = [RecordedMessage("t", 0, i, 1_700_000_000_000 + g, b"k", f"{i}".encode()) for i, g in enumerate(gaps_ms)]
     for speed in (1.0, 10.0):
-        times: list[float] = []
-        stamp = times.append
-        replay(messages, ReplayPlan(speed, "timing", lambda t: t), lambda *_, stamp=stamp: stamp(time.monotonic()))
-        offsets = [t - times[0] for t in times]
+        replay_id = f"timing-{speed:g}x"
+        topic = sandbox_prefix(replay_id) + "t"
+        ensure_topics(kafka, [topic])
+        producer = RecordProducer(kafka.bootstrap_servers)
+        prefix = sandbox_prefix(replay_id)
+        replay(messages, ReplayPlan(speed, replay_id, lambda t, prefix=prefix: prefix + t), producer.send)
+        producer.close()
+        received = sorted(consume(kafka, topic, len(messages)), key=lambda r: r.offset)  # type: ignore[attr-defined]
+        assert [r.value for r in received] == [m.value for m in messages]  # type: ignore[attr-defined]
+        stamps = [r.timestamp for r in received]  # type: ignore[attr-defined]
+        offsets = [(t - stamps[0]) / 1000 for t in stamps]
         for offset, gap in zip(offsets, gaps_ms, strict=True):
             assert abs(offset - gap / 1000 / speed) < 0.05, (speed, offsets)
 
