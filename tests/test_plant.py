@@ -73,3 +73,17 @@ def test_bad_plant_files_are_refused(tmp_path: Path, plant: PlantModel) -> None:
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     with pytest.raises(ValueError, match="unknown class teleporter"):
         load_plant(path)
+
+
+@pytest.mark.parametrize("name", ["jar temp", "jar,temp", "temp=1", '"temp"', "{temp}", "_temp"])
+def test_sensor_names_follow_the_contract_name_rule(tmp_path: Path, plant: PlantModel, name: str) -> None:
+    # The writer copies sensor names into line protocol as they are; these would need escaping.
+    document = plant.model_dump(by_alias=True)
+    sensors = next(iter(document["classes"].values()))["sensors"]
+    sensors[name] = sensors.pop(next(iter(sensors)))
+    path = tmp_path / "bad.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump(document, sort_keys=False))
+    with pytest.raises(ValueError, match="pattern"):
+        load_plant(path)

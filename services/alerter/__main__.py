@@ -42,6 +42,7 @@ def main() -> None:
         AlarmEngine(plant, rules),
         Notifier(settings.notify, rules.notifications),
         Annotator(settings.grafana),
+        settings.stats_interval_s,
     )
 
     @app.task  # type: ignore[untyped-decorator]

@@ -24,7 +24,7 @@ from linewatch.contract import (
     scores_decoder,
     telemetry_decoder,
 )
-from linewatch.kafka import dead_letter_event, source_of
+from linewatch.kafka import dead_letter_event, publish_stats, source_of
 from linewatch.plant import PlantModel
 from linewatch.settings import Topics
 from linewatch.stats import StatsCounter
@@ -79,11 +79,11 @@ def register(
     engine: AlarmEngine,
     notifier: Notifier,
     annotator: Annotator,
+    stats_interval_s: float,
 ) -> Alerter:
     inputs = app.topic(topics.valid, topics.scores, topics.alarm_actions)
     alarms_topic = app.topic(topics.alarms)
     deadletter_topic = app.topic(topics.deadletter)
-    stats_topic = app.topic(topics.stats)
     alarm_state = app.Table("alarm-state", partitions=partitions, key_type=bytes, value_type=bytes)
     notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
     stats = StatsCounter(SERVICE)
@@ -158,8 +158,6 @@ def register(
             state.applied[position] = message.offset
             notify_state[event.key or b""] = encoder.encode(state)
 
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def publish_stats() -> None:
-        await stats_topic.send(key=SERVICE.encode(), value=stats.snapshot())
+    publish_stats(app, topics.stats, stats, stats_interval_s)
 
     return alerter

@@ -1,14 +1,17 @@
 """`linewatch bench pipeline`: simulator -> validator -> writer on the embedded stack, and in the same run
 the InfluxDB line-protocol ceiling for the same points on the same influxd.
 
-The simulator first loads the raw topic (timed on its own); the validator and writer then drain it, and
-their throughput is taken from the writer's own per-second stats from its first to its last point, so
-process start-up is excluded. The ceiling writes the same points, already formatted, in batches of 10k.
+The simulator first loads the raw topic (timed on its own); the validator and writer then drain it. Their
+steady-state throughput is taken from the writer's own stats (every 0.1 s here), telemetry points only,
+from its first report with points to its first report with all of them, so process start-up is excluded;
+the fill (validator's first record to the first point) is printed beside it. The ceiling writes the same
+points, already formatted, in batches of 10k, one POST at a time.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import subprocess
 import sys
 import tempfile
@@ -86,7 +89,8 @@ def simulate_into(env: dict[str, str], samples: int, frame_samples: int, log_pat
 def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-"))
     with DevStack() as stack:
-        env = stack.service_env()
+        # Reports every 0.1 s: with 1 s reports the window's ends would be up to a second off (about 10 %).
+        env = stack.service_env() | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
 
@@ -99,22 +103,37 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
         last: dict[str, ServiceStats] = {}
         progress: list[tuple[float, int]] = []
 
+        # Telemetry points only: the writer also stores every service's stats from its first second.
+        telemetry_points = f"points_written.{kafka.topics.valid}"
+
+        taken_at: list[float] = []  # the validator's first report with records taken
+
         def on_stats(stats: ServiceStats) -> None:
             last[stats.service] = stats
-            if stats.service == "writer" and stats.counters.get("points_written", 0) > 0:
-                progress.append((stats.at.timestamp(), stats.counters["points_written"]))
+            if stats.service == "validator" and stats.counters.get("messages_in", 0) > 0 and not taken_at:
+                taken_at.append(stats.at.timestamp())
+            if stats.service == "writer" and stats.counters.get(telemetry_points, 0) > 0:
+                progress.append((stats.at.timestamp(), stats.counters[telemetry_points]))
 
         services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in ("validator", "writer")]
+        pids = {s.name: s.pid for s in services} | {
+            "broker": _pid(stack.broker.process),
+            "influxd": _pid(stack.influxd.process),
+        }
+        cpu_at_first: dict[str, float] = {}
+        cpu_at_done: dict[str, float] = {}
         reader = StatsReader(kafka)
         try:
             expected = None
             deadline = time.monotonic() + timeout_s
             while time.monotonic() < deadline:
-                reader.poll(on_stats, 0.5)
+                reader.poll(on_stats, 0.1)
                 validator = last.get("validator")
                 if validator is not None and validator.counters.get("messages_in", 0) > 0:
                     expected = validator.counters.get("samples_valid", 0)
+                    cpu_at_first = cpu_at_first or cpu_seconds(pids)
                 if progress and expected and progress[-1][1] >= samples:
+                    cpu_at_done = cpu_seconds(pids)
                     break
                 if not all(s.alive() for s in services):
                     raise RuntimeError(f"a service died, see {run_dir}")
@@ -137,9 +156,16 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
     for name in ("simulator", "validator", "writer"):
         if name in last:
             out(f"{name:<11} peak RSS {last[name].peak_rss_bytes / 2**20:7.1f} MiB")
+    for name, seconds_at_done in cpu_at_done.items():
+        used = seconds_at_done - cpu_at_first[name]
+        out(f"{name:<11} CPU {used:5.1f} s  ({used / samples * 1e6:5.2f} us a sample, from the first record taken)")
     out(
         f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
         f"(steady state, validator + writer + broker + influxd on {_cores()} cores)"
+    )
+    out(
+        f"fill        first point in InfluxDB {first_at - taken_at[0]:4.1f} s after the validator's first record; "
+        f"with the fill {samples / (done_at - taken_at[0]):,.0f} samples/s"
     )
     out(
         f"ceiling     {points:>10,} points in {seconds:5.1f} s  (pre-formatted line protocol, "
@@ -152,7 +178,20 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
     return 0
 
 
-def _cores() -> int:
-    import os
+def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
+    """User + system CPU time of each process so far (Linux /proc), to show where a run's CPU went."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
 
+
+def _pid(process: subprocess.Popen[bytes] | None) -> int:
+    assert process is not None, "the dev stack is running"
+    return process.pid
+
+
+def _cores() -> int:
     return len(os.sched_getaffinity(0))

@@ -147,7 +147,7 @@ def stats_lines(payload: bytes) -> list[bytes]:
     return [line(STATS_MEASUREMENT, tags, fields, to_ns(stats.at)).encode()]
 
 
-class _WireSample(msgspec.Struct):
+class _WireSample(msgspec.Struct, gc=False):
     ts: str
     values: msgspec.Raw
 
@@ -168,22 +168,24 @@ class _WireFrame(msgspec.Struct):
 
 _wire_decoder = msgspec.json.Decoder(_WireFrame)
 _values_decoder = msgspec.json.Decoder(dict[str, float])
-_JSON_NOISE = b' \t\r\n"'
+# {"a":1.5,"b":-2e-05} -> a=1.5,b=-2e-05 in one pass: drop JSON punctuation, ':' becomes '='.
+_JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
+_JSON_NOISE = b' \t\r\n"{}'
 
 
 class TimestampCache:
-    """RFC 3339 text -> ns; samples of one instant across equipment share the parse."""
+    """RFC 3339 text -> line-protocol nanoseconds; samples of one instant across equipment share the parse."""
 
     def __init__(self, size: int = 50_000) -> None:
-        self._cache: dict[str, int] = {}
+        self._cache: dict[str, bytes] = {}
         self._size = size
 
-    def __call__(self, text: str) -> int:
+    def __call__(self, text: str) -> bytes:
         ns = self._cache.get(text)
         if ns is None:
             if len(self._cache) >= self._size:
                 self._cache.clear()
-            ns = self._cache[text] = to_ns(datetime.fromisoformat(text))
+            ns = self._cache[text] = str(to_ns(datetime.fromisoformat(text))).encode()
         return ns
 
 
@@ -208,7 +210,7 @@ def telemetry_lines(payload: bytes, ns_of: TimestampCache) -> list[bytes]:
         if b"\\" in raw:  # escaped names: take the slow, exact path
             fields = ",".join(f"{escape_key(k)}={v!r}" for k, v in _values_decoder.decode(raw).items()).encode()
         else:
-            # {"a":1.5,"b":-2e-05} -> a=1.5,b=-2e-05 (names are plant sensor names, checked upstream)
-            fields = raw.translate(None, _JSON_NOISE)[1:-1].replace(b":", b"=")
-        lines.append(prefix + fields + suffix + str(ns_of(sample.ts)).encode())
+            # Sensor names follow the plant model's name rule (validated upstream): no escaping needed.
+            fields = raw.translate(_JSON_TO_FIELDS, _JSON_NOISE)
+        lines.append(b"".join((prefix, fields, suffix, ns_of(sample.ts))))
     return lines

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
-from linewatch.contract import EquipmentRef
+from linewatch.contract import NAME_PATTERN, EquipmentRef
+
+# The contract's name rule; it also makes sensor names safe line-protocol field keys as they are.
+SensorName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 
 
 class _Strict(BaseModel):
@@ -36,7 +39,7 @@ class EquipmentClass(_Strict):
     description: str
     # After a start-up, readings of lagged process values are not steady for this long: not scored.
     settle_s: float = Field(default=0.0, ge=0)
-    sensors: dict[str, Sensor]
+    sensors: dict[SensorName, Sensor]
     recipes: dict[str, dict[str, float]] = {}
 
     @model_validator(mode="after")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, SecretStr
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -74,4 +74,5 @@ class CommonSettings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     log_level: str = "INFO"
+    stats_interval_s: float = Field(default=1.0, gt=0)
     plant_file: Path = DEFAULT_PLANT_FILE

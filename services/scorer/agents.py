@@ -17,7 +17,7 @@ from linewatch.contract import (
     equipment_fields,
     telemetry_decoder,
 )
-from linewatch.kafka import dead_letter_event, source_of
+from linewatch.kafka import dead_letter_event, publish_stats, source_of
 from linewatch.plant import PlantModel
 from linewatch.stats import StatsCounter
 from scorer.engine import PlantScorer
@@ -55,7 +55,6 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
     valid_topic = app.topic(topics.valid)
     scores_topic = app.topic(topics.scores)
     deadletter_topic = app.topic(topics.deadletter)
-    stats_topic = app.topic(topics.stats)
     stats = StatsCounter(SERVICE)
     engine = PlantScorer(plant)
 
@@ -86,8 +85,6 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
         await asyncio.to_thread(models.refresh)
         stats.counters["model_load_failures"] = models.failures
 
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def publish_stats() -> None:
-        await stats_topic.send(key=SERVICE.encode(), value=stats.snapshot())
+    publish_stats(app, topics.stats, stats, settings.stats_interval_s)
 
     return stats

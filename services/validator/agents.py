@@ -8,7 +8,7 @@ from typing import Any
 
 from msgspec import structs
 
-from linewatch.kafka import dead_letter_event, source_of
+from linewatch.kafka import dead_letter_event, publish_stats, source_of
 from linewatch.stats import StatsCounter
 from validator.checks import FrameValidator, Outcome, Rejection
 from validator.settings import ValidatorSettings
@@ -22,7 +22,6 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
     raw_topic = app.topic(topics.raw)
     valid_topic = app.topic(topics.valid)
     deadletter_topic = app.topic(topics.deadletter)
-    stats_topic = app.topic(topics.stats)
     stats = StatsCounter(SERVICE)
 
     @app.agent(raw_topic, name="validate")  # type: ignore[untyped-decorator]
@@ -48,9 +47,7 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                 stats.counters["dead_letters"] += 1
                 stats.counters[f"dead_letters.{rejection.reason}"] += 1
 
-    @app.timer(interval=1.0)  # type: ignore[untyped-decorator]
-    async def publish_stats() -> None:
-        await stats_topic.send(key=SERVICE.encode(), value=stats.snapshot())
+    publish_stats(app, topics.stats, stats, settings.stats_interval_s)
 
     return stats
 

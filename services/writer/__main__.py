@@ -17,10 +17,12 @@ from writer.settings import WriterSettings
 from writer.sink import SERVICE, InfluxSink, telemetry_formatter
 
 
-async def publish_stats(producer: AIOKafkaProducer, topic: str, stats: StatsCounter, stop: asyncio.Event) -> None:
+async def publish_stats(
+    producer: AIOKafkaProducer, topic: str, stats: StatsCounter, interval_s: float, stop: asyncio.Event
+) -> None:
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
+            await asyncio.wait_for(stop.wait(), interval_s)
         with contextlib.suppress(Exception):
             await producer.send(topic, stats.snapshot(), key=SERVICE.encode())
 
@@ -65,7 +67,7 @@ async def run(settings: WriterSettings) -> None:
     consumer.subscribe(list(formatters), listener=sink.rebalance_listener())
     await producer.start()
     await consumer.start()
-    reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, stop))
+    reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, settings.stats_interval_s, stop))
     try:
         await sink.run(stop)
     finally:

@@ -132,6 +132,8 @@ class InfluxSink:
                 log.warning("batch rejected, writing record by record", extra={"error": exc.message})
                 await self._write_one_by_one(batch)
             self._stats.counters["points_written"] += batch.points
+            for record in batch.records:
+                self._stats.counters[f"points_written.{record.source.topic}"] += len(record.lines)
         if previous is not None:
             await previous  # commits stay in offset order
         for record, reason, detail in batch.rejected:
