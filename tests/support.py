@@ -16,7 +16,7 @@ from linewatch.kafka import TopicReader
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
-from simulator.faults import plan_injection
+from linewatch.simulation.faults import plan_injection
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 
 

@@ -26,8 +26,8 @@ from linewatch.contract import (
     equipment_fields,
 )
 from linewatch.plant import PlantModel
-from scorer.sources import simulated
-from simulator.faults import plan_injection
+from linewatch.simulation.faults import plan_injection
+from linewatch.simulation.plant_sim import simulated
 
 T0 = 1_700_000_000.0 - 1_700_000_000.0 % 7200
 

@@ -170,9 +170,8 @@ def test_repo_root_is_right() -> None:
 def test_alarm_and_lot_events_from_code_are_valid_in_the_schemas(plant: PlantModel) -> None:
     from alerter.engine import AlarmEngine, UnitState
     from alerter.rules import load_rules
-    from scorer.sources import simulated
-    from simulator.faults import plan_injection
-    from simulator.plant_sim import lot_events
+    from linewatch.simulation.faults import plan_injection
+    from linewatch.simulation.plant_sim import lot_events, simulated
 
     start = 1_700_000_000 - 1_700_000_000 % 7200
     fault = plan_injection(plant, "moisture_ingress", "S1-DRY-01", start + 600, np.random.default_rng(1))

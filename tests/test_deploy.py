@@ -150,3 +150,24 @@ def test_k8s_topics_and_partitions_agree_with_the_code() -> None:
     assert {spec["partitions"] for spec in topics.values()} == {partitions}
     for deployment in (d for d in documents if d["kind"] == "Deployment"):
         assert deployment["spec"]["replicas"] <= partitions  # more workers than partitions would idle
+
+
+def imported_packages(path: Any) -> set[str]:
+    import ast
+
+    tree = ast.parse(path.read_text())
+    names = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+    names |= {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+    return {name.split(".")[0] for name in names}
+
+
+def test_services_share_code_only_through_the_common_package(tmp_path: Any) -> None:
+    services = {*SERVICES, "simulator"}
+    for package in (*services, "linewatch"):
+        for path in (REPO_ROOT / "services" / package).rglob("*.py"):
+            others = imported_packages(path) & (services - {package})
+            assert not others, f"{path.relative_to(REPO_ROOT)} imports {sorted(others)}"
+    # The checker sees imports anywhere in a module, lazy ones inside functions too.
+    sample = tmp_path / "sample.py"
+    sample.write_text("import os\n\ndef f():\n    from simulator.runner import run\n    import scorer.models\n")
+    assert imported_packages(sample) == {"os", "simulator", "scorer"}

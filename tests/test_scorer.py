@@ -14,7 +14,9 @@ import skops.io
 
 from linewatch import sources as external
 from linewatch.plant import PlantModel
-from scorer import evaluate, registry, sources, training
+from linewatch.simulation.faults import fault_catalogue_schedule
+from linewatch.simulation.plant_sim import simulated
+from scorer import evaluate, registry, training
 from scorer.agents import scores_for
 from scorer.engine import PlantScorer
 from scorer.models import ClassModel
@@ -26,7 +28,7 @@ START = math.floor(1_790_000_000 / 7200) * 7200  # fixed: runs are reproducible
 
 @pytest.fixture(scope="module")
 def models(plant: PlantModel) -> dict[str, ClassModel]:
-    return training.fit(plant, training.collect(plant, sources.simulated(plant, START, 8, seed=1)))
+    return training.fit(plant, training.collect(plant, simulated(plant, START, 8, seed=1)))
 
 
 @pytest.fixture
@@ -52,7 +54,7 @@ def test_saved_model_scores_exactly_like_the_fitted_one(
     root: Path, saved: str, models: dict[str, ClassModel], plant: PlantModel
 ) -> None:
     loaded = registry.load(root, saved, KEY)
-    rows = training.collect(plant, sources.simulated(plant, START + 86400, 0.5, seed=2))
+    rows = training.collect(plant, simulated(plant, START + 86400, 0.5, seed=2))
     for name, units in rows.items():
         features = np.vstack([np.vstack(blocks) for blocks in units.values()])
         assert np.array_equal(loaded[name].detect(features).score, models[name].detect(features).score)
@@ -112,16 +114,14 @@ def test_rollout_hot_swaps_shadows_and_keeps_the_last_good_model(
     model_set.refresh()
     assert model_set.active.version == saved
     engine = PlantScorer(plant)
-    frames = [f for f in sources.simulated(plant, START + 3 * 86400, 0.2, seed=3) if f.equipment_id == "S1-DRY-01"]
+    frames = [f for f in simulated(plant, START + 3 * 86400, 0.2, seed=3) if f.equipment_id == "S1-DRY-01"]
     produced = [m for frame in frames for m in scores_for(engine, model_set, frame)]
     assert produced and {m.role for m in produced} == {"active"}
 
     candidate = registry.save(root, KEY, {"dry_room": models["dry_room"]}, {"source": "candidate"})
     registry.point(root, "CANDIDATE", candidate)
     model_set.refresh()
-    later = [
-        f for f in sources.simulated(plant, START + 3 * 86400 + 720, 0.05, seed=3) if f.equipment_id == "S1-DRY-01"
-    ]
+    later = [f for f in simulated(plant, START + 3 * 86400 + 720, 0.05, seed=3) if f.equipment_id == "S1-DRY-01"]
     produced = [m for frame in later for m in scores_for(engine, model_set, frame)]
     assert {(m.role, m.model_version) for m in produced} == {("active", saved), ("shadow", candidate)}
 
@@ -138,12 +138,10 @@ def test_detection_quality_on_unseen_runs(plant: PlantModel, models: dict[str, C
     """Every fault type once on a run the model never saw, plus a normal run; fixed seeds and times."""
     report = evaluate.Report()
     start = START + 5 * 86400
-    injections = sources.fault_catalogue_schedule(plant, start, 6, seed=77, per_type=1)
+    injections = fault_catalogue_schedule(plant, start, 6, seed=77, per_type=1)
     labels = [evaluate.Label(i.fault_name, i.equipment_id, i.start_s, i.end_s) for i in injections]
-    report.add_run(
-        plant, evaluate.score_stream(plant, sources.simulated(plant, start, 6, 77, injections), models), labels, 6
-    )
-    report.add_run(plant, evaluate.score_stream(plant, sources.simulated(plant, start + 86400, 6, 78), models), [], 6)
+    report.add_run(plant, evaluate.score_stream(plant, simulated(plant, start, 6, 77, injections), models), labels, 6)
+    report.add_run(plant, evaluate.score_stream(plant, simulated(plant, start + 86400, 6, 78), models), [], 6)
     summary = report.summary()
     assert len(report.faults) == len(plant.faults)
     assert summary["detected_pct"] >= 90, report.table()

@@ -14,8 +14,9 @@ from linewatch.devstack import DevStack, wait_until
 from linewatch.launcher import ServiceProcess
 from linewatch.plant import PlantModel
 from linewatch.settings import KafkaSettings
-from scorer import registry, sources, training
-from simulator.faults import plan_injection
+from linewatch.simulation.faults import plan_injection
+from linewatch.simulation.plant_sim import simulated
+from scorer import registry, training
 from simulator.runner import RunPlan
 
 KEY = "service-test-key"
@@ -30,7 +31,7 @@ def test_scorer_service_end_to_end(stack: DevStack, kafka: KafkaSettings, plant:
     root = tmp_path / "registry"
     root.mkdir()
     start = math.floor(time.time() / 7200) * 7200 - 10 * 86400
-    models = training.fit(plant, training.collect(plant, sources.simulated(plant, start, 4, seed=1)))
+    models = training.fit(plant, training.collect(plant, simulated(plant, start, 4, seed=1)))
     good = registry.save(root, KEY.encode(), models, {"source": "test"})
     registry.point(root, "ACTIVE", good)
 

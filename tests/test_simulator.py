@@ -11,9 +11,9 @@ import pytest
 
 from linewatch.contract import TelemetryFrame
 from linewatch.plant import PlantModel
-from simulator.faults import FaultLabel, plan_injection
-from simulator.physics import EquipmentPhysics, ramp_soak
-from simulator.plant_sim import PlantSimulator, lot_id, lot_number
+from linewatch.simulation.faults import FaultLabel, plan_injection
+from linewatch.simulation.physics import EquipmentPhysics, ramp_soak
+from linewatch.simulation.plant_sim import PlantSimulator, lot_id, lot_number
 from simulator.runner import RunPlan, labels, write_labels
 
 START = 1_790_000_000.0  # a lot boundary is not special here; tests compute their own windows

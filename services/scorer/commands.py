@@ -12,20 +12,22 @@ from typing import Any
 
 import numpy as np
 
-from linewatch import sources as external
+from linewatch import sources
 from linewatch.console import out
 from linewatch.plant import PlantModel, load_plant
+from linewatch.simulation.faults import fault_catalogue_schedule
+from linewatch.simulation.plant_sim import simulated
 from linewatch.timeutil import utc_time
-from scorer import evaluate, registry, sources, training
+from scorer import evaluate, registry, training
 from scorer.settings import ScorerSettings
 
 log = logging.getLogger(__name__)
 SIMULATION_EPOCH_DAYS_AGO = 30  # simulated training and evaluation runs lie in the past
 
 
-def _csv_mapping(args: argparse.Namespace) -> external.CsvMapping:
+def _csv_mapping(args: argparse.Namespace) -> sources.CsvMapping:
     columns = dict(item.split("=", 1) for item in args.map)
-    return external.CsvMapping(args.equipment, args.timestamp_column, columns, getattr(args, "label_column", None))
+    return sources.CsvMapping(args.equipment, args.timestamp_column, columns, getattr(args, "label_column", None))
 
 
 def _sim_start(hours_back: float = 0.0) -> float:
@@ -34,13 +36,13 @@ def _sim_start(hours_back: float = 0.0) -> float:
 
 def training_frames(args: argparse.Namespace, plant: PlantModel) -> tuple[Any, dict[str, Any]]:
     if args.frames:
-        return external.frames_file(args.frames), {"source": "frames file", "path": str(args.frames)}
+        return sources.frames_file(args.frames), {"source": "frames file", "path": str(args.frames)}
     if args.csv:
-        frames, _ = external.csv_rows(args.csv, _csv_mapping(args), plant)
+        frames, _ = sources.csv_rows(args.csv, _csv_mapping(args), plant)
         return frames, {"source": "csv", "path": str(args.csv), "equipment": args.equipment, "map": args.map}
     if args.influx_url:
         return (
-            external.influx(
+            sources.influx(
                 args.influx_url,
                 args.database,
                 utc_time(args.start),
@@ -56,7 +58,7 @@ def training_frames(args: argparse.Namespace, plant: PlantModel) -> tuple[Any, d
         "hours": args.hours,
         "start": datetime.fromtimestamp(first, UTC).isoformat(),
     }
-    return sources.simulated(plant, first, args.hours, args.seed), window
+    return simulated(plant, first, args.hours, args.seed), window
 
 
 def cmd_train(args: argparse.Namespace, settings: ScorerSettings, plant: PlantModel) -> int:
@@ -100,7 +102,7 @@ def cmd_evaluate(args: argparse.Namespace, settings: ScorerSettings, plant: Plan
     models = registry.load(settings.registry, version, settings.signing_key())
     report = evaluate.Report()
     if args.csv:
-        csv_frames, rows = external.csv_rows(args.csv, _csv_mapping(args), plant)
+        csv_frames, rows = sources.csv_rows(args.csv, _csv_mapping(args), plant)
         labels = [evaluate.Label("labelled", args.equipment, a, b) for a, b in _label_windows(rows)]
         hours = (rows[-1][0] - rows[0][0]) / 3600 if rows else 0.0
         report.add_run(plant, evaluate.score_stream(plant, csv_frames, models), labels, hours, lines=1)
@@ -108,11 +110,11 @@ def cmd_evaluate(args: argparse.Namespace, settings: ScorerSettings, plant: Plan
         for index in range(args.seeds):
             seed = 1000 + index  # never the training seeds
             start = _sim_start(-24.0 * (index + 1))
-            injections = sources.fault_catalogue_schedule(plant, start, args.hours, seed, args.per_type)
+            injections = fault_catalogue_schedule(plant, start, args.hours, seed, args.per_type)
             labels = [evaluate.Label(i.fault_name, i.equipment_id, i.start_s, i.end_s) for i in injections]
-            frames = sources.simulated(plant, start, args.hours, seed, injections)
+            frames = simulated(plant, start, args.hours, seed, injections)
             report.add_run(plant, evaluate.score_stream(plant, frames, models), labels, args.hours)
-            normal = sources.simulated(plant, start + args.hours * 3600 + 7200, args.hours, seed + 500)
+            normal = simulated(plant, start + args.hours * 3600 + 7200, args.hours, seed + 500)
             report.add_run(plant, evaluate.score_stream(plant, normal, models), [], args.hours)
     for line in report.table():
         out(line)
@@ -140,14 +142,14 @@ def _label_windows(rows: list[tuple[float, bool]]) -> list[tuple[float, float]]:
 def cmd_bench(args: argparse.Namespace, settings: ScorerSettings, plant: PlantModel) -> int:
     """Scoring throughput of one class model on one core: batched versus one sample per call."""
     name = args.equipment_class
-    frames = (f for f in sources.simulated(plant, _sim_start(3), 3, 1) if f.equipment_class == name)
+    frames = (f for f in simulated(plant, _sim_start(3), 3, 1) if f.equipment_class == name)
     models = training.fit(plant, training.collect(plant, frames))
     model = models[name]
     rows = np.vstack(
         [
             np.vstack(b)
             for b in training.collect(
-                plant, (f for f in sources.simulated(plant, _sim_start(8), 2, 2) if f.equipment_class == name)
+                plant, (f for f in simulated(plant, _sim_start(8), 2, 2) if f.equipment_class == name)
             )[name].values()
         ]
     )

@@ -17,9 +17,9 @@ from linewatch import logs
 from linewatch.contract import encoder
 from linewatch.kafka import ensure_topics
 from linewatch.plant import load_plant
+from linewatch.simulation.faults import plan_injection, random_schedule
 from linewatch.stats import StatsCounter
 from linewatch.timeutil import utc_time
-from simulator.faults import plan_injection, random_schedule
 from simulator.runner import KafkaPublisher, Manifest, RunPlan, run, write_labels
 from simulator.settings import SimulatorSettings
 

@@ -18,9 +18,9 @@ import numpy as np
 from linewatch.contract import encoder, sha256_hex
 from linewatch.kafka import RecordProducer
 from linewatch.plant import PlantModel
-from simulator.faults import FaultLabel, Injection
+from linewatch.simulation.faults import FaultLabel, Injection
+from linewatch.simulation.plant_sim import PlantSimulator, lot_events, lot_number
 from simulator.malformed import corrupt
-from simulator.plant_sim import PlantSimulator, lot_events, lot_number
 
 log = logging.getLogger(__name__)
 

@@ -99,3 +99,11 @@ def random_schedule(
         begin = start_s + index * slot + 30.0 + float(rng.random()) * room
         injections.append(plan_injection(plant, name, None, begin, rng))
     return injections
+
+
+def fault_catalogue_schedule(
+    plant: PlantModel, start_s: float, hours: float, seed: int, per_type: int
+) -> list[Injection]:
+    """Every fault type of the catalogue `per_type` times, spread over the run on random units."""
+    count = per_type * len(plant.faults)
+    return random_schedule(plant, start_s, hours * 3600, count, np.random.default_rng([seed, 99]))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
@@ -17,8 +19,9 @@ from linewatch.contract import (
     equipment_fields,
 )
 from linewatch.plant import Equipment, PlantModel
-from simulator.faults import Injection
-from simulator.physics import EquipmentPhysics
+from linewatch.simulation.faults import Injection
+from linewatch.simulation.physics import EquipmentPhysics
+from linewatch.sources import FRAME_SAMPLES
 
 # Share of time and duration range (s) of each equipment state once a running period ends.
 STATE_CHOICES: list[tuple[EquipmentState, float, tuple[float, float]]] = [
@@ -215,3 +218,15 @@ class PlantSimulator:
         choice = int(self.rng.choice(len(STATE_CHOICES), p=weights / weights.sum()))
         state, _, (low, high) = STATE_CHOICES[choice]
         unit.state, unit.state_until_s = state, t_s + float(self.rng.uniform(low, high))
+
+
+def simulated(
+    plant: PlantModel, start_s: float, hours: float, seed: int, injections: list[Injection] | None = None
+) -> Iterator[TelemetryFrame]:
+    """The plant simulator's frames in time order (normal operation unless faults are given)."""
+    simulator = PlantSimulator(plant, seed, injections or [])
+    t0, end = start_s, start_s + hours * 3600
+    while t0 < end:
+        steps = int(min(FRAME_SAMPLES, math.ceil((simulator.next_boundary_s(t0) - t0) / plant.sample_period_s)))
+        yield from simulator.frames(t0, steps)
+        t0 += steps * plant.sample_period_s
