@@ -15,6 +15,10 @@ SCORES_SCHEMA_VERSION: Literal[1] = 1
 ALARM_SCHEMA_VERSION: Literal[1] = 1
 LOT_SCHEMA_VERSION: Literal[1] = 1
 
+# Samples per frame when frames are assembled outside Kafka (simulation for training, imports), as the
+# hot path wants them: many samples a record and a scoring call.
+FRAME_SAMPLES = 100
+
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]

@@ -11,12 +11,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-from linewatch.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, equipment_fields, telemetry_decoder
+from linewatch.contract import (
+    FRAME_SAMPLES,
+    TELEMETRY_SCHEMA_VERSION,
+    Sample,
+    TelemetryFrame,
+    equipment_fields,
+    telemetry_decoder,
+)
 from linewatch.influx import influxql
 from linewatch.plant import PlantModel
 from linewatch.settings import InfluxSettings
-
-FRAME_SAMPLES = 100
 
 
 def frames_file(path: Path) -> Iterator[TelemetryFrame]:

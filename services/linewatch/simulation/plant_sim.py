@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import numpy as np
 
 from linewatch.contract import (
+    FRAME_SAMPLES,
     LOT_SCHEMA_VERSION,
     TELEMETRY_SCHEMA_VERSION,
     EquipmentState,
@@ -21,7 +22,6 @@ from linewatch.contract import (
 from linewatch.plant import Equipment, PlantModel
 from linewatch.simulation.faults import Injection
 from linewatch.simulation.physics import EquipmentPhysics
-from linewatch.sources import FRAME_SAMPLES
 
 # Share of time and duration range (s) of each equipment state once a running period ends.
 STATE_CHOICES: list[tuple[EquipmentState, float, tuple[float, float]]] = [
