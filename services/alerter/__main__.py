@@ -15,7 +15,7 @@ def main() -> None:
     args = build_parser().parse_args()
     settings = AlerterSettings()
     if args.command not in (None, "run"):
-        logs.configure(SERVICE, "WARNING" if settings.log_level == "INFO" else settings.log_level)
+        logs.configure_command(SERVICE, settings.log_level)
         sys.exit(run_command(args, settings))
     logs.configure(SERVICE, settings.log_level)
     import faust

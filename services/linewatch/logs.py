@@ -40,3 +40,9 @@ def configure(service: str, level: str = "INFO") -> None:
     # Their INFO output is a line per rebalance step; warnings still come through.
     for noisy in ("aiokafka", "kafka", "faust", "mode"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def configure_command(service: str, level: str = "INFO") -> None:
+    """A command's output is what it prints; its logs stay at WARNING unless another level than the default
+    INFO was asked for."""
+    configure(service, "WARNING" if level == "INFO" else level)
