@@ -22,6 +22,7 @@ from linewatch.contract import (
     SCORES_SCHEMA_VERSION,
     TELEMETRY_SCHEMA_VERSION,
 )
+from linewatch.kafka import OBSERVER_FETCH_MAX_WAIT_MS
 from linewatch.settings import KafkaSettings, Topics
 
 REPLAY_HEADER = "linewatch.replay_id"
@@ -134,7 +135,7 @@ def record(
     consumer = KafkaConsumer(
         bootstrap_servers=settings.bootstrap_servers,
         enable_auto_commit=False,
-        fetch_max_wait_ms=settings.fetch_max_wait_ms,
+        fetch_max_wait_ms=OBSERVER_FETCH_MAX_WAIT_MS,
         max_partition_fetch_bytes=8 << 20,
     )
     partitions = [TopicPartition(t, p) for t in plan.topics for p in sorted(consumer.partitions_for_topic(t) or [])]
