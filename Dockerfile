@@ -3,7 +3,8 @@ FROM python:3.11-slim
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
 COPY requirements.lock pyproject.toml ./
-RUN pip install --no-cache-dir -r requirements.lock
+# The runtime lock only: no test, lint or dev-broker packages in the image.
+RUN pip install --no-cache-dir --require-hashes -r requirements.lock
 COPY services ./services
 COPY schemas ./schemas
 COPY deploy/plant ./deploy/plant

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from linewatch import logs
-from linewatch.devstack import DevStack
-from linewatch.plant import PlantModel, load_plant
-from linewatch.settings import DEFAULT_PLANT_FILE, KafkaSettings
+from linewatch.core import logs
+from linewatch.core.plant import PlantModel, load_plant
+from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
+from linewatch.tools.devstack import DevStack
 
 logs.configure("tests", "INFO")
 
@@ -28,7 +28,7 @@ def stack() -> Iterator[DevStack]:
 
 @pytest.fixture
 def kafka(stack: DevStack) -> KafkaSettings:
-    from linewatch.kafka import ensure_topics
+    from linewatch.core.kafka import ensure_topics
 
     settings = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
     ensure_topics(settings, settings.topics.all())

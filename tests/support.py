@@ -2,22 +2,25 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from linewatch.contract import DeadLetter, deadletter_decoder
-from linewatch.devstack import DevStack, Influxd
-from linewatch.kafka import TopicReader
-from linewatch.launcher import ServiceProcess
-from linewatch.plant import PlantModel
-from linewatch.settings import KafkaSettings
+from linewatch.core.contract import DeadLetter, deadletter_decoder
+from linewatch.core.kafka import TopicReader
+from linewatch.core.plant import PlantModel
+from linewatch.core.settings import KafkaSettings
+from linewatch.services.simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 from linewatch.simulation.faults import plan_injection
-from simulator.runner import KafkaPublisher, Manifest, RunPlan, run
+from linewatch.tools.devstack import DevStack, Influxd
+from linewatch.tools.launcher import ServiceProcess
 
 
 def start_services(stack: DevStack, log_dir: Path, *names: str) -> list[ServiceProcess]:
@@ -125,7 +128,7 @@ def faulty_plan(
     plant: PlantModel,
     lots_ago: int,
     duration_s: float,
-    faults: list[tuple[str, str, float]],
+    faults: Sequence[tuple[str, str, float]],
     seed: int,
     frame_samples: int = 100,
     malformed_share: float = 0.0,
@@ -143,3 +146,28 @@ def faulty_plan(
         injections=injections,
         malformed_share=malformed_share,
     )
+
+
+def read_all(kafka: KafkaSettings, topic: str, settle_s: float = 2.0) -> list[bytes]:
+    reader = TopicReader(kafka, topic)
+    values: list[bytes] = []
+    try:
+        reader.read(values.append, settle_s)
+    finally:
+        reader.close()
+    return values
+
+
+class Hook(BaseHTTPRequestHandler):
+    """A webhook receiver: what notifications reached it."""
+
+    received: list[str] = []
+
+    def do_POST(self) -> None:
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        Hook.received.append(json.loads(body)["text"])
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args: Any) -> None:
+        pass

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import msgspec
 import numpy as np
 
-from linewatch.plant import Fault, PlantModel
+from linewatch.core.plant import Fault, PlantModel
 
 
 class FaultLabel(msgspec.Struct, frozen=True):

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.signal import lfilter
 
-from linewatch.plant import EquipmentClass, Sensor
+from linewatch.core.plant import EquipmentClass, Sensor
 
 RAMP_SOAK_START_DEGC = 25.0
 RAMP_RATE_DEGC_PER_S = 20.0 / 60.0

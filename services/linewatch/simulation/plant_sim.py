@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 
 import numpy as np
 
-from linewatch.contract import (
+from linewatch.core.contract import (
     FRAME_SAMPLES,
     LOT_SCHEMA_VERSION,
     TELEMETRY_SCHEMA_VERSION,
@@ -19,7 +19,7 @@ from linewatch.contract import (
     TelemetryFrame,
     equipment_fields,
 )
-from linewatch.plant import Equipment, PlantModel
+from linewatch.core.plant import Equipment, PlantModel
 from linewatch.simulation.faults import Injection
 from linewatch.simulation.physics import EquipmentPhysics
 

@@ -1,0 +1,2 @@
+"""Core: what every layer above shares: the message contract, typed settings, the plant model, the service
+registry, Kafka and faust glue, structured logs and stats."""

@@ -1,0 +1,205 @@
+"""Kafka plumbing shared by services: topic creation and a faust app tuned for at-least-once."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+from msgspec import structs
+
+from linewatch.core.contract import SourcePosition, dead_letter, encoder
+from linewatch.core.settings import KafkaSettings
+from linewatch.core.stats import StatsCounter
+
+log = logging.getLogger(__name__)
+
+
+def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> None:
+    """Create missing topics with kafka-python's admin client (idempotent)."""
+    from kafka.admin import KafkaAdminClient, NewTopic
+    from kafka.errors import KafkaError, TopicAlreadyExistsError
+
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="linewatch-admin")
+            break
+        except KafkaError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
+    try:
+        existing = set(admin.list_topics())
+        missing = [t for t in topics if t not in existing]
+        if missing:
+            with contextlib.suppress(TopicAlreadyExistsError):  # another service won the race
+                admin.create_topics([NewTopic(t, settings.partitions, 1) for t in missing])
+            log.info("topics created", extra={"topics": missing, "partitions": settings.partitions})
+    finally:
+        admin.close()
+
+
+def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
+    """faust hard-codes fetch_max_wait_ms=1500; Tansu holds every fetch that long, so latency would too."""
+    from faust.transport.drivers.aiokafka import AIOKafkaConsumerThread
+
+    original = AIOKafkaConsumerThread._create_worker_consumer
+    if getattr(original, "linewatch_fetch_wait", None) == fetch_max_wait_ms:
+        return
+
+    def create_worker_consumer(self: Any, transport: Any) -> Any:
+        consumer = original(self, transport)
+        consumer._fetch_max_wait_ms = fetch_max_wait_ms  # read when the consumer starts its fetcher
+        return consumer
+
+    create_worker_consumer.linewatch_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
+    AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
+
+
+# Observers (live view, benchmarks, drills, recordings, tests) are not on the hot path: a long fetch wait keeps
+# them from loading the broker and the machine they observe (Tansu answers a 10 ms fetch 100 times a second).
+OBSERVER_FETCH_MAX_WAIT_MS = 200
+
+
+class TopicReader:
+    """Reads a topic with assign() (group joins are slow on Tansu) from the beginning."""
+
+    def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        from kafka import KafkaConsumer, TopicPartition
+
+        self._consumer = KafkaConsumer(
+            bootstrap_servers=settings.bootstrap_servers,
+            fetch_max_wait_ms=OBSERVER_FETCH_MAX_WAIT_MS,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            max_partition_fetch_bytes=8 << 20,
+        )
+        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
+        self._consumer.assign(partitions)
+        self._consumer.seek_to_beginning(*partitions)
+
+    def read(self, on_value: Callable[[bytes], None], timeout_s: float = 0.5) -> None:
+        deadline = time.monotonic() + timeout_s
+        while True:
+            remaining = max(0, int((deadline - time.monotonic()) * 1000))
+            for records in self._consumer.poll(timeout_ms=remaining).values():
+                for record in records:
+                    on_value(record.value)
+            if remaining == 0:
+                return
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+class RecordProducer:
+    """kafka-python producer that remembers failed sends; close() flushes and raises if any failed."""
+
+    def __init__(self, bootstrap_servers: str) -> None:
+        from kafka import KafkaProducer
+
+        self._producer = KafkaProducer(
+            bootstrap_servers=bootstrap_servers,
+            acks="all",
+            linger_ms=5,
+            batch_size=512 * 1024,
+            max_request_size=4 * 1024 * 1024,
+            retries=10,
+        )
+        self.failures: list[BaseException] = []
+
+    def send(
+        self,
+        topic: str,
+        partition: int,
+        key: bytes | None,
+        value: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        timestamp_ms: int | None = None,
+    ) -> None:
+        """partition < 0: chosen by key, as any producer would."""
+        future = self._producer.send(
+            topic,
+            value=value,
+            key=key,
+            headers=headers or [],
+            partition=partition if partition >= 0 else None,
+            timestamp_ms=timestamp_ms,
+        )
+        future.add_errback(self.failures.append)
+
+    def close(self) -> None:
+        self._producer.flush()
+        self._producer.close()
+        if self.failures:
+            raise RuntimeError(f"{len(self.failures)} messages were not acknowledged by Kafka: {self.failures[0]!r}")
+
+
+def source_of(record: Any) -> SourcePosition:
+    """Where a Kafka record (aiokafka's, or a faust event's message) came from, for logs and dead letters."""
+    key = record.key
+    return SourcePosition(
+        topic=record.topic,
+        partition=record.partition,
+        offset=record.offset,
+        key=key.decode("utf-8", "replace") if key is not None else None,
+    )
+
+
+async def dead_letter_event(
+    topic: Any, event: Any, stage: str, reason: str, detail: str, payload: bytes | None = None
+) -> None:
+    """Send what an agent could not process to the dead-letter topic; the faust commit waits for it."""
+    letter = dead_letter(
+        stage=stage,
+        reason=reason,
+        detail=detail,
+        source=source_of(event.message),
+        source_bytes=event.value or b"",
+        payload=payload,
+    )
+    await topic.send(key=event.key, value=encoder.encode(letter))
+    log.info("dead-lettered", extra={"stage": stage, "reason": reason, **structs.asdict(letter.source)})
+
+
+def publish_stats(app: Any, topic: str, stats: StatsCounter, interval_s: float) -> None:
+    """A faust timer that sends the service's counters to the stats topic (live view, dashboards, benchmarks)."""
+    stats_topic = app.topic(topic)
+
+    @app.timer(interval=interval_s)  # type: ignore[untyped-decorator]
+    async def publish() -> None:
+        await stats_topic.send(key=stats.service.encode(), value=stats.snapshot())
+
+
+def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
+    """A faust App named after the service (its consumer group) with at-least-once settings."""
+    import faust
+
+    _shorten_faust_fetch_wait(settings.fetch_max_wait_ms)
+    config: dict[str, Any] = {
+        "broker": [f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
+        "processing_guarantee": "at_least_once",
+        "value_serializer": "raw",
+        "key_serializer": "raw",
+        "web_enabled": False,
+        "datadir": tempfile.mkdtemp(prefix=f"linewatch-{service}-"),
+        "topic_partitions": settings.partitions,
+        "topic_allow_declare": True,
+        "consumer_auto_offset_reset": "earliest",
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": settings.session_timeout_s / 4,
+        "broker_commit_interval": 0.5,
+        "broker_commit_every": 1000,
+        "producer_linger_ms": 5,
+        "producer_max_batch_size": 1024 * 1024,
+        "producer_max_request_size": 4 * 1024 * 1024,
+        "stream_buffer_maxsize": 4096,
+        "consumer_max_fetch_size": 16 * 1024 * 1024,
+        "broker_max_poll_records": 2000,
+    }
+    config.update(overrides)
+    return faust.App(settings.group(service), **config)

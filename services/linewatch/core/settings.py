@@ -1,0 +1,78 @@
+"""Typed settings shared by services, read from LINEWATCH_* environment variables once in `__main__`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+REPO_ROOT = Path(__file__).resolve().parents[3]
+DEFAULT_PLANT_FILE = REPO_ROOT / "deploy" / "plant" / "reference-plant.yaml"
+
+
+class Topics(BaseModel):
+    """Topic names; a sandbox gets its own with `prefixed()`."""
+
+    raw: str = "linewatch.telemetry.raw"
+    valid: str = "linewatch.telemetry.valid"
+    deadletter: str = "linewatch.deadletter"
+    stats: str = "linewatch.stats"
+    scores: str = "linewatch.scores"
+    alarms: str = "linewatch.alarms"
+    alarm_actions: str = "linewatch.alarms.actions"
+    lots: str = "linewatch.lots"
+
+    def prefixed(self, prefix: str) -> Topics:
+        return Topics(**{name: prefix + topic for name, topic in self.model_dump().items()})
+
+    def all(self) -> list[str]:
+        return [
+            self.raw,
+            self.valid,
+            self.deadletter,
+            self.stats,
+            self.scores,
+            self.alarms,
+            self.alarm_actions,
+            self.lots,
+        ]
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    partitions: int = 4
+    # Tansu holds every fetch for the full wait even when data is waiting (platform notes).
+    fetch_max_wait_ms: int = 10
+    session_timeout_s: float = 10.0
+    topics: Topics = Topics()
+    # A sandbox (replay, what-if) prefixes its consumer groups too, so it never joins a live group.
+    group_prefix: str = ""
+
+    def group(self, service: str) -> str:
+        return f"{self.group_prefix}{service}"
+
+
+class InfluxSettings(BaseModel):
+    url: str = "http://127.0.0.1:8086"
+    # v1: POST /write?db= (InfluxDB 1.x); v2: influxdb-client WriteApi (InfluxDB >= 1.8, 2.x, 3.x).
+    api: Literal["v1", "v2"] = "v1"
+    database: str = "linewatch"
+    bucket: str = "linewatch"
+    org: str = "linewatch"
+    token: SecretStr | None = None
+    username: str | None = None
+    password: SecretStr | None = None
+    timeout_s: float = 30.0
+
+
+class CommonSettings(BaseSettings):
+    """Base of every service's settings: nested values use `__`, e.g. LINEWATCH_KAFKA__BOOTSTRAP_SERVERS."""
+
+    model_config = SettingsConfigDict(env_prefix="LINEWATCH_", env_nested_delimiter="__", extra="ignore")
+
+    kafka: KafkaSettings = KafkaSettings()
+    log_level: str = "INFO"
+    stats_interval_s: float = Field(default=1.0, gt=0)
+    plant_file: Path = DEFAULT_PLANT_FILE

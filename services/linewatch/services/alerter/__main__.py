@@ -1,0 +1,49 @@
+"""`python -m linewatch.services.alerter` (`linewatch service alerter`): the faust worker with the operator API."""
+
+from __future__ import annotations
+
+import faust
+from aiohttp import web
+
+from linewatch.core import logs
+from linewatch.core.kafka import ensure_topics, faust_app
+from linewatch.core.plant import load_plant
+from linewatch.services.alerter.agents import SERVICE, register
+from linewatch.services.alerter.annotations import Annotator
+from linewatch.services.alerter.api import build_api
+from linewatch.services.alerter.engine import AlarmEngine
+from linewatch.services.alerter.notify import Notifier
+from linewatch.services.alerter.rules import load_rules
+from linewatch.services.alerter.settings import AlerterSettings
+
+
+def main() -> None:
+    settings = AlerterSettings()
+    logs.configure(SERVICE, settings.log_level)
+    rules = load_rules(settings.rules_file)
+    plant = load_plant(settings.plant_file)
+    ensure_topics(settings.kafka, settings.kafka.topics.all())
+    app = faust_app(SERVICE, settings.kafka)
+    alerter = register(
+        app,
+        settings.kafka.topics,
+        settings.kafka.partitions,
+        plant,
+        AlarmEngine(plant, rules),
+        Notifier(settings.notify, rules.notifications),
+        Annotator(settings.grafana),
+        settings.stats_interval_s,
+    )
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def serve_api() -> None:
+        runner = web.AppRunner(build_api(alerter, settings.api_tokens))
+        await runner.setup()
+        await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,163 @@
+"""The alerter's agents: `evaluate` turns telemetry, scores and operator actions into alarm events; `notify`
+sends notifications and Grafana annotations for them. State lives in faust tables keyed by equipment id,
+co-partitioned with the input topics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import msgspec
+from msgspec import structs
+
+from linewatch.core.contract import (
+    AlarmEvent,
+    EquipmentRef,
+    alarm_action_decoder,
+    alarm_event_decoder,
+    encoder,
+    scores_decoder,
+    telemetry_decoder,
+)
+from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
+from linewatch.core.plant import PlantModel
+from linewatch.core.settings import Topics
+from linewatch.core.stats import StatsCounter
+from linewatch.services.alerter.annotations import Annotator
+from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, UnknownAlarm
+from linewatch.services.alerter.notify import DeliveryFailed, Notifier, should_notify
+from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
+
+SERVICE = "alerter"
+log = logging.getLogger(__name__)
+SENT_MEMORY = 500  # event ids remembered per unit, so a redelivered event is not notified twice
+
+
+class NotifyState(msgspec.Struct):
+    sent: list[str] = []
+    annotations: dict[str, tuple[int, int, str]] = {}
+    applied: dict[str, int] = {}
+
+
+notify_decoder = msgspec.json.Decoder(NotifyState)
+
+
+@dataclass
+class Alerter:
+    """What the agents and the operator API share."""
+
+    plant: PlantModel
+    alarm_state: Any  # faust Table: equipment id -> UnitState (JSON)
+    actions_topic: Any
+
+    def units(self) -> list[tuple[str, UnitState]]:
+        """The units of this worker's partitions (one worker: the whole plant)."""
+        return [(key.decode(), state_decoder.decode(value)) for key, value in self.alarm_state.items() if value]
+
+
+def apply(
+    engine: AlarmEngine, plant: PlantModel, topics: Topics, unit: UnitState, topic: str, value: bytes
+) -> list[AlarmEvent]:
+    if topic == topics.valid:
+        return engine.on_frame(unit, telemetry_decoder.decode(value))
+    if topic == topics.scores:
+        return engine.on_scores(unit, scores_decoder.decode(value))
+    action = alarm_action_decoder.decode(value)
+    equipment = plant.equipment_by_id.get(action.equipment_id)
+    if equipment is None:
+        raise UnknownAlarm(f"unknown equipment {action.equipment_id}")
+    ref: EquipmentRef = equipment.ref
+    return engine.on_action(unit, ref, action)
+
+
+def register(
+    app: Any,
+    topics: Topics,
+    partitions: int,
+    plant: PlantModel,
+    engine: AlarmEngine,
+    notifier: Notifier,
+    annotator: Annotator,
+    stats_interval_s: float,
+) -> Alerter:
+    inputs = app.topic(topics.valid, topics.scores, topics.alarm_actions)
+    alarms_topic = app.topic(topics.alarms)
+    deadletter_topic = app.topic(topics.deadletter)
+    alarm_state = app.Table("alarm-state", partitions=partitions, key_type=bytes, value_type=bytes)
+    notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
+    stats = StatsCounter(SERVICE)
+    alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions))
+
+    @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
+    async def evaluate(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            position = f"{message.topic}:{message.partition}"
+            stats.took(message.topic)
+            if event.key is None:
+                await dead_letter_event(
+                    deadletter_topic, event, SERVICE, "missing_key", "records are keyed by equipment id"
+                )
+                continue
+            stored = alarm_state.get(event.key)
+            unit = state_decoder.decode(stored) if stored else UnitState()
+            if unit.applied.get(position, -1) >= message.offset:
+                stats.counters["redelivered_skipped"] += 1  # applied before a restart; its events are out
+                continue
+            try:
+                events = apply(engine, plant, topics, unit, message.topic, event.value or b"")
+            except (UnknownAlarm, ActionNotApplicable) as exc:
+                await dead_letter_event(deadletter_topic, event, SERVICE, "action_rejected", str(exc))
+                stats.counters["actions_rejected"] += 1
+                events = []
+            except Exception as exc:
+                # faust would skip the record and commit past it: dead-letter it, keep the last good state.
+                reason = "invalid_message" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
+                log.exception("alarm evaluation failed", extra=structs.asdict(source_of(message)))
+                await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
+                stats.counters["dead_letters"] += 1
+                continue
+            if events:
+                # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
+                pending = [await alarms_topic.send(key=event.key, value=encoder.encode(e)) for e in events]
+                await asyncio.gather(*pending)
+                stats.counters["alarm_events"] += len(events)
+                stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for e in events)
+            unit.applied[position] = message.offset
+            alarm_state[event.key] = state_encoder.encode(unit)
+
+    @app.agent(alarms_topic, name="notify")  # type: ignore[untyped-decorator]
+    async def notify(stream: Any) -> None:
+        async for event in stream.events():
+            message = event.message
+            position = f"{message.topic}:{message.partition}"
+            stored = notify_state.get(event.key or b"")
+            state = notify_decoder.decode(stored) if stored else NotifyState()
+            if state.applied.get(position, -1) >= message.offset:
+                continue
+            try:
+                alarm = alarm_event_decoder.decode(event.value or b"")
+            except msgspec.MsgspecError as exc:
+                await dead_letter_event(deadletter_topic, event, SERVICE, "invalid_message", str(exc))
+                continue
+            if alarm.event_id not in state.sent:
+                try:
+                    routes = await notifier.handle(alarm)
+                    await annotator.handle(alarm, state.annotations)
+                except Exception as exc:
+                    # Not silently lost: the event and the reason go to the dead-letter topic for a resend.
+                    reason = "notification_failed" if isinstance(exc, DeliveryFailed) else "annotation_failed"
+                    log.exception("alarm delivery failed", extra={"event_id": alarm.event_id})
+                    await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
+                    stats.counters[reason] += 1
+                    routes = []
+                stats.counters["notifications_sent"] += len(routes)
+                state.sent = [*state.sent[-(SENT_MEMORY - 1) :], alarm.event_id]
+            state.applied[position] = message.offset
+            notify_state[event.key or b""] = encoder.encode(state)
+
+    publish_stats(app, topics.stats, stats, stats_interval_s)
+
+    return alerter

@@ -1,0 +1,228 @@
+"""Operator HTTP API: list alarms, acknowledge, shelve, unshelve, take out of and return to service.
+
+Bearer tokens name the user, so every action is audited with who did it; the action goes to the actions
+topic keyed by equipment id, and the `evaluate` agent applies it and publishes the audited events.
+"""
+
+from __future__ import annotations
+
+import copy
+import hmac
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Any, get_args
+
+import msgspec
+from aiohttp import web
+from pydantic import SecretStr
+
+from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, encoder
+from linewatch.services.alerter.agents import Alerter
+from linewatch.services.alerter.lifecycle import Alarm, Transition
+from linewatch.services.alerter.state import AlarmRecord, state_decoder
+
+log = logging.getLogger(__name__)
+
+ACTIONS: tuple[AlarmActionName, ...] = get_args(AlarmActionName)
+NEEDS_COMMENT = {"shelve", "remove_from_service"}  # ISA-18.2: say why an alarm is taken away from operators
+
+_ALARM_PROPERTIES = {
+    name: {"type": kind}
+    for name, kind in {
+        "alarm_id": "string",
+        "equipment_id": "string",
+        "area": "string",
+        "line": "string",
+        "condition": "string",
+        "sensor": "string",
+        "state": "string",
+        "priority": "string",
+        "active": "boolean",
+        "chattering": "boolean",
+        "message": "string",
+        "value": "number",
+        "limit": "number",
+    }.items()
+} | {"lots": {"type": "array", "items": {"type": "string"}}, "shelved_until": {"type": "string", "format": "date-time"}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "linewatch alarms", "version": "1.0.0", "description": __doc__},
+    "components": {
+        "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        "schemas": {
+            "Alarm": {"type": "object", "properties": _ALARM_PROPERTIES},
+            "ActionRequest": {
+                "type": "object",
+                "required": ["alarm_id", "action"],
+                "additionalProperties": False,
+                "properties": {
+                    "alarm_id": {"type": "string"},
+                    "action": {"enum": list(ACTIONS)},
+                    "comment": {"type": "string", "maxLength": 2000},
+                    "duration_s": {"type": "number", "exclusiveMinimum": 0, "description": "timed shelving"},
+                },
+            },
+            "Accepted": {"type": "object", "properties": {"action_id": {"type": "string"}, "user": {"type": "string"}}},
+            "Error": {"type": "object", "properties": {"error": {"type": "string"}}},
+        },
+    },
+    "security": [{"bearer": []}],
+    "paths": {
+        "/alarms": {
+            "get": {
+                "summary": "Alarms not in the normal state (all=true: every alarm the alerter remembers)",
+                "parameters": [
+                    {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
+                    for name in ("area", "priority", "all")
+                ],
+                "responses": {
+                    "200": {
+                        "description": "alarms",
+                        "content": {
+                            "application/json": {
+                                "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Alarm"}}
+                            }
+                        },
+                    },
+                    "401": {"description": "missing or unknown token"},
+                },
+            }
+        },
+        "/actions": {
+            "post": {
+                "summary": "Acknowledge, shelve, unshelve, remove from or return to service (audited)",
+                "requestBody": {
+                    "required": True,
+                    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ActionRequest"}}},
+                },
+                "responses": {
+                    "202": {
+                        "description": "accepted; the audited event follows on the alarm topic",
+                        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Accepted"}}},
+                    },
+                    "400": {"description": "invalid request"},
+                    "401": {"description": "missing or unknown token"},
+                    "404": {"description": "no such alarm"},
+                    "409": {"description": "the action does not apply in the alarm's state"},
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OK"}}}
+        },
+    },
+}
+
+
+class ActionRequest(msgspec.Struct, forbid_unknown_fields=True):
+    alarm_id: str
+    action: AlarmActionName
+    comment: str = ""
+    duration_s: float | None = None
+
+
+def _error(status: int, text: str) -> web.Response:
+    return web.json_response({"error": text}, status=status)
+
+
+def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
+    alarm = record.alarm
+    equipment = alerter.plant.equipment_by_id.get(alarm.alarm_id.split("/")[0])
+    until = datetime.fromtimestamp(alarm.shelved_until, UTC).isoformat() if alarm.shelved_until else None
+    return {
+        "alarm_id": alarm.alarm_id,
+        "equipment_id": equipment.id if equipment else None,
+        "area": equipment.area if equipment else None,
+        "line": equipment.line if equipment else None,
+        "condition": record.condition,
+        "sensor": record.sensor,
+        "state": alarm.state.value,
+        "priority": alarm.settings.priority.value,
+        "active": alarm.active,
+        "chattering": alarm.chattering,
+        "message": record.message,
+        "value": record.value,
+        "limit": record.limit,
+        "lots": record.lots,
+        "shelved_until": until,
+    }
+
+
+def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
+    """The action on a copy: whether it would change anything, without touching the real state."""
+    return copy.deepcopy(alarm).act(request.action, ts, "check", request.comment, request.duration_s)
+
+
+def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application:
+    def user_of(request: web.Request) -> str | None:
+        header = request.headers.get("Authorization", "")
+        if not header.startswith("Bearer "):
+            return None
+        offered = header.removeprefix("Bearer ").encode()
+        for user, token in tokens.items():
+            if hmac.compare_digest(offered, token.get_secret_value().encode()):
+                return user
+        return None
+
+    async def openapi(_: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    async def list_alarms(request: web.Request) -> web.Response:
+        if user_of(request) is None:
+            return _error(401, "missing or unknown bearer token")
+        everything = request.query.get("all", "false").lower() == "true"
+        rows = [
+            _describe(alerter, record)
+            for _, unit in alerter.units()
+            for record in unit.alarms.values()
+            if everything or record.alarm.state.value != "normal"
+        ]
+        for name in ("area", "priority"):
+            if name in request.query:
+                rows = [r for r in rows if r[name] == request.query[name]]
+        rows.sort(key=lambda r: (r["priority"] != "critical", r["priority"] != "high", r["alarm_id"]))
+        return web.json_response(rows)
+
+    async def act(request: web.Request) -> web.Response:
+        user = user_of(request)
+        if user is None:
+            return _error(401, "missing or unknown bearer token")
+        try:
+            body = msgspec.json.decode(await request.read(), type=ActionRequest)
+        except msgspec.MsgspecError as exc:
+            return _error(400, f"invalid request: {exc}")
+        if body.action in NEEDS_COMMENT and not body.comment.strip():
+            return _error(400, f"{body.action} needs a comment saying why")
+        equipment_id = body.alarm_id.split("/")[0]
+        if equipment_id not in alerter.plant.equipment_by_id:
+            return _error(404, f"no alarm {body.alarm_id}")
+        stored = alerter.alarm_state.get(equipment_id.encode())
+        found = state_decoder.decode(stored).alarms.get(body.alarm_id) if stored else None
+        if found is None:
+            return _error(404, f"no alarm {body.alarm_id}")
+        now = datetime.now(UTC)
+        if not _trial(found.alarm, body, now.timestamp()):
+            return _error(409, f"{body.action} does not apply to {body.alarm_id} in state {found.alarm.state.value}")
+        action = AlarmAction(
+            schema_version=ALARM_SCHEMA_VERSION,
+            action_id=uuid.uuid4().hex,
+            alarm_id=body.alarm_id,
+            equipment_id=equipment_id,
+            action=body.action,
+            user=user,
+            comment=body.comment,
+            duration_s=body.duration_s,
+            requested_at=now,
+        )
+        pending = await alerter.actions_topic.send(key=equipment_id.encode(), value=encoder.encode(action))
+        await pending
+        log.info("operator action", extra={"user": user, "action": body.action, "alarm_id": body.alarm_id})
+        return web.json_response({"action_id": action.action_id, "user": user}, status=202)
+
+    app = web.Application()
+    app.router.add_get("/openapi.json", openapi)
+    app.router.add_get("/alarms", list_alarms)
+    app.router.add_post("/actions", act)
+    return app

@@ -1,0 +1,48 @@
+"""What an alarm condition is: a class that looks at each frame of a unit (and, for anomalies, its scores) and
+observes its alarms' conditions. Each condition is one module of this package plus one line in its registry."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+from linewatch.core.contract import AlarmCondition, TelemetryFrame
+from linewatch.core.plant import PlantModel
+from linewatch.services.alerter.rules import Rules
+from linewatch.services.alerter.state import AlarmRecord, Events, UnitState
+
+NewRecord = Callable[[str, AlarmCondition, str | None], AlarmRecord]
+
+
+@dataclass
+class FrameContext:
+    """One frame of one unit as conditions see it: sample times, which samples are judged (running and
+    settled), each sensor's values as a column, and where events and new alarm records go."""
+
+    unit: UnitState
+    frame: TelemetryFrame
+    ts: np.ndarray
+    judged: np.ndarray
+    columns: dict[str, np.ndarray]
+    events: Events
+    new_record: NewRecord
+
+
+class Condition:
+    name: ClassVar[AlarmCondition]
+
+    def __init__(self, plant: PlantModel, rules: Rules) -> None:
+        self.plant = plant
+        self.rules = rules
+
+    def on_frame(self, context: FrameContext) -> set[str]:
+        """Observe this condition's alarms over the frame; returns the ids of those it had evidence for."""
+        return set()
+
+    def without_evidence(self, record: AlarmRecord, judged_now: bool) -> bool | None:
+        """The condition to observe for one of its alarms that the frame held no evidence for (only the
+        equipment state moved); None leaves the alarm alone. By default the condition holds."""
+        return record.alarm.raw

@@ -1,0 +1,125 @@
+"""From telemetry, anomaly scores and operator actions to alarm lifecycle events, one unit at a time.
+
+`AlarmEngine` is pure: given a unit's state (`linewatch.services.alerter.state`) and an input it updates the
+state and returns the events, so the service, the offline drill and the tests share it. What raises an alarm
+is up to the registered conditions (`linewatch.services.alerter.conditions`); the engine judges when the unit
+is running and settled, lets each condition look at the frame, and keeps escalation and clean-up.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from linewatch.core.contract import AlarmAction, AlarmCondition, AlarmEvent, AnomalyScores, EquipmentRef, TelemetryFrame
+from linewatch.core.plant import PlantModel
+from linewatch.services.alerter.conditions import CONDITIONS, Anomaly, FrameContext
+from linewatch.services.alerter.lifecycle import Alarm, State
+from linewatch.services.alerter.rules import Rules
+from linewatch.services.alerter.state import AlarmRecord, Events, UnitState
+
+
+class UnknownAlarm(LookupError):
+    pass
+
+
+class ActionNotApplicable(ValueError):
+    pass
+
+
+class AlarmEngine:
+    def __init__(self, plant: PlantModel, rules: Rules) -> None:
+        self.plant = plant
+        self.rules = rules
+        self.conditions = {name: condition(plant, rules) for name, condition in CONDITIONS.items()}
+        anomaly = self.conditions["anomaly"]
+        assert isinstance(anomaly, Anomaly)
+        self.anomaly = anomaly
+
+    # -- inputs ---------------------------------------------------------------------------------------------
+    def on_frame(self, unit: UnitState, frame: TelemetryFrame) -> list[AlarmEvent]:
+        spec = self.plant.classes[frame.equipment_class]
+        ts = np.array([s.ts.timestamp() for s in frame.samples])
+        running = frame.state == "running"
+        if running and (not unit.running or frame.recipe != unit.recipe):
+            unit.settled_from = float(ts[0]) + spec.settle_s
+            for chart in unit.charts.values():
+                chart.restart() if frame.recipe != unit.recipe else chart.interrupt()
+        unit.running, unit.recipe = running, frame.recipe
+        judged = (ts >= unit.settled_from) if running else np.zeros(len(ts), dtype=bool)
+        columns = {name: np.array([s.values.get(name, math.nan) for s in frame.samples]) for name in spec.sensors}
+        out = Events(frame, [frame.lot_id] if frame.lot_id else [])
+
+        def new_record(alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
+            return self._record(unit, alarm_id, condition, sensor)
+
+        context = FrameContext(unit, frame, ts, judged, columns, out, new_record)
+        touched: set[str] = set()
+        for condition in self.conditions.values():
+            touched |= condition.on_frame(context)
+        now, judged_now = float(ts[-1]), bool(judged[-1])
+        for alarm_id, record in unit.alarms.items():
+            if alarm_id in touched:
+                continue
+            # No fresh evidence for this alarm in the frame: only the equipment state moves it.
+            held = self.conditions[record.condition].without_evidence(record, judged_now)
+            if held is not None:
+                out.add(record, record.alarm.observe(now, held, judged_now))
+        unit.last_ts = max(unit.last_ts, now)
+        return self._finish(unit, out, now)
+
+    def on_scores(self, unit: UnitState, scores: AnomalyScores) -> list[AlarmEvent]:
+        if scores.role != "active":
+            return []  # shadow models are compared offline, they never alarm
+        out = Events(scores, [scores.lot_id] if scores.lot_id else [])
+
+        def new_record(alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
+            return self._record(unit, alarm_id, condition, sensor)
+
+        self.anomaly.on_scores(unit, scores, out, new_record)
+        if not out.events and f"{scores.equipment_id}/anomaly" not in unit.alarms:
+            return []
+        now = scores.samples[-1].ts.timestamp()
+        unit.last_ts = max(unit.last_ts, now)
+        return self._finish(unit, out, now)
+
+    def on_action(self, unit: UnitState, ref: EquipmentRef, action: AlarmAction) -> list[AlarmEvent]:
+        record = unit.alarms.get(action.alarm_id)
+        if record is None:
+            raise UnknownAlarm(f"no alarm {action.alarm_id} on {action.equipment_id}")
+        ts = action.requested_at.timestamp()
+        alarm = record.alarm
+        transitions = alarm.act(action.action, ts, action.user, action.comment, action.duration_s)
+        if not transitions:
+            raise ActionNotApplicable(f"{action.action} does not apply to {action.alarm_id} in state {alarm.state}")
+        out = Events(ref, record.lots)
+        out.add(record, transitions)
+        return self._finish(unit, out, max(unit.last_ts, ts))
+
+    # -- bookkeeping ----------------------------------------------------------------------------------------
+    def _record(self, unit: UnitState, alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
+        record = AlarmRecord(Alarm(alarm_id, self.rules.settings(condition)), condition, sensor)
+        unit.alarms[alarm_id] = record
+        return record
+
+    def _finish(self, unit: UnitState, out: Events, now: float) -> list[AlarmEvent]:
+        escalation = self.rules.escalation
+        for alarm_id, record in list(unit.alarms.items()):
+            alarm = record.alarm
+            out.add(record, alarm.tick(now))
+            if alarm.state != State.UNACKNOWLEDGED:
+                record.raised_at, record.escalated = None, False
+            elif record.raised_at is None:
+                record.raised_at = now
+            elif (
+                not record.escalated
+                and alarm.settings.priority in escalation.priorities
+                and now - record.raised_at >= escalation.after_s
+            ):
+                record.escalated = True
+                out.escalate(record, now, escalation.after_s)
+            quiet = not alarm.activations or now - alarm.activations[-1] > alarm.settings.chatter_window_s
+            if alarm.state == State.NORMAL and not alarm.raw and not alarm.chattering and quiet:
+                del unit.alarms[alarm_id]  # nothing to remember: a new activation starts a fresh record
+        return out.events

@@ -1,0 +1,46 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+
+from linewatch.core.settings import CommonSettings, InfluxSettings
+from linewatch.services.alerter.rules import DEFAULT_RULES_FILE
+
+
+class NotifySettings(BaseModel):
+    """Where notifications go; the routing itself is in the rules file. Secrets only from the environment."""
+
+    enabled: bool = True  # False in sandboxes (replays, what-if runs): nothing reaches operators
+    webhook_url: SecretStr | None = None  # Slack-compatible incoming webhook
+    smtp_host: str | None = None
+    smtp_port: int = 25
+    smtp_from: str = "linewatch@localhost"
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    smtp_starttls: bool = False
+    timeout_s: float = 10.0
+    attempts: int = Field(default=5, ge=1)
+
+
+class GrafanaSettings(BaseModel):
+    url: str | None = None  # annotations are off without it
+    token: SecretStr | None = None
+    dashboard_uid: str | None = None
+
+
+class AlerterSettings(CommonSettings):
+    rules_file: Path = DEFAULT_RULES_FILE
+    api_host: str = "127.0.0.1"
+    api_port: int = 8300
+    # user name -> bearer token, e.g. LINEWATCH_API_TOKENS='{"alice": "..."}'; the token says who acted.
+    api_tokens: dict[str, SecretStr] = {}
+    notify: NotifySettings = NotifySettings()
+    grafana: GrafanaSettings = GrafanaSettings()
+    # For `linewatch alarms` / `linewatch lots`: where the API and InfluxDB are, and the operator's own token.
+    api_url: str | None = None
+    operator_token: SecretStr | None = None
+    influx: InfluxSettings = InfluxSettings()
+
+    def api_base(self) -> str:
+        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")

@@ -1,0 +1,28 @@
+"""`python -m linewatch.services.scorer` (`linewatch service scorer`): the scoring faust worker."""
+
+from __future__ import annotations
+
+import faust
+
+from linewatch.core import logs
+from linewatch.core.kafka import ensure_topics, faust_app
+from linewatch.core.plant import load_plant
+from linewatch.services.scorer.agents import SERVICE, register
+from linewatch.services.scorer.rollout import ModelSet
+from linewatch.services.scorer.settings import ScorerSettings
+
+
+def main() -> None:
+    settings = ScorerSettings()
+    logs.configure(SERVICE, settings.log_level)
+    ensure_topics(settings.kafka, settings.kafka.topics.all())
+    models = ModelSet(settings.registry, settings.signing_key())
+    models.refresh()
+    app = faust_app(SERVICE, settings.kafka)
+    register(app, settings, load_plant(settings.plant_file), models)
+    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
+    worker.execute_from_commandline()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,90 @@
+"""The score agent: valid frames in, anomaly scores out (active model, plus shadow when a candidate is set)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+import msgspec
+from msgspec import structs
+
+from linewatch.core.contract import (
+    SCORES_SCHEMA_VERSION,
+    AnomalyScores,
+    TelemetryFrame,
+    encoder,
+    equipment_fields,
+    telemetry_decoder,
+)
+from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
+from linewatch.core.plant import PlantModel
+from linewatch.core.stats import StatsCounter
+from linewatch.services.scorer.engine import PlantScorer
+from linewatch.services.scorer.rollout import ModelSet
+from linewatch.services.scorer.settings import ScorerSettings
+
+SERVICE = "scorer"
+log = logging.getLogger(__name__)
+
+
+def scores_for(engine: PlantScorer, models: ModelSet, frame: TelemetryFrame) -> list[AnomalyScores]:
+    block = engine.prepare(frame)
+    if block is None:
+        return []
+    out = []
+    for role, loaded in (("active", models.active), ("shadow", models.candidate)):
+        model = loaded.models.get(frame.equipment_class)
+        if model is None or loaded.version is None:
+            continue
+        out.append(
+            AnomalyScores(
+                **equipment_fields(frame),
+                schema_version=SCORES_SCHEMA_VERSION,
+                model_version=loaded.version,
+                role=role,  # type: ignore[arg-type]
+                samples=engine.score(frame, block, model, role),
+                lot_id=frame.lot_id,
+            )
+        )
+    return out
+
+
+def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: ModelSet) -> StatsCounter:
+    topics = settings.kafka.topics
+    valid_topic = app.topic(topics.valid)
+    scores_topic = app.topic(topics.scores)
+    deadletter_topic = app.topic(topics.deadletter)
+    stats = StatsCounter(SERVICE)
+    engine = PlantScorer(plant)
+
+    @app.agent(valid_topic, name="score")  # type: ignore[untyped-decorator]
+    async def score(stream: Any) -> None:
+        async for event in stream.events():
+            payload = event.value or b""
+            stats.took(topics.valid)
+            try:
+                results = scores_for(engine, models, telemetry_decoder.decode(payload))
+            except Exception as exc:
+                # An exception would make faust skip the frame and commit past it: dead-letter it instead.
+                reason = "invalid_frame" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
+                log.exception("scoring failed", extra=structs.asdict(source_of(event.message)))
+                await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
+                stats.counters["dead_letters"] += 1
+                continue
+            for result in results:
+                await scores_topic.send(key=event.key, value=encoder.encode(result))
+                stats.counters[f"samples_scored.{result.role}"] += len(result.samples)
+                if result.role == "active":
+                    stats.counters["samples_scored"] += len(result.samples)
+                    stats.counters["samples_anomalous"] += sum(s.anomalous for s in result.samples)
+
+    @app.timer(interval=settings.reload_interval_s)  # type: ignore[untyped-decorator]
+    async def reload_models() -> None:
+        # Verifying and loading a version takes seconds: off the event loop, swapped in when complete.
+        await asyncio.to_thread(models.refresh)
+        stats.counters["model_load_failures"] = models.failures
+
+    publish_stats(app, topics.stats, stats, settings.stats_interval_s)
+
+    return stats

@@ -1,0 +1,161 @@
+"""Versioned, signed model artifacts. No file is unpickled: arrays load with allow_pickle=False and the
+forests through skops with an explicit list of trusted types, after the version's signature (HMAC-SHA256
+with a key from the environment) and every file's SHA-256 have been checked.
+
+    registry/
+      <version>/metadata.json   features, training window, thresholds, calibration, versions, file hashes
+      <version>/signature       HMAC-SHA256 of metadata.json
+      <version>/<class>.npz     PCA, univariate and flat-line parameters
+      <version>/<class>.skops   IsolationForest
+      ACTIVE, CANDIDATE         the version that drives alerts, and the one scored beside it (shadow)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import io
+import json
+import platform
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import skops.io
+
+from linewatch.services.scorer.features import FeatureLayout
+from linewatch.services.scorer.models import ClassModel
+
+TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
+ARRAYS = ("mean", "scale", "components", "eigenvalues", "median", "mad", "feature_thresholds", "flatline_floor")
+Role = Literal["ACTIVE", "CANDIDATE"]
+
+
+class ModelVerificationError(Exception):
+    """The artifact is unsigned, tampered with, or not what the registry says it is."""
+
+
+def new_version() -> str:
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def _sign(key: bytes, payload: bytes) -> str:
+    return hmac.new(key, payload, hashlib.sha256).hexdigest()
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def library_versions() -> dict[str, str]:
+    import sklearn
+
+    return {
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "scikit-learn": sklearn.__version__,
+        "skops": skops.__version__,
+    }
+
+
+def save(
+    root: Path, key: bytes, models: dict[str, ClassModel], training: dict[str, Any], version: str | None = None
+) -> str:
+    version = version or new_version()
+    final = root / version
+    staging = Path(tempfile.mkdtemp(prefix=f".{version}-", dir=root))
+    classes: dict[str, Any] = {}
+    for name, model in sorted(models.items()):
+        np.savez(staging / f"{name}.npz", **{field: getattr(model, field) for field in ARRAYS})
+        skops.io.dump(model.forest, staging / f"{name}.skops")
+        classes[name] = {
+            "sensors": model.sensors,
+            "tracks": model.layout.tracks,
+            "features": model.layout.names,
+            "thresholds": model.thresholds,
+            "debounce": model.debounce,
+            "calibration": model.calibration,
+            "files": {suffix: _sha256(staging / f"{name}.{suffix}") for suffix in ("npz", "skops")},
+        }
+    metadata = {
+        "version": version,
+        "created_at": datetime.now(UTC).isoformat(),
+        "training": training,
+        "libraries": library_versions(),
+        "classes": classes,
+    }
+    body = json.dumps(metadata, indent=2, sort_keys=True).encode()
+    (staging / "metadata.json").write_bytes(body)
+    (staging / "signature").write_text(_sign(key, body))
+    staging.rename(final)  # a version appears complete or not at all
+    return version
+
+
+def load(root: Path, version: str, key: bytes) -> dict[str, ClassModel]:
+    folder = root / version
+    try:
+        body = (folder / "metadata.json").read_bytes()
+        signature = (folder / "signature").read_text().strip()
+    except OSError as exc:
+        raise ModelVerificationError(f"model version {version!r} is incomplete or unknown: {exc}") from exc
+    if not hmac.compare_digest(signature, _sign(key, body)):
+        raise ModelVerificationError(
+            f"model version {version!r}: signature does not match (unsigned, tampered with, or signed with another key)"
+        )
+    metadata = json.loads(body)
+    if metadata.get("version") != version:
+        raise ModelVerificationError(f"model version {version!r}: metadata names {metadata.get('version')!r}")
+    return {name: _load_class(folder, name, entry) for name, entry in metadata["classes"].items()}
+
+
+def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
+    blobs: dict[str, bytes] = {}
+    for suffix, digest in entry["files"].items():
+        blob = (folder / f"{name}.{suffix}").read_bytes()
+        if hashlib.sha256(blob).hexdigest() != digest:
+            raise ModelVerificationError(f"{folder.name}/{name}.{suffix}: SHA-256 does not match the metadata")
+        blobs[suffix] = blob
+    untrusted = skops.io.get_untrusted_types(data=blobs["skops"])
+    if set(untrusted) - set(TRUSTED_SKOPS_TYPES):
+        raise ModelVerificationError(f"{folder.name}/{name}.skops holds unexpected types {untrusted}")
+    forest = skops.io.loads(blobs["skops"], trusted=TRUSTED_SKOPS_TYPES)
+    with np.load(io.BytesIO(blobs["npz"]), allow_pickle=False) as arrays:
+        params = {k: arrays[k] for k in arrays.files}
+    layout = FeatureLayout.build(list(entry["sensors"]), dict(entry["tracks"]))
+    if layout.names != entry["features"] or set(params) != set(ARRAYS):
+        raise ModelVerificationError(f"{folder.name}/{name}: features or parameters do not match this scorer")
+    return ClassModel(
+        equipment_class=name,
+        layout=layout,
+        forest=forest,
+        thresholds={k: float(v) for k, v in entry["thresholds"].items()},
+        debounce=int(entry["debounce"]),
+        calibration=entry["calibration"],
+        **params,
+    )
+
+
+def point(root: Path, role: Role, version: str | None) -> None:
+    """Make `version` the ACTIVE or CANDIDATE model (None clears CANDIDATE); atomic for readers."""
+    target = root / role
+    if version is None:
+        target.unlink(missing_ok=True)
+        return
+    temporary = root / f".{role}.tmp"
+    temporary.write_text(version + "\n")
+    temporary.replace(target)
+
+
+def pointed(root: Path, role: Role) -> str | None:
+    try:
+        return (root / role).read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def activate(root: Path, key: bytes, version: str, role: Role = "ACTIVE") -> None:
+    """Point a role at a version once it verifies and loads; raises ModelVerificationError otherwise."""
+    load(root, version, key)
+    point(root, role, version)

@@ -1,0 +1,60 @@
+"""The models a running scorer uses: ACTIVE drives alerts, CANDIDATE is scored beside it (shadow). Both
+follow the registry pointers without a restart; a version that fails verification is refused with an error
+and the last good one stays in use."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from linewatch.services.scorer import registry
+from linewatch.services.scorer.models import ClassModel
+from linewatch.services.scorer.registry import Role
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Loaded:
+    version: str | None = None
+    models: dict[str, ClassModel] = field(default_factory=dict)
+    refused: str | None = None  # the last version refused, so its error is logged once
+
+
+class ModelSet:
+    def __init__(self, root: Path, key: bytes) -> None:
+        self.root = root
+        self._key = key
+        self.roles: dict[Role, Loaded] = {"ACTIVE": Loaded(), "CANDIDATE": Loaded()}
+        self.failures = 0
+
+    def refresh(self) -> None:
+        for role, loaded in self.roles.items():
+            wanted = registry.pointed(self.root, role)
+            if wanted == loaded.version or wanted == loaded.refused:
+                continue
+            if wanted is None:
+                self.roles[role] = Loaded()
+                log.info("model cleared", extra={"role": role})
+                continue
+            try:
+                models = registry.load(self.root, wanted, self._key)
+            except (registry.ModelVerificationError, OSError, ValueError, KeyError) as exc:
+                self.failures += 1
+                loaded.refused = wanted
+                log.error(
+                    "model refused, keeping the last good one",
+                    extra={"role": role, "version": wanted, "kept": loaded.version, "error": str(exc)},
+                )
+                continue
+            self.roles[role] = Loaded(wanted, models)
+            log.info("model loaded", extra={"role": role, "version": wanted, "classes": sorted(models)})
+
+    @property
+    def active(self) -> Loaded:
+        return self.roles["ACTIVE"]
+
+    @property
+    def candidate(self) -> Loaded:
+        return self.roles["CANDIDATE"]

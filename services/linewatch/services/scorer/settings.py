@@ -1,0 +1,21 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, SecretStr
+
+from linewatch.core.settings import REPO_ROOT, CommonSettings, InfluxSettings
+
+
+class ScorerSettings(CommonSettings):
+    registry: Path = REPO_ROOT / "models"
+    # Signs and verifies model artifacts; never stored with them.
+    model_signing_key: SecretStr | None = None
+    reload_interval_s: float = Field(default=5.0, gt=0)
+    # Only `linewatch train --influx` reads InfluxDB; the scoring service does not.
+    influx: InfluxSettings = InfluxSettings()
+
+    def signing_key(self) -> bytes:
+        if self.model_signing_key is None:
+            raise SystemExit("LINEWATCH_MODEL_SIGNING_KEY is not set: models cannot be signed or verified")
+        return self.model_signing_key.get_secret_value().encode()

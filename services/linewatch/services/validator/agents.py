@@ -1,0 +1,61 @@
+"""The validate agent: every raw message leaves as valid frame, dead letters, or both; never nothing."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from msgspec import structs
+
+from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
+from linewatch.core.stats import StatsCounter
+from linewatch.services.validator.checks import FrameValidator, Outcome, Rejection
+from linewatch.services.validator.settings import ValidatorSettings
+
+SERVICE = "validator"
+log = logging.getLogger(__name__)
+
+
+def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -> StatsCounter:
+    topics = settings.kafka.topics
+    raw_topic = app.topic(topics.raw)
+    valid_topic = app.topic(topics.valid)
+    deadletter_topic = app.topic(topics.deadletter)
+    stats = StatsCounter(SERVICE)
+
+    @app.agent(raw_topic, name="validate")  # type: ignore[untyped-decorator]
+    async def validate(stream: Any) -> None:
+        async for event in stream.events():
+            payload: bytes = event.value if event.value is not None else b""
+            key: bytes | None = event.key
+            try:
+                outcome = validator.validate(payload, datetime.now(UTC))
+            except Exception as exc:
+                # A bug here must not skip the message (faust would commit past it): dead-letter it.
+                log.exception("validation failed", extra=structs.asdict(source_of(event.message)))
+                outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
+            stats.took(topics.raw)
+            if outcome.valid is not None:
+                await valid_topic.send(key=key, value=outcome.valid)
+                stats.counters["samples_valid"] += outcome.valid_samples
+                stats.counters["messages_out"] += 1
+            for rejection in outcome.rejections:
+                await dead_letter_event(
+                    deadletter_topic, event, SERVICE, rejection.reason, rejection.detail, rejection.payload
+                )
+                stats.counters["dead_letters"] += 1
+                stats.counters[f"dead_letters.{rejection.reason}"] += 1
+
+    publish_stats(app, topics.stats, stats, settings.stats_interval_s)
+
+    return stats
+
+
+def build_validator(settings: ValidatorSettings, plant: Any) -> FrameValidator:
+    return FrameValidator(
+        plant,
+        max_message_bytes=settings.max_message_bytes,
+        max_future=timedelta(seconds=settings.max_future_s),
+        max_past=timedelta(seconds=settings.max_past_s),
+    )

@@ -1,0 +1,301 @@
+"""Telemetry frames from outside Kafka: a frames file, InfluxDB, or any historian's CSV export. Shared by
+training and evaluation (scorer), plant drafts and recording imports.
+
+A CSV file is one run (a shift, a batch, an experiment): its own warm-up, its own labels. Its delimiter is
+detected; a decimal comma is an option; a missing or mistyped column is refused with the columns there are.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import gzip
+import math
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from linewatch.core.commandline import UsageError
+from linewatch.core.contract import (
+    FRAME_SAMPLES,
+    NAME_PATTERN,
+    TELEMETRY_SCHEMA_VERSION,
+    Sample,
+    TelemetryFrame,
+    equipment_fields,
+    telemetry_decoder,
+)
+from linewatch.core.plant import PlantModel
+from linewatch.core.settings import InfluxSettings
+from linewatch.core.timeutil import parse_time
+from linewatch.storage.influx import influxql
+from linewatch.storage.measurements import TELEMETRY
+
+TIME_COLUMNS = ("timestamp", "time", "datetime", "date_time", "date", "ts")
+NORMAL_LABELS = {"", "0", "normal", "false", "no", "ok", "none", "nan"}
+
+
+def frames_file(path: Path) -> Iterator[TelemetryFrame]:
+    """JSON lines of telemetry frames, optionally gzip-compressed."""
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rb") as handle:
+        for line in handle:
+            if line.strip():
+                yield telemetry_decoder.decode(line)
+
+
+def influx(settings: InfluxSettings, start: datetime, end: datetime, plant: PlantModel) -> Iterator[TelemetryFrame]:
+    """Telemetry points back from InfluxDB (InfluxQL: 1.x, or 2.x/3.x through the v1 API), as frames."""
+    for equipment in plant.equipment:
+        # Equipment ids come from the plant model and times from datetime: no user text reaches the query.
+        query = (
+            f"SELECT * FROM {TELEMETRY} WHERE equipment = '{equipment.id}' AND time >= '{start.isoformat()}' "
+            f"AND time < '{end.isoformat()}' ORDER BY time"
+        )
+        for series in influxql(settings, query, epoch="ns"):
+            yield from frames_from_rows(plant, equipment.id, series["columns"], series["values"])
+
+
+def frames_from_rows(
+    plant: PlantModel, equipment_id: str, columns: list[str], rows: list[list[object]]
+) -> Iterator[TelemetryFrame]:
+    """Rows of [time ns, value per column..., state?, lot_id?] as frames of up to FRAME_SAMPLES samples."""
+    equipment = plant.equipment_by_id[equipment_id]
+    sensors = plant.classes[equipment.equipment_class].sensors
+    index = {name: columns.index(name) for name in sensors if name in columns}
+    state_at = columns.index("state") if "state" in columns else None
+    lot_at = columns.index("lot_id") if "lot_id" in columns else None
+    chunk: list[tuple[str, str | None, Sample]] = []
+
+    def flush() -> Iterator[TelemetryFrame]:
+        if chunk:
+            yield TelemetryFrame(
+                **equipment_fields(equipment.ref),
+                schema_version=TELEMETRY_SCHEMA_VERSION,
+                seq=0,
+                state=chunk[0][0],  # type: ignore[arg-type]
+                units={n: sensors[n].unit for n in index},
+                samples=[c[2] for c in chunk],
+                lot_id=chunk[0][1],
+            )
+            chunk.clear()
+
+    for row in rows:
+        values = {n: float(row[i]) for n, i in index.items() if row[i] is not None}  # type: ignore[arg-type]
+        if not values:
+            continue
+        ts = datetime.fromtimestamp(int(row[0]) / 1e9, UTC)  # type: ignore[call-overload]
+        state = str(row[state_at]) if state_at is not None and row[state_at] else "running"
+        lot = str(row[lot_at]) if lot_at is not None and row[lot_at] else None
+        if chunk and (len(chunk) >= FRAME_SAMPLES or chunk[0][0] != state or chunk[0][1] != lot):
+            yield from flush()
+        chunk.append((state, lot, Sample(ts=ts, values=values)))
+    yield from flush()
+
+
+# -- CSV --------------------------------------------------------------------------------------------------
+
+
+def sensor_name(column: str) -> str:
+    """A column header as a sensor name that follows the contract's name rule ("Volume Flow, l/min" ->
+    "Volume_Flow_l_min")."""
+    name = re.sub(r"[^A-Za-z0-9_.\-]+", "_", column.strip()).strip("_.-")[:64]
+    if not re.match(NAME_PATTERN, name):
+        name = ("s_" + name)[:64] if name else "sensor"
+    return name
+
+
+@dataclass(frozen=True)
+class CsvTable:
+    path: Path
+    header: list[str]
+    rows: list[list[str]]
+    delimiter: str
+
+    def column(self, name: str, what: str) -> int:
+        if name not in self.header:
+            there = ", ".join(repr(c) for c in self.header)
+            raise UsageError(f"{self.path}: no {what} column {name!r}; its columns are: {there}")
+        return self.header.index(name)
+
+
+def read_table(path: Path) -> CsvTable:
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except FileNotFoundError:
+        raise UsageError(f"no file {path}") from None
+    except UnicodeDecodeError:
+        text = path.read_text(encoding="latin-1")
+    lines = text.splitlines()
+    if not lines:
+        raise UsageError(f"{path} is empty")
+    try:
+        delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
+    except csv.Error:
+        delimiter = max(",;\t|", key=lines[0].count)
+    table = [row for row in csv.reader(lines, delimiter=delimiter) if any(cell.strip() for cell in row)]
+    header = [cell.strip() for cell in table[0]]
+    return CsvTable(path, header, table[1:], delimiter)
+
+
+def time_column(table: CsvTable, given: str | None) -> str:
+    if given is not None:
+        table.column(given, "timestamp")
+        return given
+    for column in table.header:
+        if column.lower() in TIME_COLUMNS:
+            return column
+    return table.header[0]
+
+
+def number(text: str, decimal_comma: bool) -> float | None:
+    text = text.strip()
+    if decimal_comma:
+        text = text.replace(".", "").replace(",", ".") if "," in text else text
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None
+
+
+def is_fault(label: str) -> bool:
+    """A label column's cell: any non-zero number, or any name but the usual words for normal, is a fault."""
+    text = label.strip()
+    try:
+        return float(text.replace(",", ".")) != 0.0
+    except ValueError:
+        return text.lower() not in NORMAL_LABELS
+
+
+@dataclass(frozen=True)
+class CsvMapping:
+    """How CSV files from another historian map to one equipment unit of the plant model."""
+
+    files: list[Path]
+    equipment_id: str
+    timestamp_column: str | None = None  # None: the first column called time/timestamp/datetime/..., else the first
+    columns: dict[str, str] = field(default_factory=dict)  # CSV column -> sensor; empty: by the sensors' names
+    label_column: str | None = None
+    decimal_comma: bool = False
+
+
+@dataclass
+class CsvRun:
+    """One file: its frames, the label of each row (time, fault?), and what did not map."""
+
+    path: Path
+    frames: list[TelemetryFrame]
+    labels: list[tuple[float, bool]]
+    unmapped_sensors: list[str]
+    unused_columns: list[str]
+
+
+def csv_runs(mapping: CsvMapping, plant: PlantModel) -> list[CsvRun]:
+    equipment = plant.equipment_by_id.get(mapping.equipment_id)
+    if equipment is None:
+        known = ", ".join(list(plant.equipment_by_id)[:12]) + (" ..." if len(plant.equipment) > 12 else "")
+        raise UsageError(
+            f"no equipment {mapping.equipment_id!r} in the plant file ({known}); "
+            "set LINEWATCH_PLANT_FILE, or draft one with `linewatch plant draft`"
+        )
+    sensors = plant.classes[equipment.equipment_class].sensors
+    unknown = sorted(set(mapping.columns.values()) - set(sensors))
+    if unknown:
+        raise UsageError(
+            f"{mapping.equipment_id} ({equipment.equipment_class}) has no sensor(s) {', '.join(unknown)}; "
+            f"its sensors are: {', '.join(sensors)}"
+        )
+    return [_csv_run(path, mapping, plant) for path in mapping.files]
+
+
+def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
+    equipment = plant.equipment_by_id[mapping.equipment_id]
+    known = plant.classes[equipment.equipment_class].sensors
+    table = read_table(path)
+    stamp = time_column(table, mapping.timestamp_column)
+    label_at = table.column(mapping.label_column, "label") if mapping.label_column else None
+    if mapping.columns:
+        columns = {table.column(column, "mapped"): sensor for column, sensor in mapping.columns.items()}
+    else:
+        columns = {i: sensor_name(c) for i, c in enumerate(table.header) if sensor_name(c) in known}
+        if not columns:
+            raise UsageError(
+                f"{path}: no column is named like a sensor of {mapping.equipment_id} ({', '.join(known)}); "
+                "map them with --map COLUMN=SENSOR, or draft a plant file from this CSV (`linewatch plant draft`)"
+            )
+    time_at = table.column(stamp, "timestamp")
+    rows: list[list[object]] = []
+    labels: list[tuple[float, bool]] = []
+    parsed = dict.fromkeys(columns, 0)
+    for line_number, record in enumerate(table.rows, start=2):
+        if len(record) <= max(time_at, *columns, label_at or 0):
+            continue  # a short line (a truncated export): its values are unknown
+        try:
+            ts = parse_time(record[time_at])
+        except ValueError as exc:
+            raise UsageError(f"{path} line {line_number}, column {stamp!r}: {exc}") from None
+        values: list[object] = []
+        for i in columns:
+            value = number(record[i], mapping.decimal_comma)
+            parsed[i] += value is not None
+            values.append(value)
+        rows.append([int(ts.timestamp() * 1e9), *values, "running"])
+        if label_at is not None:
+            labels.append((ts.timestamp(), is_fault(record[label_at])))
+    empty = [table.header[i] for i, n in parsed.items() if n == 0]
+    if empty and rows:
+        hint = "" if mapping.decimal_comma else "; if it writes numbers with a decimal comma, add --decimal-comma"
+        raise UsageError(f"{path}: no numbers in column(s) {', '.join(map(repr, empty))}{hint}")
+    rows.sort(key=lambda r: int(r[0]))  # type: ignore[call-overload]
+    frames = list(frames_from_rows(plant, mapping.equipment_id, ["time", *columns.values(), "state"], rows))
+    used = {time_at, *columns, *([label_at] if label_at is not None else [])}
+    return CsvRun(
+        path,
+        frames,
+        sorted(labels),
+        sorted(set(known) - set(columns.values())),
+        [c for i, c in enumerate(table.header) if i not in used],
+    )
+
+
+def add_csv_arguments(parser: argparse.ArgumentParser, labels: bool = False) -> None:
+    parser.add_argument(
+        "--csv", "--file", dest="csv", type=Path, action="append", default=[], metavar="FILE",
+        help="CSV from another historian; repeatable: each file is a run with its own warm-up",
+    )  # fmt: skip
+    parser.add_argument("--equipment", help="the equipment id (in LINEWATCH_PLANT_FILE) the CSV belongs to")
+    parser.add_argument(
+        "--timestamp-column", help="default: a column called time, timestamp, datetime ...; else the first"
+    )
+    parser.add_argument(
+        "--map", action="append", default=[], metavar="COLUMN=SENSOR",
+        help="repeatable; default: columns named like the unit's sensors",
+    )  # fmt: skip
+    parser.add_argument("--decimal-comma", action="store_true", help="numbers are written 3,14")
+    if labels:
+        parser.add_argument("--label-column", help="a number (non-zero = fault) or a name (normal, ok, 0 = normal)")
+
+
+def csv_mapping(args: argparse.Namespace) -> CsvMapping:
+    """The mapping the CSV arguments describe (checked against the plant model when read)."""
+    if not args.csv:
+        raise UsageError("no CSV file: give --csv FILE")
+    if not args.equipment:
+        raise UsageError("which equipment is this CSV? give --equipment ID (an id of LINEWATCH_PLANT_FILE)")
+    columns: dict[str, str] = {}
+    for item in args.map:
+        column, separator, sensor = item.partition("=")
+        if not separator or not column or not sensor:
+            raise UsageError(f"--map {item!r}: write COLUMN=SENSOR")
+        columns[column] = sensor
+    return CsvMapping(
+        list(args.csv),
+        args.equipment,
+        args.timestamp_column,
+        columns,
+        getattr(args, "label_column", None),
+        args.decimal_comma,
+    )

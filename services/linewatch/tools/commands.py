@@ -1,0 +1,65 @@
+"""`linewatch up | service | drill | bench pipeline | grafana build`; handlers load what they need when run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+
+from linewatch.core.commandline import Commands
+from linewatch.core.services import SERVICES
+
+
+def _up(args: argparse.Namespace) -> int:
+    from linewatch.tools.up import up
+
+    return up(args)
+
+
+def _service(args: argparse.Namespace) -> int:
+    """Run one service in the foreground, in this process, as compose and k8s do."""
+    importlib.import_module(f"linewatch.services.{args.name}.__main__").main()
+    return 0
+
+
+def _drill(args: argparse.Namespace) -> int:
+    from linewatch.tools.drill import drill
+
+    return drill(args.hours, args.fault, args.train_hours, args.seed)
+
+
+def _bench_pipeline(args: argparse.Namespace) -> int:
+    from linewatch.tools.bench import bench_pipeline
+
+    return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples)
+
+
+def _grafana_build(args: argparse.Namespace) -> int:
+    from linewatch.core.console import out
+    from linewatch.tools.grafana import build
+
+    for path in build():
+        out(f"written {path}")
+    return 0
+
+
+def register(commands: Commands) -> None:
+    up = commands.add("up", "embedded broker + InfluxDB, all services and the simulator, live view", _up)
+    up.add_argument("--speed", type=float, default=10.0, help="simulated seconds per wall second")
+    up.add_argument("--duration-s", type=float, default=8 * 3600.0, help="simulated run length")
+    up.add_argument("--random-faults", type=int, default=16)
+    up.add_argument("--malformed-share", type=float, default=0.002)
+    up.add_argument("--for-s", type=float, help="stop after this many seconds (default: until Ctrl-C)")
+    up.add_argument("--train-hours", type=float, default=6.0, help="simulated normal hours to train on first")
+    service = commands.add("service", "run one service in the foreground", _service)
+    service.add_argument("name", choices=[s.name for s in SERVICES])
+    drill = commands.add("drill", "a simulated shift through the whole pipeline, then the alarm KPIs", _drill)
+    drill.add_argument("--hours", type=float, default=8.0)
+    drill.add_argument("--fault", action="append", default=[], help="NAME[@EQUIPMENT][+OFFSET_S], repeatable")
+    drill.add_argument("--train-hours", type=float, default=6.0)
+    drill.add_argument("--seed", type=int, default=11)
+    commands.group("bench", "benchmarks that print figures")
+    bench = commands.add("bench pipeline", "validator and writer against the InfluxDB ceiling", _bench_pipeline)
+    bench.add_argument("--samples", type=int, default=600_000)
+    bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
+    commands.group("grafana", "Grafana dashboards as code")
+    commands.add("grafana build", "write deploy/grafana/dashboards from linewatch.tools.grafana", _grafana_build)

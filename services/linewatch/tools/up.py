@@ -1,0 +1,71 @@
+"""`linewatch up`: the embedded broker and InfluxDB, a first model trained on simulated normal operation, every
+pipeline service and the plant simulator, and a live view until Ctrl-C (or --for-s)."""
+
+from __future__ import annotations
+
+import argparse
+import tempfile
+import time
+from pathlib import Path
+
+from rich.console import Console, Group
+from rich.live import Live
+
+from linewatch.core.kafka import ensure_topics
+from linewatch.core.services import PIPELINE
+from linewatch.core.settings import KafkaSettings
+from linewatch.tools.devstack import DevStack
+from linewatch.tools.drill import pipeline_env, train
+from linewatch.tools.launcher import ServiceProcess
+from linewatch.tools.liveview import AlarmFeed, PipelineView, StatsReader
+
+
+def up(args: argparse.Namespace) -> int:
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-up-"))
+    console = Console()
+    with DevStack() as stack:
+        env = pipeline_env(stack, run_dir)
+        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+        ensure_topics(kafka, kafka.topics.all())
+        console.print(f"training anomaly models on {args.train_hours:g} h of simulated normal operation ...")
+        train(env, args.train_hours)
+        simulator_args = (
+            *("--speed", str(args.speed), "--duration-s", str(args.duration_s)),
+            *("--random-faults", str(args.random_faults), "--malformed-share", str(args.malformed_share)),
+            *("--labels", str(run_dir / "fault-labels.jsonl")),
+        )
+        processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in PIPELINE]
+        processes.append(ServiceProcess("simulator", env, run_dir / "simulator.log", simulator_args).start())
+        reader = StatsReader(kafka)
+        alarms = AlarmFeed(kafka)
+        view = PipelineView()
+        title = (
+            f"linewatch — broker {stack.broker.bootstrap}, InfluxDB {stack.influxd.url} "
+            f"(db {stack.database}); logs in {run_dir}; Ctrl-C stops"
+        )
+        # The operator's token is this run's throw-away one; printed so `linewatch alarms` works alongside.
+        console.print(
+            "alarm API: export LINEWATCH_API_PORT={} LINEWATCH_OPERATOR_TOKEN={}; linewatch alarms list".format(
+                env["LINEWATCH_API_PORT"], env["LINEWATCH_OPERATOR_TOKEN"]
+            )
+        )
+        deadline = time.monotonic() + args.for_s if args.for_s else None
+        try:
+            with Live(view.render(title), console=console, refresh_per_second=2) as live:
+                while deadline is None or time.monotonic() < deadline:
+                    reader.poll(view.add, 0.3)
+                    alarms.poll(0.2)
+                    live.update(Group(view.render(title), alarms.render()))
+                    dead = [p.name for p in processes if not p.alive() and p.name in PIPELINE]
+                    if dead:
+                        console.print(f"[red]service(s) stopped unexpectedly: {dead}; see {run_dir}")
+                        return 1
+        except KeyboardInterrupt:
+            pass
+        finally:
+            reader.close()
+            alarms.close()
+            for process in reversed(processes):
+                process.stop()
+    console.print(f"stopped; logs kept in {run_dir}")
+    return 0

@@ -1,0 +1,244 @@
+"""The alarm engine on hand-made and simulated telemetry: spec limits with delays and deadband, suppression by
+equipment state, SPC run rules, lot exposure dose, anomaly scores, escalation, operator actions, stable event
+ids and state that survives serialisation (what the faust table stores)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import msgspec
+import numpy as np
+import pytest
+
+from linewatch.core.contract import (
+    ALARM_SCHEMA_VERSION,
+    AlarmAction,
+    AlarmEvent,
+    AnomalyScores,
+    Sample,
+    SampleScore,
+    TelemetryFrame,
+    equipment_fields,
+)
+from linewatch.core.plant import PlantModel
+from linewatch.services.alerter import spc
+from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, UnknownAlarm
+from linewatch.services.alerter.kpi import AlarmRow, is_alarm
+from linewatch.services.alerter.rules import load_rules
+from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
+from linewatch.simulation.faults import plan_injection
+from linewatch.simulation.plant_sim import simulated
+
+T0 = 1_700_000_000.0 - 1_700_000_000.0 % 7200
+
+
+def frame(
+    plant: PlantModel, unit: str, t0: float, n: int, state: str = "running", lot: str = "EL-SYN1-1", **override: float
+) -> TelemetryFrame:
+    equipment = plant.equipment_by_id[unit]
+    sensors = plant.classes[equipment.equipment_class].sensors
+    values = {name: s.nominal for name, s in sensors.items()} | override
+    return TelemetryFrame(
+        **equipment_fields(equipment.ref),
+        schema_version=1,
+        seq=int(t0),
+        state=state,  # type: ignore[arg-type]
+        units={name: s.unit for name, s in sensors.items()},
+        samples=[Sample(ts=datetime.fromtimestamp(t0 + i, UTC), values=values) for i in range(n)],
+        lot_id=lot,
+    )
+
+
+def action(alarm_id: str, user: str, comment: str, at: float, name: str = "acknowledge") -> AlarmAction:
+    return AlarmAction(
+        schema_version=ALARM_SCHEMA_VERSION,
+        action_id=f"{name}-{at:.0f}",
+        alarm_id=alarm_id,
+        equipment_id=alarm_id.split("/")[0],
+        action=name,  # type: ignore[arg-type]
+        user=user,
+        comment=comment,
+        requested_at=datetime.fromtimestamp(at, UTC),
+    )
+
+
+def raises(events: list[AlarmEvent]) -> list[AlarmEvent]:
+    return [e for e in events if is_alarm(msgspec.convert(msgspec.structs.asdict(e), AlarmRow))]
+
+
+@pytest.fixture
+def engine(plant: PlantModel) -> AlarmEngine:
+    return AlarmEngine(plant, load_rules())
+
+
+def test_spec_limit_needs_the_on_delay_and_clears_only_past_the_deadband(
+    plant: PlantModel, engine: AlarmEngine
+) -> None:
+    unit = UnitState()
+    assert engine.on_frame(unit, frame(plant, "S1-DRY-01", T0, 60)) == []
+    assert engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + 60, 4, dew_point=-34.0)) == []  # 4 s < 5 s on-delay
+    assert engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + 64, 1, dew_point=-48.0)) == []  # blip over
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + 65, 10, dew_point=-34.0))
+    [raised] = raises(events)
+    assert raised.alarm_id == "S1-DRY-01/dew_point/spec_high" and raised.priority == "high"
+    assert raised.ts == datetime.fromtimestamp(T0 + 70, UTC) and raised.lots == ["EL-SYN1-1"]
+    assert "above upper spec limit -35" in raised.message and raised.value == -34.0
+    # Back under the limit but inside the deadband (5 % of the 13 K normal range): still active.
+    assert engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + 75, 120, dew_point=-35.3)) == []
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + 195, 70, dew_point=-40.0))
+    assert [(e.previous, e.state, e.cause) for e in events] == [
+        ("unacknowledged", "rtn_unacknowledged", "condition cleared")
+    ]
+    assert events[0].ts == datetime.fromtimestamp(T0 + 255, UTC)  # after the 60 s off-delay
+
+
+def test_suppressed_by_design_while_idle_and_re_annunciated_on_restart(plant: PlantModel, engine: AlarmEngine) -> None:
+    unit = UnitState()
+    engine.on_frame(unit, frame(plant, "S1-MILL-01", T0, 1500))  # running past the 1200 s settle time
+    [raised] = raises(engine.on_frame(unit, frame(plant, "S1-MILL-01", T0 + 1500, 20, jar_temp=70.0)))
+    events = engine.on_frame(unit, frame(plant, "S1-MILL-01", T0 + 1520, 10, state="idle", jar_temp=70.0))
+    assert [(e.state, e.cause) for e in events] == [("suppressed_by_design", "equipment not running")]
+    assert not raises(events)
+    # Restarted: nothing is judged during the settle time, then what is still wrong is annunciated again.
+    assert not raises(engine.on_frame(unit, frame(plant, "S1-MILL-01", T0 + 1530, 600, jar_temp=70.0)))
+    events = engine.on_frame(unit, frame(plant, "S1-MILL-01", T0 + 2130, 700, jar_temp=70.0))
+    [again] = raises(events)
+    assert again.alarm_id == raised.alarm_id and again.previous == "suppressed_by_design"
+
+
+def test_spc_rules_fire_on_their_patterns_only() -> None:
+    assert spc.violated([0.1, -0.2, 3.2], ["we1"]) == "we1"
+    assert spc.violated([0.1, -0.2, 2.9], ["we1"]) is None
+    assert spc.violated([2.5, 0.1, 2.2], ["we2"]) == "we2"
+    assert spc.violated([2.5, 0.1, -2.2], ["we2"]) is None  # opposite sides
+    assert spc.violated([1.5, 1.2, 0.2, 1.1, 1.3], ["we3"]) == "we3"
+    assert spc.violated([0.1] * 7 + [0.2], ["we4"]) == "we4"
+    assert spc.violated([0.1] * 6 + [-0.2, 0.2], ["we4"]) is None
+    assert spc.violated([-1, -0.5, 0, 0.4, 0.9, 1.3], ["nelson3"]) == "nelson3"
+    assert spc.violated([-1, -0.5, 0, 0.4, 0.3, 1.3], ["nelson3"]) is None
+
+
+def test_spc_chart_baseline_then_a_shift_raises_a_medium_alarm(plant: PlantModel, engine: AlarmEngine) -> None:
+    rng = np.random.default_rng(4)
+    unit = UnitState()
+    subgroup = engine.rules.spc.subgroup_s
+    t = T0
+    for _ in range(engine.rules.spc.baseline_subgroups + 3):
+        engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, int(subgroup), li2s_feed=52.0 + float(rng.normal(0, 0.5))))
+        t += subgroup
+    chart = unit.charts["li2s_feed"]
+    assert chart.center is not None and chart.sigma is not None and chart.sigma > 0
+    shifted = chart.center + 5 * chart.sigma  # well inside the spec limits [40, 65]
+    events: list[AlarmEvent] = []
+    for _ in range(3):
+        events += engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, int(subgroup), li2s_feed=shifted))
+        t += subgroup
+    [raised] = raises(events)
+    assert raised.alarm_id == "S1-DOSE-01/li2s_feed/spc" and raised.priority == "medium"
+    assert "we1" in raised.message
+
+
+def test_exposure_dose_over_the_limit_raises_a_latched_critical_alarm_for_the_lot(
+    plant: PlantModel, engine: AlarmEngine
+) -> None:
+    unit = UnitState()
+    limit = engine.rules.exposure["dry_room"]["h2s"].limit
+    per_second = 0.5  # ppm: the limit is crossed after limit / 0.5 h
+    crossing = limit / per_second * 3600
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0, int(crossing) - 10, lot="EL-SYN1-7", h2s=per_second))
+    assert not [e for e in raises(events) if e.condition == "exposure_dose"]
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + crossing - 10, 20, lot="EL-SYN1-7", h2s=per_second))
+    [raised] = [e for e in raises(events) if e.condition == "exposure_dose"]
+    assert raised.priority == "critical" and raised.lots == ["EL-SYN1-7"]
+    assert raised.value is not None and raised.value > limit
+    # The next lot starts a new dose: the condition clears, but a latched alarm waits for an operator.
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + crossing + 10, 10, lot="EL-SYN1-8", h2s=0.08))
+    assert not [e for e in events if e.condition == "exposure_dose"]
+    latched = unit.alarms["S1-DRY-01/h2s/exposure"].alarm
+    assert latched.state == "unacknowledged" and not latched.active
+    ack = action("S1-DRY-01/h2s/exposure", "quality", "lot EL-SYN1-7 quarantined", T0 + crossing + 30)
+    [done] = engine.on_action(unit, plant.equipment_by_id["S1-DRY-01"].ref, ack)
+    assert (done.previous, done.state, done.lots) == ("unacknowledged", "normal", ["EL-SYN1-7"])
+
+
+def scores(plant: PlantModel, unit: str, t0: float, flags: list[bool], role: str = "active") -> AnomalyScores:
+    return AnomalyScores(
+        **equipment_fields(plant.equipment_by_id[unit].ref),
+        schema_version=1,
+        model_version="v1",
+        role=role,  # type: ignore[arg-type]
+        samples=[
+            SampleScore(
+                ts=datetime.fromtimestamp(t0 + i, UTC),
+                score=3.0 if flag else 0.2,
+                anomalous=flag,
+                t2=0.0,
+                spe=0.0,
+                iforest=0.0,
+                univariate=0.0,
+                missing=[],
+                flatline=[],
+                top_sensors=["jar_temp"],
+            )
+            for i, flag in enumerate(flags)
+        ],
+        lot_id="EL-SYN1-3",
+    )
+
+
+def test_anomaly_alarm_from_active_scores_only_then_escalation_until_acknowledged(
+    plant: PlantModel, engine: AlarmEngine
+) -> None:
+    unit = UnitState()
+    engine.on_frame(unit, frame(plant, "S1-MILL-01", T0, 1300))
+    assert engine.on_scores(unit, scores(plant, "S1-MILL-01", T0 + 1300, [True] * 30, role="shadow")) == []
+    assert engine.on_scores(unit, scores(plant, "S1-MILL-01", T0 + 1300, [True] * 5)) == []  # 10 s on-delay
+    [raised] = raises(engine.on_scores(unit, scores(plant, "S1-MILL-01", T0 + 1305, [True] * 10)))
+    assert raised.alarm_id == "S1-MILL-01/anomaly" and "jar_temp" in raised.message
+    after = engine.rules.escalation.after_s
+    events = engine.on_scores(unit, scores(plant, "S1-MILL-01", T0 + 1315, [True] * int(after)))
+    [escalation] = [e for e in events if e.kind == "escalation"]
+    assert escalation.state == "unacknowledged" and escalation.annunciate
+    more = engine.on_scores(unit, scores(plant, "S1-MILL-01", T0 + 1315 + after, [True] * 600))
+    assert not [e for e in more if e.kind == "escalation"], "escalated twice"
+
+    ack = action("S1-MILL-01/anomaly", "alice", "checking the cooling circuit", T0 + 2900)
+    [audited] = engine.on_action(unit, plant.equipment_by_id["S1-MILL-01"].ref, ack)
+    assert (audited.state, audited.user, audited.comment) == ("acknowledged", "alice", "checking the cooling circuit")
+    with pytest.raises(ActionNotApplicable):
+        engine.on_action(unit, plant.equipment_by_id["S1-MILL-01"].ref, ack)
+    with pytest.raises(UnknownAlarm):
+        engine.on_action(
+            unit, plant.equipment_by_id["S1-MILL-01"].ref, msgspec.structs.replace(ack, alarm_id="S1-MILL-01/x")
+        )
+
+
+def test_serialised_state_gives_the_same_events_and_ids(plant: PlantModel, engine: AlarmEngine) -> None:
+    """What the faust table stores between records must carry the whole state: a restart changes nothing."""
+    fault = plan_injection(plant, "moisture_ingress", "S1-DRY-01", T0 + 900, np.random.default_rng(2))
+    frames = [f for f in simulated(plant, T0, 1.0, seed=4, injections=[fault]) if f.equipment_id == "S1-DRY-01"]
+    straight, stored = UnitState(), state_encoder.encode(UnitState())
+    expected, got = [], []
+    for item in frames:
+        expected += engine.on_frame(straight, item)
+        unit = state_decoder.decode(stored)
+        got += engine.on_frame(unit, item)
+        stored = state_encoder.encode(unit)
+    assert raises(expected) and got == expected
+    ids = [e.event_id for e in expected]
+    assert len(ids) == len(set(ids))
+
+
+def test_condition_registry_matches_the_contract_schema_and_rules() -> None:
+    """A condition is one module plus one registry line; the contract, its schema and the rules name the same set."""
+    import json
+    from typing import get_args
+
+    from linewatch.core.contract import AlarmCondition
+    from linewatch.core.settings import REPO_ROOT
+    from linewatch.services.alerter.conditions import CONDITIONS
+
+    schema = json.loads((REPO_ROOT / "schemas" / "alarm-event.v1.schema.json").read_text())
+    assert set(CONDITIONS) == set(get_args(AlarmCondition)) == set(schema["properties"]["condition"]["enum"])
+    assert set(load_rules().conditions) == set(CONDITIONS)
+    assert all(condition.name == name for name, condition in CONDITIONS.items())

@@ -1,0 +1,147 @@
+"""Static checks of docker-compose.yml and deploy/k8s: every service command exists, every LINEWATCH_*
+variable set is one the settings read, and ports, partitions and topic names agree with the code."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+
+from linewatch.core.services import PIPELINE, SERVICES
+from linewatch.core.settings import REPO_ROOT, CommonSettings, Topics
+from linewatch.services.alerter.settings import AlerterSettings
+from linewatch.services.simulator.commands import add_arguments as simulator_arguments
+from linewatch.services.validator.settings import ValidatorSettings
+from linewatch.services.writer.settings import WriterSettings
+
+SETTINGS: dict[str, type[CommonSettings]] = {s.name: s.settings_class() for s in SERVICES}
+K8S = REPO_ROOT / "deploy" / "k8s"
+
+
+def reads(settings: type[BaseModel], variable: str) -> bool:
+    """Whether LINEWATCH_A__B names a field (nested with __) of these settings."""
+    if not variable.startswith("LINEWATCH_"):
+        return False
+    model: Any = settings
+    for part in variable.removeprefix("LINEWATCH_").lower().split("__"):
+        if not (isinstance(model, type) and issubclass(model, BaseModel)) or part not in model.model_fields:
+            return False
+        model = model.model_fields[part].annotation
+    return True
+
+
+def test_the_variable_check_can_fail() -> None:
+    assert reads(WriterSettings, "LINEWATCH_INFLUX__TOKEN") and reads(AlerterSettings, "LINEWATCH_NOTIFY__SMTP_HOST")
+    assert not reads(WriterSettings, "LINEWATCH_INFLUX__TOKN") and not reads(ValidatorSettings, "LINEWATCH_INFLUX__URL")
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((REPO_ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def linewatch_services(compose: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    return {name: s for name, s in compose["services"].items() if s.get("image") == "linewatch:local"}
+
+
+def test_compose_commands_exist_and_name_the_service(compose: dict[str, Any]) -> None:
+    services = linewatch_services(compose)
+    assert set(PIPELINE) <= set(services) <= set(SETTINGS)
+    for name, service in services.items():
+        command = service["command"]
+        if command[0] == "service":
+            assert command[1] == name  # one name everywhere
+        else:
+            assert command[0] == "simulate" and name == "simulator"
+            parser = argparse.ArgumentParser()
+            simulator_arguments(parser)
+            parser.parse_args(command[1:])  # raises SystemExit on an unknown flag
+
+
+def test_compose_variables_are_read_by_the_settings(compose: dict[str, Any]) -> None:
+    for name, service in linewatch_services(compose).items():
+        settings = SETTINGS[name]
+        for variable in service["environment"]:
+            assert reads(settings, variable) or any(reads(s, variable) for s in SETTINGS.values()), (name, variable)
+            if variable not in compose["x-linewatch"]["environment"]:
+                assert reads(settings, variable), f"{name} does not read {variable}"
+
+
+def test_compose_secrets_are_required_and_documented(compose: dict[str, Any]) -> None:
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    assert {"INFLUX_TOKEN", "MODEL_SIGNING_KEY", "ALARM_API_TOKENS", "GRAFANA_ADMIN_PASSWORD"} <= required
+    example = {line.split("=")[0] for line in (REPO_ROOT / ".env.example").read_text().splitlines() if "=" in line}
+    assert required | set(re.findall(r"\$\{(\w+):-", text)) <= example
+
+
+def test_compose_ports_partitions_and_health(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    shared = compose["x-linewatch"]["environment"]
+    assert shared["LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
+    assert "PLAINTEXT://kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
+    assert shared["LINEWATCH_INFLUX__URL"].endswith(":8086") and "8086:8086" in services["influxdb"]["ports"]
+    assert str(services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]) == shared["LINEWATCH_KAFKA__PARTITIONS"]
+    alerter = services["alerter"]
+    assert f"{alerter['environment']['LINEWATCH_API_PORT']}:8300" in alerter["ports"]
+    assert "8300" in " ".join(alerter["healthcheck"]["test"])
+    for name in ("kafka", "influxdb", "grafana", "alerter"):
+        assert "healthcheck" in services[name], name
+    for name, service in linewatch_services(compose).items():
+        depends = service.get("depends_on") or compose["x-linewatch"]["depends_on"]
+        assert all(d["condition"] == "service_healthy" for d in depends.values()), name
+    mounts = " ".join(services["grafana"]["volumes"])
+    assert "deploy/grafana/provisioning" in mounts and "deploy/grafana/dashboards" in mounts
+
+
+def k8s_documents() -> list[dict[str, Any]]:
+    documents = []
+    for path in sorted(K8S.glob("*.yaml")):
+        documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
+    return documents
+
+
+def test_kustomization_lists_every_manifest() -> None:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+    assert set(kustomization["resources"]) == manifests
+    example = {line.split("=")[0] for line in (K8S / "secrets.env.example").read_text().splitlines() if "=" in line}
+    assert kustomization["secretGenerator"][0]["envs"] == ["secrets.env"] and example
+
+
+def test_k8s_deployments_run_real_services_with_variables_they_read() -> None:
+    documents = k8s_documents()
+    [config] = [d for d in documents if d["kind"] == "ConfigMap"]
+    secrets = [line.split("=")[0] for line in (K8S / "secrets.env.example").read_text().splitlines() if "=" in line]
+    deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
+    assert set(deployments) == set(PIPELINE)
+    for name, deployment in deployments.items():
+        [container] = deployment["spec"]["template"]["spec"]["containers"]
+        assert container["args"] == ["service", name] and container["name"] == name
+        assert {"configMapRef": {"name": "linewatch-config"}} in container["envFrom"]
+        for variable in [e["name"] for e in container.get("env", [])]:
+            assert reads(SETTINGS[name], variable), f"{name} does not read {variable}"
+        ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
+        if name == "alerter":
+            env = {e["name"]: e["value"] for e in container["env"]}
+            assert ports["api"] == int(env["LINEWATCH_API_PORT"])
+    for variable in [*config["data"], *secrets]:
+        assert any(reads(s, variable) for s in SETTINGS.values()), variable
+    [service] = [d for d in documents if d["kind"] == "Service"]
+    assert service["spec"]["ports"][0]["targetPort"] == "api"
+
+
+def test_k8s_topics_and_partitions_agree_with_the_code() -> None:
+    documents = k8s_documents()
+    topics = {d["metadata"]["name"]: d["spec"] for d in documents if d["kind"] == "KafkaTopic"}
+    assert set(topics) == set(Topics().all())
+    [config] = [d for d in documents if d["kind"] == "ConfigMap"]
+    partitions = int(config["data"]["LINEWATCH_KAFKA__PARTITIONS"])
+    assert {spec["partitions"] for spec in topics.values()} == {partitions}
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        assert deployment["spec"]["replicas"] <= partitions  # more workers than partitions would idle

@@ -1,0 +1,59 @@
+"""Grafana provisioning: the files are valid Grafana models and in step with their one source
+(linewatch.tools.grafana). tests/integration/test_dashboard_queries.py runs every panel's query."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from pathlib import Path
+
+import pytest
+import yaml
+
+from linewatch.core.settings import REPO_ROOT
+from linewatch.tools.grafana import DASHBOARD_DIR, DASHBOARDS, DATASOURCE, built, render
+
+log = logging.getLogger(__name__)
+PROVISIONING = REPO_ROOT / "deploy" / "grafana" / "provisioning"
+VALUES = {"area": "electrolyte", "line": "syn-1", "equipment": "S1-DRY-01", "sensor": "dew_point"}
+
+
+def test_dashboard_files_are_the_rendered_definitions() -> None:
+    files = {path.stem: document for path, document in built()}
+    assert set(files) == {d.uid for d in DASHBOARDS}, "run `linewatch grafana build`"
+    for dashboard in DASHBOARDS:
+        assert files[dashboard.uid] == render(dashboard), f"{dashboard.uid}: run `linewatch grafana build`"
+
+
+@pytest.mark.parametrize("path", sorted(DASHBOARD_DIR.glob("*.json")), ids=lambda p: p.stem)
+def test_dashboard_is_a_valid_grafana_model(path: Path) -> None:
+    document = json.loads(path.read_text())
+    assert {"uid", "title", "panels", "templating", "annotations", "schemaVersion", "time"} <= set(document)
+    assert re.fullmatch(r"[a-z0-9-]{1,40}", document["uid"])
+    ids = [panel["id"] for panel in document["panels"]]
+    assert len(ids) == len(set(ids))
+    known_variables = {v["name"] for v in document["templating"]["list"]}
+    for panel in document["panels"]:
+        grid = panel["gridPos"]
+        assert grid["w"] > 0 and grid["h"] > 0 and grid["x"] + grid["w"] <= 24
+        assert panel["datasource"] == DATASOURCE and panel["targets"]
+        for target in panel["targets"]:
+            assert target["rawQuery"] and target["datasource"] == DATASOURCE and target["query"].startswith("SELECT")
+            used = set(re.findall(r"\$(\w+)", target["query"])) - {"timeFilter", "__interval"}
+            assert used <= known_variables, f"{panel['title']}: unknown variables {used - known_variables}"
+
+
+def test_provisioning_files_are_valid() -> None:
+    [source] = yaml.safe_load((PROVISIONING / "datasources" / "influxdb.yaml").read_text())["datasources"]
+    assert source["uid"] == DATASOURCE["uid"] and source["type"] == "influxdb"
+    assert (
+        source["jsonData"]["dbName"] == "linewatch" and "$INFLUX_TOKEN" in source["secureJsonData"]["httpHeaderValue1"]
+    )
+    [provider] = yaml.safe_load((PROVISIONING / "dashboards" / "linewatch.yaml").read_text())["providers"]
+    assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"
+    [group] = yaml.safe_load((PROVISIONING / "alerting" / "critical-alarms.yaml").read_text())["groups"]
+    [rule] = group["rules"]
+    refs = {d["refId"]: d for d in rule["data"]}
+    assert rule["condition"] in refs and refs["A"]["datasourceUid"] == DATASOURCE["uid"]
+    assert "'critical'" in refs["A"]["model"]["query"]
