@@ -31,7 +31,7 @@ def test_scorer_service_end_to_end(stack: DevStack, kafka: KafkaSettings, plant:
     root = tmp_path / "registry"
     root.mkdir()
     start = math.floor(time.time() / 7200) * 7200 - 10 * 86400
-    models = training.fit(plant, training.collect(plant, simulated(plant, start, 4, seed=1)))
+    models, _ = training.fit(plant, training.collect(plant, simulated(plant, start, 4, seed=1)))
     good = registry.save(root, KEY.encode(), models, {"source": "test"})
     registry.point(root, "ACTIVE", good)
 

@@ -1,13 +1,15 @@
-"""Scorer: training, signed artifacts, rollout, detection quality, CSV import."""
+"""Scorer: features in samples, calibration, signed artifacts, rollout, evaluation's definitions, CSV runs."""
 
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
-from collections.abc import Iterator
+import shutil
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 import skops.io
@@ -17,51 +19,69 @@ from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import evaluate, registry, training
 from linewatch.services.scorer.agents import scores_for
 from linewatch.services.scorer.engine import PlantScorer
-from linewatch.services.scorer.models import ClassModel
+from linewatch.services.scorer.features import SMOOTH_WARMUP, FeatureLayout, StreamState, stream_block
+from linewatch.services.scorer.models import ClassModel, Targets, isolation_scores, pick, tail_threshold
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.simulation.plant_sim import simulated
 from linewatch.storage import historian
 
 KEY = b"test-signing-key"
 START = math.floor(1_790_000_000 / 7200) * 7200  # fixed: runs are reproducible
+CLASSES = ("dry_room", "laminator")  # a white-noise class and one with a press cycle and a tracked setpoint
 
 
 @pytest.fixture(scope="module")
 def models(plant: PlantModel) -> dict[str, ClassModel]:
-    return training.fit(plant, training.collect(plant, simulated(plant, START, 2, seed=1)))
+    frames = (f for f in simulated(plant, START, 1.5, seed=1) if f.equipment_class in CLASSES)
+    fitted, refused = training.fit(plant, training.collect(plant, frames))
+    assert not refused
+    return fitted
+
+
+@pytest.fixture(scope="module")
+def saved(models: dict[str, ClassModel], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    root = tmp_path_factory.mktemp("registry")
+    return root, registry.save(root, KEY, models, {"source": "test"})
 
 
 @pytest.fixture
-def root(tmp_path: Path) -> Path:
-    return tmp_path / "registry"
+def root(saved: tuple[Path, str], tmp_path: Path) -> Path:
+    """A copy of the saved registry that a test may tamper with."""
+    copy = tmp_path / "registry"
+    shutil.copytree(saved[0], copy)
+    return copy
 
 
-@pytest.fixture
-def saved(root: Path, models: dict[str, ClassModel]) -> Iterator[str]:
-    root.mkdir()
-    yield registry.save(root, KEY, models, {"source": "test"})
+def block_of(plant: PlantModel, model: ClassModel, unit: str, hours: float, seed: int) -> object:
+    [stream] = training.collect(
+        plant, (f for f in simulated(plant, START + 86400, hours, seed) if f.equipment_id == unit)
+    )[model.equipment_class][:1]
+    return stream_block(StreamState(), model.layout, stream.values, stream.provided, stream.ts, model.period_s)
 
 
-def test_every_class_is_trained_with_calibrated_thresholds(plant: PlantModel, models: dict[str, ClassModel]) -> None:
-    assert set(models) == set(plant.classes)
+def test_models_are_calibrated_to_the_targets_and_say_how(models: dict[str, ClassModel]) -> None:
+    assert set(CLASSES) <= set(models)
     for model in models.values():
-        assert model.calibration["calibration_rows"] > 1000
-        assert all(value > 0 for value in model.thresholds.values())
-        assert np.all(model.feature_thresholds >= 1.0)
+        c = model.calibration
+        assert c["rows"] >= 1000 and c["threshold"] == model.threshold > 0
+        assert c["held_out_false_alarm_pct"] <= c["target_false_alarm_pct"]
+        assert c["bound_by"] in ("false-alarm rate", "false alerts per week") and c["period_s"] == 1.0
+        assert 1 <= c["components"] < c["features"]
+    assert models["laminator"].layout.tracks == {"pressure": "pressure_setpoint"}
 
 
 def test_saved_model_scores_exactly_like_the_fitted_one(
-    root: Path, saved: str, models: dict[str, ClassModel], plant: PlantModel
+    saved: tuple[Path, str], models: dict[str, ClassModel], plant: PlantModel
 ) -> None:
-    loaded = registry.load(root, saved, KEY)
-    rows = training.collect(plant, simulated(plant, START + 86400, 0.5, seed=2))
-    for name, units in rows.items():
-        features = np.vstack([np.vstack(blocks) for blocks in units.values()])
-        assert np.array_equal(loaded[name].detect(features).score, models[name].detect(features).score)
-    metadata = json.loads((root / saved / "metadata.json").read_text())
+    root, version = saved
+    loaded = registry.load(root, version, KEY)
+    for name in CLASSES:
+        unit = next(e.id for e in plant.equipment if e.equipment_class == name)
+        block = block_of(plant, models[name], unit, 0.3, 2)
+        assert np.array_equal(loaded[name].detect(block).score, models[name].detect(block).score)  # type: ignore[arg-type]
+    metadata = json.loads((root / version / "metadata.json").read_text())
     assert metadata["training"] == {"source": "test"}
     assert {"numpy", "scikit-learn", "skops", "python"} <= set(metadata["libraries"])
-    assert metadata["classes"]["laminator"]["tracks"] == {"pressure": "pressure_setpoint"}
 
 
 def flip_byte(path: Path) -> None:
@@ -70,32 +90,33 @@ def flip_byte(path: Path) -> None:
     path.write_bytes(bytes(data))
 
 
-def test_tampered_or_unsigned_artifacts_are_refused(root: Path, saved: str) -> None:
+def test_tampered_or_unsigned_artifacts_are_refused(root: Path, saved: tuple[Path, str]) -> None:
+    version = saved[1]
     with pytest.raises(registry.ModelVerificationError, match="signature"):
-        registry.load(root, saved, b"another key")
+        registry.load(root, version, b"another key")
     with pytest.raises(registry.ModelVerificationError, match="unknown"):
         registry.load(root, "20990101T000000Z", KEY)
-    flip_byte(root / saved / "laminator.npz")
+    flip_byte(root / version / "laminator.npz")
     with pytest.raises(registry.ModelVerificationError, match="SHA-256"):
-        registry.load(root, saved, KEY)
+        registry.load(root, version, KEY)
 
 
-def test_edited_thresholds_break_the_signature(root: Path, saved: str) -> None:
-    path = root / saved / "metadata.json"
+def test_edited_thresholds_break_the_signature(root: Path, saved: tuple[Path, str]) -> None:
+    path = root / saved[1] / "metadata.json"
     metadata = json.loads(path.read_text())
-    metadata["classes"]["dry_room"]["thresholds"]["t2"] *= 100  # silence an alarm
+    metadata["classes"]["dry_room"]["threshold"] *= 100  # silence an alarm
     path.write_text(json.dumps(metadata, indent=2, sort_keys=True))
     with pytest.raises(registry.ModelVerificationError, match="signature"):
-        registry.load(root, saved, KEY)
+        registry.load(root, saved[1], KEY)
 
 
 class Smuggled:
     """Not a model: a type an attacker would like the loader to instantiate."""
 
 
-def test_signed_artifact_with_foreign_types_is_refused(root: Path, saved: str) -> None:
+def test_signed_artifact_with_foreign_types_is_refused(root: Path, saved: tuple[Path, str]) -> None:
     """Even with the key, nothing but the forest's own types is ever instantiated."""
-    folder = root / saved
+    folder = root / saved[1]
     skops.io.dump({"forest": Smuggled()}, folder / "dry_room.skops")
     metadata = json.loads((folder / "metadata.json").read_text())
     metadata["classes"]["dry_room"]["files"]["skops"] = registry._sha256(folder / "dry_room.skops")
@@ -103,35 +124,131 @@ def test_signed_artifact_with_foreign_types_is_refused(root: Path, saved: str) -
     (folder / "metadata.json").write_bytes(body)
     (folder / "signature").write_text(registry._sign(KEY, body))
     with pytest.raises(registry.ModelVerificationError, match="unexpected types"):
-        registry.load(root, saved, KEY)
+        registry.load(root, saved[1], KEY)
 
 
 def test_rollout_hot_swaps_shadows_and_keeps_the_last_good_model(
-    root: Path, saved: str, models: dict[str, ClassModel], plant: PlantModel
+    root: Path, saved: tuple[Path, str], models: dict[str, ClassModel], plant: PlantModel
 ) -> None:
+    version = saved[1]
     model_set = ModelSet(root, KEY)
-    registry.point(root, "ACTIVE", saved)
+    registry.point(root, "ACTIVE", version)
     model_set.refresh()
-    assert model_set.active.version == saved
+    assert model_set.active.version == version
     engine = PlantScorer(plant)
-    frames = [f for f in simulated(plant, START + 3 * 86400, 0.2, seed=3) if f.equipment_id == "S1-DRY-01"]
+    frames = [f for f in simulated(plant, START + 3 * 86400, 0.1, seed=3) if f.equipment_id == "S1-DRY-01"]
     produced = [m for frame in frames for m in scores_for(engine, model_set, frame)]
     assert produced and {m.role for m in produced} == {"active"}
 
     candidate = registry.save(root, KEY, {"dry_room": models["dry_room"]}, {"source": "candidate"})
     registry.point(root, "CANDIDATE", candidate)
     model_set.refresh()
-    later = [f for f in simulated(plant, START + 3 * 86400 + 720, 0.05, seed=3) if f.equipment_id == "S1-DRY-01"]
+    later = [f for f in simulated(plant, START + 3 * 86400 + 360, 0.05, seed=3) if f.equipment_id == "S1-DRY-01"]
     produced = [m for frame in later for m in scores_for(engine, model_set, frame)]
-    assert {(m.role, m.model_version) for m in produced} == {("active", saved), ("shadow", candidate)}
+    assert {(m.role, m.model_version) for m in produced} == {("active", version), ("shadow", candidate)}
 
     flip_byte(root / candidate / "dry_room.npz")
     registry.point(root, "ACTIVE", candidate)
     model_set.refresh()
-    assert model_set.active.version == saved, "the last good model stays active"
+    assert model_set.active.version == version, "the last good model stays active"
     assert model_set.failures == 1
     model_set.refresh()
     assert model_set.failures == 1, "a refused version is reported once, not on every refresh"
+
+
+def test_isolation_scores_equal_sklearn_score_samples(models: dict[str, ClassModel]) -> None:
+    """The scorer's tree-by-tree forest scoring is sklearn's arithmetic, on normal rows and far-out ones."""
+    rng = np.random.default_rng(3)
+    for model in models.values():
+        width = len(model.mean)
+        rows = np.vstack([rng.normal(0, 1, (200, width)), rng.normal(0, 8, (50, width))])
+        expected = -model.forest.score_samples(rows)
+        assert np.allclose(isolation_scores(model.forest, rows), expected, rtol=0, atol=1e-12)
+
+
+# -- features count samples, not seconds ---------------------------------------------------------------------
+
+
+def test_features_stream_the_same_whatever_the_frame_boundaries() -> None:
+    layout = FeatureLayout(["a", "b", "sp"], {"a": "sp"}, lags=1)
+    rng = np.random.default_rng(1)
+    values, ts = rng.normal(0, 1, (250, 3)), 1_700_000_000 + 180.0 * np.arange(250)
+    whole = stream_block(StreamState(), layout, values, np.ones(3, bool), ts, 180.0)
+    state = StreamState()
+    parts = [
+        stream_block(state, layout, values[i : i + 37], np.ones(3, bool), ts[i : i + 37], 180.0)
+        for i in range(0, 250, 37)
+    ]
+    for name in ("features", "smoothed", "rates", "roughness", "unchanged", "warm", "smooth_warm"):
+        assert np.allclose(np.concatenate([getattr(p, name) for p in parts]), getattr(whole, name), equal_nan=True), (
+            name
+        )
+    # 3-minute sampling: every sample after the first two (one lag) is scored; only a gap of five periods resets.
+    assert whole.warm.sum() == 248 and whole.smooth_warm.sum() == 250 - SMOOTH_WARMUP
+    gapped = ts.copy()
+    gapped[100:] += 4 * 180.0
+    assert stream_block(StreamState(), layout, values, np.ones(3, bool), gapped, 180.0).warm.sum() == 248
+    gapped[100:] += 2 * 180.0
+    assert stream_block(StreamState(), layout, values, np.ones(3, bool), gapped, 180.0).warm.sum() == 246
+
+
+def test_a_stuck_sensor_counts_unchanged_samples() -> None:
+    values = np.column_stack([np.arange(10.0), [1.0, 2, 2, 2, 2, 3, 3, np.nan, 3, 4]])
+    block = stream_block(StreamState(), FeatureLayout(["x", "y"]), values, np.ones(2, bool), np.arange(10.0), 1.0)
+    assert block.unchanged[:, 1].tolist() == [0, 0, 1, 2, 3, 0, 1, 2, 3, 0]  # a missing value changes nothing
+    assert block.missing[7].tolist() == [False, True] and not block.unchanged[:, 0].any()
+
+
+# -- calibration -------------------------------------------------------------------------------------------
+
+
+def test_tail_threshold_is_empirical_where_the_data_show_the_rate_and_extrapolated_beyond() -> None:
+    values = np.random.default_rng(2).exponential(1.0, 20_000)
+    level, extrapolated = tail_threshold(values, 0.01)
+    assert not extrapolated and abs(level - math.log(100)) < 0.2
+    level, extrapolated = tail_threshold(values[:500], 0.001)
+    assert extrapolated and level > np.quantile(values[:500], 0.99)  # beyond what 500 values show, upward
+
+
+def test_too_little_data_is_refused_with_what_the_model_needs(plant: PlantModel) -> None:
+    first = next(f for f in simulated(plant, START, 0.1, seed=1) if f.equipment_id == "S1-DRY-01")
+    frames = [msgspec.structs.replace(first, samples=first.samples[:50])]
+    fitted, refused = training.fit(plant, training.collect(plant, frames))
+    assert not fitted
+    [reason] = refused
+    assert reason.startswith("dry_room: ") and "needs at least" in reason and "five per feature" in reason
+
+
+def test_run_contexts_get_their_own_model_where_there_is_data(models: dict[str, ClassModel]) -> None:
+    model = models["dry_room"]
+    context = dataclasses.replace(model, context="EXP-2")
+    chosen = {model.key: model, context.key: context}
+    assert context.key == "dry_room@EXP-2"
+    assert pick(chosen, "dry_room", "EXP-2") is context and pick(chosen, "dry_room", "EXP-9") is model
+    assert pick(chosen, "dry_room", None) is model and pick(chosen, "stacker", None) is None
+    assert Targets().false_alarm_rate == 0.005
+
+
+# -- evaluation ------------------------------------------------------------------------------------------------
+
+
+def test_every_sample_counts_and_f1_has_one_definition() -> None:
+    trace = evaluate.Trace(
+        ts=[float(t) for t in range(10)],
+        scored=[False, True, True, True, True, True, True, True, True, True],
+        anomalous=[False, False, True, False, False, False, True, True, False, False],
+    )
+    labels = {float(t): t in (5, 6, 7, 8, 9) for t in range(12)}  # two rows with no sample at all: unscored
+    report = evaluate.Report()
+    report.add_labelled(trace, labels)
+    counts = report.total
+    assert (counts.samples, counts.scored, counts.tp, counts.fp, counts.fn, counts.tn) == (12, 9, 2, 1, 3, 6)
+    assert counts.delays == [1] and counts.segments == 1
+    assert math.isclose(counts.f1, 2 / (2 + 4 / 2)) and math.isclose(counts.far_pct, 100 / 7)
+    assert counts.line() == "samples=12 scored_pct=75.00 far_pct=14.29 mar_pct=60.00 f1=0.500 median_delay_samples=1"
+
+
+# -- CSV runs ------------------------------------------------------------------------------------------------
 
 
 def test_generic_csv_is_trained_on_and_scored(plant: PlantModel, tmp_path: Path) -> None:
@@ -158,32 +275,39 @@ def test_generic_csv_is_trained_on_and_scored(plant: PlantModel, tmp_path: Path)
                 )
 
     columns = {"DEW_PT": "dew_point", "H2S_PPM": "h2s", "O2_PPM": "o2", "ROOM_T": "temperature"}
-    write_csv(tmp_path / "normal.csv", 3, 1, None)
+    write_csv(tmp_path / "normal.csv", 2, 1, None)
     write_csv(tmp_path / "faulty.csv", 1, 2, 1800)
     [normal] = historian.csv_runs(historian.CsvMapping([tmp_path / "normal.csv"], "S2-DRY-01", "Time", columns), plant)
-    model = training.fit(plant, training.collect(plant, normal.frames))["dry_room"]
+    fitted, _ = training.fit(plant, training.collect(plant, normal.frames))
     mapping = historian.CsvMapping([tmp_path / "faulty.csv"], "S2-DRY-01", "Time", columns, "label")
     [faulty] = historian.csv_runs(mapping, plant)
-    traces = evaluate.score_stream(plant, faulty.frames, {"dry_room": model})
-    trace = traces["S2-DRY-01"]
+    trace = evaluate.score_stream(plant, faulty.frames, fitted)["S2-DRY-01"]
     hits = [t for t, a in zip(trace.ts, trace.anomalous, strict=True) if a]
     assert hits and START + 1800 <= hits[0] <= START + 1800 + 120
     assert all(START + 1800 <= t < START + 1800 + 600 + 300 for t in hits)
     assert sum(1 for _, fault in faulty.labels if fault) == 600
     assert faulty.unmapped_sensors == sorted({"airflow", "h2o_ppmv", "particle_count", "rel_pressure"})
     with pytest.raises(UsageError, match="no sensor"):
-        historian.csv_runs(
-            historian.CsvMapping([tmp_path / "normal.csv"], "S2-DRY-01", "Time", {"DEW_PT": "speed"}), plant
-        )
+        wrong = historian.CsvMapping([tmp_path / "normal.csv"], "S2-DRY-01", "Time", {"DEW_PT": "speed"})
+        historian.csv_runs(wrong, plant)
 
 
-def test_isolation_scores_equal_sklearn_score_samples(models: dict[str, ClassModel]) -> None:
-    """The scorer's tree-by-tree forest scoring is sklearn's arithmetic, on normal rows and far-out ones."""
-    from linewatch.services.scorer.models import isolation_scores
-
-    rng = np.random.default_rng(3)
-    for model in models.values():
-        width = len(model.mean)
-        rows = np.vstack([rng.normal(0, 1, (200, width)), rng.normal(0, 8, (50, width))])
-        expected = -model.forest.score_samples(rows)
-        assert np.allclose(isolation_scores(model.forest, rows), expected, rtol=0, atol=1e-12)
+def test_csv_dialects_labels_and_mistakes(plant: PlantModel, tmp_path: Path) -> None:
+    path = tmp_path / "export.csv"
+    rows = ["Zeit;DEW_PT;H2S_PPM;Stoerung"] + [
+        f"01.11.2026 10:{m:02d}:00;-48,{m % 10};0,08;{'1.0' if m > 40 else '0.0'}" for m in range(50)
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+    columns = {"DEW_PT": "dew_point", "H2S_PPM": "h2s"}
+    with pytest.raises(UsageError, match="decimal-comma"):
+        historian.csv_runs(historian.CsvMapping([path], "S2-DRY-01", "Zeit", columns), plant)
+    mapping = historian.CsvMapping([path], "S2-DRY-01", "Zeit", columns, "Stoerung", decimal_comma=True)
+    [run] = historian.csv_runs(mapping, plant)
+    assert run.frames[0].samples[3].values == {"dew_point": -48.3, "h2s": 0.08}
+    assert run.frames[0].recipe == "export"  # the file is the run's context
+    assert sum(fault for _, fault in run.labels) == 9 and len(run.labels) == 50
+    with pytest.raises(UsageError, match="no mapped column 'DEW_PTT'; its columns are: 'Zeit', 'DEW_PT'"):
+        historian.csv_runs(historian.CsvMapping([path], "S2-DRY-01", "Zeit", {"DEW_PTT": "dew_point"}), plant)
+    assert [historian.is_fault(text) for text in ("0.0", "0", "", "normal", "1.0", "2", "valve closed")] == [
+        False, False, False, False, True, True, True,
+    ]  # fmt: skip

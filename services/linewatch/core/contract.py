@@ -83,7 +83,8 @@ class DeadLetter(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
 
 class SampleScore(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
-    """One scored sample. Scores are normalised: 1.0 is the calibrated threshold of that detector."""
+    """One scored sample. Scores are normalised: 1.0 is the unit's alarm level (calibrated to its false-alarm
+    rate); each detector's field is its share of the combined score on the same scale."""
 
     ts: UtcTime
     score: float
@@ -95,6 +96,7 @@ class SampleScore(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=Fa
     missing: list[str]
     flatline: list[str]
     top_sensors: list[str]
+    drift: float = 0.0  # added in 1.1: older producers leave it out
 
 
 class AnomalyScores(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -1,14 +1,18 @@
-"""The plant model (`deploy/plant/*.yaml`): equipment, sensors, units, ranges, spec limits and faults."""
+"""The plant model (`deploy/plant/*.yaml`, LINEWATCH_PLANT_FILE): sites, areas, lines, equipment and classes,
+sensors with unit, normal range, spec limits and critical-to-quality flag. The simulator's parameters (nominal,
+noise, dynamics, lots, faults) are optional: a real plant's file needs none of them."""
 
 from __future__ import annotations
 
+import math
 from functools import cached_property
 from pathlib import Path
 from typing import Annotated, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
 
+from linewatch.core.commandline import UsageError
 from linewatch.core.contract import NAME_PATTERN, EquipmentRef
 
 # The contract's name rule; it also makes sensor names safe line-protocol field keys as they are.
@@ -21,22 +25,31 @@ class _Strict(BaseModel):
 
 class Sensor(_Strict):
     unit: str
-    nominal: float
-    noise: float = Field(ge=0)
     normal: tuple[float, float]
     spec: tuple[float | None, float | None] = (None, None)
+    critical: bool = False
+    # A controlled process value and its setpoint sensor: the control deviation is a quality signal.
+    tracks: str | None = None
+    # Simulation only. The value it is simulated around (default: the middle of the normal range) and noise.
+    nominal: float = math.nan
+    noise: float = Field(default=0.0, ge=0)
     # How the process value moves: first-order lag towards its target, driven by other sensors.
     tau_s: float = Field(default=0.0, ge=0)
     follows: dict[str, float] = {}
     profile: Literal["ramp_soak", "press_cycle"] | None = None
     idle: float | None = None
-    critical: bool = False
-    # A controlled process value and its setpoint sensor: the control deviation is a quality signal.
-    tracks: str | None = None
+
+    @model_validator(mode="after")
+    def _nominal_in_range(self) -> Sensor:
+        if self.normal[0] > self.normal[1]:
+            raise ValueError(f"normal range {list(self.normal)} is upside down")
+        if math.isnan(self.nominal):
+            object.__setattr__(self, "nominal", (self.normal[0] + self.normal[1]) / 2)
+        return self
 
 
 class EquipmentClass(_Strict):
-    description: str
+    description: str = ""
     # After a start-up, readings of lagged process values are not steady for this long: not scored.
     settle_s: float = Field(default=0.0, ge=0)
     sensors: dict[SensorName, Sensor]
@@ -73,7 +86,7 @@ class Line(_Strict):
 
 class Area(_Strict):
     name: str
-    kind: Literal["electrolyte", "cell_assembly"]
+    kind: Literal["electrolyte", "cell_assembly"] | None = None  # the simulator's: what the area makes
     lines: list[Line]
 
 
@@ -104,12 +117,13 @@ class Equipment(_Strict):
 
 class PlantModel(_Strict):
     site: str
-    sample_period_s: float = Field(gt=0)
-    lot_duration_s: float = Field(gt=0)
-    cells_per_lot: int = Field(default=24, gt=0)  # cells a cell line builds in one lot window
+    sample_period_s: float = Field(default=1.0, gt=0)
     classes: dict[str, EquipmentClass]
     areas: list[Area]
-    faults: dict[str, Fault]
+    # Simulation only: lot windows, cells per lot and the fault catalogue.
+    lot_duration_s: float = Field(default=7200.0, gt=0)
+    cells_per_lot: int = Field(default=24, gt=0)  # cells a cell line builds in one lot window
+    faults: dict[str, Fault] = {}
 
     @model_validator(mode="after")
     def _references_resolve(self) -> PlantModel:
@@ -156,3 +170,20 @@ class PlantModel(_Strict):
 def load_plant(path: Path) -> PlantModel:
     with path.open(encoding="utf-8") as handle:
         return PlantModel.model_validate(yaml.safe_load(handle))
+
+
+def read_plant(path: Path) -> PlantModel:
+    """`load_plant` for commands: a missing or invalid file is one line saying which field is wrong."""
+    try:
+        return load_plant(path)
+    except FileNotFoundError:
+        raise UsageError(
+            f"no plant file {path}: set LINEWATCH_PLANT_FILE (`linewatch plant draft` writes one)"
+        ) from None
+    except yaml.YAMLError as exc:
+        raise UsageError(f"{path} is not YAML: {exc}".replace("\n", " ")) from None
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = ".".join(str(part) for part in first["loc"]) or "top level"
+        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise UsageError(f"{path}: {where}: {first['msg']}{more}") from None

@@ -59,9 +59,10 @@ def influx(settings: InfluxSettings, start: datetime, end: datetime, plant: Plan
 
 
 def frames_from_rows(
-    plant: PlantModel, equipment_id: str, columns: list[str], rows: list[list[object]]
+    plant: PlantModel, equipment_id: str, columns: list[str], rows: list[list[object]], recipe: str | None = None
 ) -> Iterator[TelemetryFrame]:
-    """Rows of [time ns, value per column..., state?, lot_id?] as frames of up to FRAME_SAMPLES samples."""
+    """Rows of [time ns, value per column..., state?, lot_id?] as frames of up to FRAME_SAMPLES samples; `recipe`
+    is their run context (a CSV run: its file)."""
     equipment = plant.equipment_by_id[equipment_id]
     sensors = plant.classes[equipment.equipment_class].sensors
     index = {name: columns.index(name) for name in sensors if name in columns}
@@ -79,6 +80,7 @@ def frames_from_rows(
                 units={n: sensors[n].unit for n in index},
                 samples=[c[2] for c in chunk],
                 lot_id=chunk[0][1],
+                recipe=recipe,
             )
             chunk.clear()
 
@@ -184,7 +186,8 @@ class CsvMapping:
 
 @dataclass
 class CsvRun:
-    """One file: its frames, the label of each row (time, fault?), and what did not map."""
+    """One file: its frames (their recipe, the run context, is the file's name), the label of each row (time,
+    fault?), and what did not map."""
 
     path: Path
     frames: list[TelemetryFrame]
@@ -250,7 +253,8 @@ def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
         hint = "" if mapping.decimal_comma else "; if it writes numbers with a decimal comma, add --decimal-comma"
         raise UsageError(f"{path}: no numbers in column(s) {', '.join(map(repr, empty))}{hint}")
     rows.sort(key=lambda r: int(r[0]))  # type: ignore[call-overload]
-    frames = list(frames_from_rows(plant, mapping.equipment_id, ["time", *columns.values(), "state"], rows))
+    names = ["time", *columns.values(), "state"]
+    frames = list(frames_from_rows(plant, mapping.equipment_id, names, rows, recipe=sensor_name(path.stem)))
     used = {time_at, *columns, *([label_at] if label_at is not None else [])}
     return CsvRun(
         path,

@@ -77,6 +77,7 @@ def score_lines(payload: bytes) -> list[bytes]:
                 "score": s.score,
                 "t2": s.t2,
                 "spe": s.spe,
+                "drift": s.drift,
                 "iforest": s.iforest,
                 "univariate": s.univariate,
                 "anomalous": s.anomalous,

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+from pathlib import Path
 
-from linewatch.core.commandline import Commands
+from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.services import SERVICES
+from linewatch.storage.historian import add_csv_arguments
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -33,12 +35,40 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples)
 
 
+def _bench_detection(args: argparse.Namespace) -> int:
+    from linewatch.tools.detectionbench import bench_detection
+
+    return bench_detection()
+
+
 def _grafana_build(args: argparse.Namespace) -> int:
     from linewatch.core.console import out
     from linewatch.tools.grafana import build
 
     for path in build():
         out(f"written {path}")
+    return 0
+
+
+def _plant_draft(args: argparse.Namespace) -> int:
+    from linewatch.core.console import out
+    from linewatch.tools import plantfile
+
+    if not args.equipment:
+        raise UsageError("give the equipment an id: --equipment ID (it becomes the unit's id in the plant file)")
+    tables = plantfile.read_tables(args.csv)
+    document, notes = plantfile.draft(
+        tables, args.equipment, args.timestamp_column, args.decimal_comma, args.label_column
+    )
+    plantfile.write(document, args.output)
+    for note in notes:
+        out(f"note: {note}")
+    [equipment_class] = document["classes"]
+    sensors = document["classes"][equipment_class]["sensors"]
+    out(
+        f"wrote {args.output}: equipment {args.equipment} of class {equipment_class}, {len(sensors)} sensors, "
+        f"one sample every {document['sample_period_s']:g} s; use it with LINEWATCH_PLANT_FILE={args.output}"
+    )
     return 0
 
 
@@ -61,5 +91,10 @@ def register(commands: Commands) -> None:
     bench = commands.add("bench pipeline", "validator and writer against the InfluxDB ceiling", _bench_pipeline)
     bench.add_argument("--samples", type=int, default=600_000)
     bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
+    commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
+    commands.group("plant", "plant files: draft one from a CSV export")
+    draft = commands.add("plant draft", "write a plant file for equipment known only from a CSV export", _plant_draft)
+    add_csv_arguments(draft, labels=True)
+    draft.add_argument("-o", "--output", type=Path, required=True, help="the plant file to write (YAML)")
     commands.group("grafana", "Grafana dashboards as code")
     commands.add("grafana build", "write deploy/grafana/dashboards from linewatch.tools.grafana", _grafana_build)

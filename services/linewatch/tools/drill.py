@@ -46,7 +46,7 @@ def train(env: dict[str, str], hours: float, seed: int = 1) -> str:
     plant = load_plant(Path(env.get("LINEWATCH_PLANT_FILE", DEFAULT_PLANT_FILE)))
     frames, source = simulated_training(plant, hours, seed)
     registry, key = Path(env["LINEWATCH_REGISTRY"]), env["LINEWATCH_MODEL_SIGNING_KEY"].encode()
-    version, _ = train_version(plant, frames, source, registry, key, ["ACTIVE"], seed=seed)
+    version, _, _ = train_version(plant, frames, source, registry, key, ["ACTIVE"], seed=seed)
     return version
 
 

@@ -219,7 +219,7 @@ DASHBOARDS = [
             Panel(
                 "Detector scores",
                 [
-                    f'SELECT max("t2") AS "T2", max("spe") AS "SPE", max("iforest") AS "iforest", max("univariate") AS "univariate" FROM "{ANOMALY}" WHERE {EQUIPMENT} AND "role" = \'active\' AND $timeFilter GROUP BY time($__interval)'
+                    f'SELECT max("t2") AS "T2", max("spe") AS "SPE", max("drift") AS "drift", max("iforest") AS "iforest", max("univariate") AS "univariate" FROM "{ANOMALY}" WHERE {EQUIPMENT} AND "role" = \'active\' AND $timeFilter GROUP BY time($__interval)'
                 ],
             ),
             Panel(

@@ -21,6 +21,7 @@ from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.services.scorer.engine import PlantScorer
+from linewatch.services.scorer.models import pick
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.services.scorer.settings import ScorerSettings
 
@@ -29,24 +30,30 @@ log = logging.getLogger(__name__)
 
 
 def scores_for(engine: PlantScorer, models: ModelSet, frame: TelemetryFrame) -> list[AnomalyScores]:
-    block = engine.prepare(frame)
-    if block is None:
+    prepared = engine.prepare(frame)
+    if prepared is None:
         return []
+    chosen = [
+        (role, loaded.version, pick(loaded.models, frame.equipment_class, frame.recipe))
+        for role, loaded in (("active", models.active), ("shadow", models.candidate))
+        if loaded.version is not None
+    ]
     out = []
-    for role, loaded in (("active", models.active), ("shadow", models.candidate)):
-        model = loaded.models.get(frame.equipment_class)
-        if model is None or loaded.version is None:
+    for role, version, model in chosen:
+        if model is None or version is None:
             continue
-        out.append(
-            AnomalyScores(
-                **equipment_fields(frame),
-                schema_version=SCORES_SCHEMA_VERSION,
-                model_version=loaded.version,
-                role=role,  # type: ignore[arg-type]
-                samples=engine.score(frame, block, model, role),
-                lot_id=frame.lot_id,
+        samples = engine.score(frame, prepared, model, role)
+        if samples:
+            out.append(
+                AnomalyScores(
+                    **equipment_fields(frame),
+                    schema_version=SCORES_SCHEMA_VERSION,
+                    model_version=version,
+                    role=role,  # type: ignore[arg-type]
+                    samples=samples,
+                    lot_id=frame.lot_id,
+                )
             )
-        )
     return out
 
 

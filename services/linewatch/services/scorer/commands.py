@@ -3,29 +3,30 @@
 from __future__ import annotations
 
 import argparse
-import logging
+import dataclasses
 import math
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
 from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import TelemetryFrame
-from linewatch.core.plant import PlantModel, load_plant
+from linewatch.core.plant import PlantModel
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
 from linewatch.services.scorer import evaluate, registry, training
+from linewatch.services.scorer.models import ClassModel, Targets
 from linewatch.services.scorer.settings import ScorerSettings
 from linewatch.simulation.faults import fault_catalogue_schedule
 from linewatch.simulation.plant_sim import simulated
 from linewatch.storage import historian
 from linewatch.storage.historian import add_csv_arguments
 
-log = logging.getLogger(__name__)
 SIMULATION_EPOCH_DAYS_AGO = 30  # simulated training and evaluation runs lie in the past
 
 
@@ -33,15 +34,42 @@ def _sim_start(hours_back: float = 0.0) -> float:
     return math.floor(time.time() / 7200) * 7200 - SIMULATION_EPOCH_DAYS_AGO * 86400 - hours_back * 3600
 
 
+def _plant(settings: ScorerSettings) -> PlantModel:
+    from linewatch.core.plant import read_plant
+
+    return read_plant(settings.plant_file)
+
+
+def csv_runs(args: argparse.Namespace, plant: PlantModel) -> list[historian.CsvRun]:
+    """The CSV runs the arguments name, with a note for each sensor or column that did not map."""
+    runs = historian.csv_runs(historian.csv_mapping(args), plant)
+    for run in runs:
+        if run.unmapped_sensors:
+            out(f"note: {run.path}: no column for sensor(s) {', '.join(run.unmapped_sensors)} of {args.equipment}")
+        if run.unused_columns:
+            out(f"note: {run.path}: column(s) not used: {', '.join(run.unused_columns)}")
+    return runs
+
+
+def normal_only(frames: Iterable[TelemetryFrame], faulty: set[float]) -> Iterator[TelemetryFrame]:
+    """The frames without their labelled-faulty samples (training learns normal operation only)."""
+    for frame in frames:
+        kept = [s for s in frame.samples if s.ts.timestamp() not in faulty]
+        if kept:
+            yield msgspec.structs.replace(frame, samples=kept)
+
+
 def training_frames(
     args: argparse.Namespace, settings: ScorerSettings, plant: PlantModel
-) -> tuple[Any, dict[str, Any]]:
+) -> tuple[Iterable[TelemetryFrame], dict[str, Any]]:
     if args.frames:
         return historian.frames_file(args.frames), {"source": "frames file", "path": str(args.frames)}
     if args.csv:
-        runs = historian.csv_runs(historian.csv_mapping(args), plant)
-        frames = [frame for run in runs for frame in run.frames]
-        return frames, {"source": "csv", "files": [str(p) for p in args.csv], "equipment": args.equipment}
+        runs = csv_runs(args, plant)
+        faulty = {ts for run in runs for ts, fault in run.labels if fault}
+        frames = list(normal_only((f for run in runs for f in run.frames), faulty))
+        source = {"source": "csv", "files": [str(p) for p in args.csv], "equipment": args.equipment}
+        return frames, source | {"labelled_faulty_rows_left_out": len(faulty)}
     if args.influx:
         if args.start is None or args.end is None:
             raise UsageError("training from InfluxDB needs --start and --end")
@@ -62,10 +90,32 @@ def simulated_training(plant: PlantModel, hours: float, seed: int) -> tuple[Iter
     return simulated(plant, first, hours, seed), source
 
 
+def describe(model: ClassModel) -> str:
+    c = model.calibration
+    text = (
+        f"{model.key}: {c['rows']} normal samples in {c['runs']} run(s) every {c['period_s']:g} s; "
+        f"{c['features']} features{' (with the previous sample)' if c['lags'] else ''}, {c['components']} "
+        f"components; false alarms on held-out normal data {c['held_out_false_alarm_pct']:.2f} % "
+        f"(target {c['target_false_alarm_pct']:.2f} %, at most {c['target_false_alerts_per_week']:g} false alerts a "
+        f"week: the {c['bound_by']} binds)"
+    )
+    if c["extrapolation_factor"] > 1:
+        text += (
+            f"; the data ({c['effective_rows']:.0f} independent samples after autocorrelation) show rates down to "
+            f"{100 / c['effective_rows']:.2f} %: the target lies {c['extrapolation_factor']:.1f}x beyond them "
+            "and rests on the fitted tail"
+        )
+    return text
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     settings = ScorerSettings()
-    plant = load_plant(settings.plant_file)
+    plant = _plant(settings)
     frames, window = training_frames(args, settings, plant)
+    targets = Targets(
+        (args.false_alarm_pct if args.false_alarm_pct is not None else settings.false_alarm_pct) / 100,
+        settings.false_alerts_per_week,
+    )
     started = time.perf_counter()
     roles: list[registry.Role] = []
     if args.active:
@@ -73,13 +123,25 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.candidate:
         roles.append("CANDIDATE")
     try:
-        version, models = training.train_version(
-            plant, frames, window, settings.registry, settings.signing_key(), roles, seed=args.seed
+        version, models, refused = training.train_version(
+            plant,
+            frames,
+            window | {"targets": dataclasses.asdict(targets), "contexts": args.contexts},
+            settings.registry,
+            settings.signing_key(),
+            roles,
+            targets=targets,
+            contexts=args.contexts,
+            seed=args.seed,
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
+    for model in models.values():
+        out(describe(model))
+    for reason in refused:
+        out(f"not trained: {reason}")
     out(
-        f"trained {len(models)} classes in {time.perf_counter() - started:.0f} s: version {version} "
+        f"trained {len(models)} model(s) in {time.perf_counter() - started:.0f} s: version {version} "
         f"in {settings.registry}" + (" (active)" if args.active else "") + (" (candidate)" if args.candidate else "")
     )
     return 0
@@ -106,18 +168,24 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     settings = ScorerSettings()
-    plant = load_plant(settings.plant_file)
+    plant = _plant(settings)
     version = args.model or registry.pointed(settings.registry, "ACTIVE")
     if version is None:
-        out("no model: train one (`linewatch train --active`) or name one with --model")
-        return 1
-    models = registry.load(settings.registry, version, settings.signing_key())
+        raise UsageError("no model: train one (`linewatch train --active`) or name one with --model")
+    try:
+        models = registry.load(settings.registry, version, settings.signing_key())
+    except registry.ModelVerificationError as exc:
+        raise UsageError(str(exc)) from None
     report = evaluate.Report()
     if args.csv:
-        for run in historian.csv_runs(historian.csv_mapping(args), plant):
-            labels = [evaluate.Label("labelled", args.equipment, a, b) for a, b in _label_windows(run.labels)]
-            hours = (run.labels[-1][0] - run.labels[0][0]) / 3600 if run.labels else 0.0
-            report.add_run(plant, evaluate.score_stream(plant, run.frames, models), labels, hours, lines=1)
+        if not args.label_column:
+            raise UsageError("evaluate --csv needs --label-column: which column says a row is faulty")
+        for run in csv_runs(args, plant):
+            trace = evaluate.score_stream(plant, run.frames, models).get(args.equipment, evaluate.Trace())
+            alone = evaluate.Report()
+            for each in (alone, report):
+                each.add_labelled(trace, dict(run.labels))
+            out(f"{run.path}: {alone.total.line()}")
     else:
         for index in range(args.seeds):
             seed = 1000 + index  # never the training seeds
@@ -128,63 +196,54 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
             report.add_run(plant, evaluate.score_stream(plant, frames, models), labels, args.hours)
             normal = simulated(plant, start + args.hours * 3600 + 7200, args.hours, seed + 500)
             report.add_run(plant, evaluate.score_stream(plant, normal, models), [], args.hours)
-    for line in report.table():
-        out(line)
-    summary = report.summary()
-    out(
-        f"model {version}; alerts {report.alerts_total}, false {report.false_alerts} in "
-        f"{report.normal_line_hours:.0f} line-hours"
-    )
-    out(" ".join(f"{k}={v:.3g}" if k != "detected_pct" else f"{k}={v:.1f}" for k, v in summary.items()))
+        for line in report.table():
+            out(line)
+        summary = report.summary()
+        out(
+            f"model {version}; alerts {report.alerts_total}, not explained by a fault {report.false_alerts} in "
+            f"{report.normal_line_hours:.0f} line-hours"
+        )
+        out(" ".join(f"{k}={v:.3g}" for k, v in summary.items()))
+    out(report.total.line())
     return 0
 
 
-def _label_windows(rows: list[tuple[float, bool]]) -> list[tuple[float, float]]:
-    windows: list[list[float]] = []
-    for ts, fault in rows:
-        if fault and windows and windows[-1][1] < 0:
-            continue
-        if fault:
-            windows.append([ts, -1.0])
-        elif windows and windows[-1][1] < 0:
-            windows[-1][1] = ts
-    return [(a, b if b >= 0 else rows[-1][0] + 1) for a, b in windows]
-
-
 def cmd_bench(args: argparse.Namespace) -> int:
-    settings = ScorerSettings()
-    plant = load_plant(settings.plant_file)
     """Scoring throughput of one class model on one core: batched versus one sample per call."""
+    from linewatch.services.scorer.features import StreamState, stream_block
+
+    settings = ScorerSettings()
+    plant = _plant(settings)
     name = args.equipment_class
     frames = (f for f in simulated(plant, _sim_start(3), 3, 1) if f.equipment_class == name)
-    models = training.fit(plant, training.collect(plant, frames))
+    models, _ = training.fit(plant, {name: training.collect(plant, frames)[name]})
     model = models[name]
-    rows = np.vstack(
-        [
-            np.vstack(b)
-            for b in training.collect(
-                plant, (f for f in simulated(plant, _sim_start(8), 2, 2) if f.equipment_class == name)
-            )[name].values()
-        ]
-    )
-    batch = rows[: args.batch]
+    [stream] = training.collect(
+        plant, (f for f in simulated(plant, _sim_start(8), 2, 2) if f.equipment_id == plant_unit(plant, name))
+    )[name][:1]
+    block = stream_block(StreamState(), model.layout, stream.values, stream.provided, stream.ts, model.period_s)
+    batch = block.take(np.arange(min(args.batch, len(block.features))))
 
-    def rate(call: Any, data: np.ndarray, per_call: int, seconds: float = 2.0) -> float:
+    def rate(call: Any, rows: int, per_call: int, seconds: float = 2.0) -> float:
         done, started = 0, time.perf_counter()
         while time.perf_counter() - started < seconds:
-            for i in range(0, len(data), per_call):
-                call(data[i : i + per_call])
-                done += len(data[i : i + per_call])
+            for i in range(0, rows, per_call):
+                call(batch.take(np.arange(i, min(i + per_call, rows))))
+                done += min(per_call, rows - i)
         return done / (time.perf_counter() - started)
 
-    single_rows = batch[:2000]
+    def pca(part: Any) -> Any:
+        z = (part.features - model.mean) / model.scale
+        return z @ model.components.T
+
+    rows = len(batch.features)
     figures = {
-        "pca": (rate(model.pca, batch, len(batch)), rate(model.pca, single_rows, 1)),
-        "full": (rate(model.detect, batch, len(batch)), rate(model.detect, single_rows[:500], 1)),
+        "pca": (rate(pca, rows, rows), rate(pca, min(rows, 2000), 1)),
+        "full": (rate(model.detect, rows, rows), rate(model.detect, min(rows, 500), 1)),
     }
     out(
-        f"class {name}: {len(model.layout.names)} features, {model.calibration['components']} PCA components, "
-        f"IsolationForest 100 trees; batches of {len(batch):,} rows, one core"
+        f"class {name}: {len(model.layout.names)} features, {len(model.eigenvalues)} PCA components, "
+        f"IsolationForest 100 trees; batches of {rows:,} rows, one core"
     )
     out(f"PCA T2+SPE:        batched {figures['pca'][0]:>12,.0f}/s   one at a time {figures['pca'][1]:>10,.0f}/s")
     out(f"all detectors:     batched {figures['full'][0]:>12,.0f}/s   one at a time {figures['full'][1]:>10,.0f}/s")
@@ -194,22 +253,37 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def plant_unit(plant: PlantModel, equipment_class: str) -> str:
+    return next(e.id for e in plant.equipment if e.equipment_class == equipment_class)
+
+
 def register(commands: Commands) -> None:
-    train = commands.add("train", "fit and sign an anomaly model version", cmd_train)
+    train = commands.add("train", "fit, calibrate and sign an anomaly model version", cmd_train)
     source = train.add_argument_group("source (default: the simulator's normal operation)")
-    source.add_argument("--hours", type=float, default=24.0)
+    source.add_argument("--hours", type=float, default=24.0, help="simulated hours")
     source.add_argument("--seed", type=int, default=1)
     source.add_argument("--frames", type=Path, help="telemetry frames, JSON lines (.gz ok)")
     source.add_argument("--influx", action="store_true", help="from InfluxDB (LINEWATCH_INFLUX__*), --start to --end")
     source.add_argument("--start", type=utc_time, help=TIME_FORMATS)
     source.add_argument("--end", type=utc_time, help=TIME_FORMATS)
-    add_csv_arguments(train)
+    add_csv_arguments(train, labels=True)
+    train.add_argument(
+        "--false-alarm-pct",
+        type=float,
+        help="share of normal samples allowed to alarm, after the debounce (default: LINEWATCH_FALSE_ALARM_PCT, 0.5)",
+    )
+    train.add_argument(
+        "--contexts",
+        choices=["auto", "pooled"],
+        default="auto",
+        help="auto: also a model per run context (recipe; CSV file) with enough data; pooled: one per class",
+    )
     train.add_argument("--active", action="store_true", help="make it the ACTIVE model")
     train.add_argument("--candidate", action="store_true", help="make it the CANDIDATE (shadow) model")
     evaluate_ = commands.add("evaluate", "detection quality on labelled streams", cmd_evaluate)
     evaluate_.add_argument("--model", help="version (default: ACTIVE)")
-    evaluate_.add_argument("--seeds", type=int, default=3)
-    evaluate_.add_argument("--hours", type=float, default=8.0)
+    evaluate_.add_argument("--seeds", type=int, default=3, help="simulated runs (without --csv)")
+    evaluate_.add_argument("--hours", type=float, default=8.0, help="hours per simulated run")
     evaluate_.add_argument("--per-type", type=int, default=2, help="injections of each fault type per run")
     add_csv_arguments(evaluate_, labels=True)
     commands.group("bench", "benchmarks that print figures")

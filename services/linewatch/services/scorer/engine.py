@@ -1,47 +1,52 @@
 """Streaming scoring of telemetry frames, unit by unit: shared by the faust agent, training and evaluation.
 
-Only running samples are scored, and only once the unit has run for its class's settle time and the
-feature window is full. A sample is anomalous once the score has been >= 1 for `debounce` samples in a row.
+Only running samples are scored, and only once the unit has run for its class's settle time after a start-up
+or a recipe change. A sample is anomalous once its score has been >= 1 for the model's debounce, counted in
+samples. Each unit's stream state (`features.StreamState`) and debounce count carry from frame to frame.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
 
+import msgspec
 import numpy as np
 
 from linewatch.core.contract import SampleScore, TelemetryFrame
 from linewatch.core.plant import PlantModel
-from linewatch.services.scorer.features import FeatureLayout, FeatureWindow
+from linewatch.services.scorer.features import FeatureBlock, FeatureLayout, StreamState, stream_block
 from linewatch.services.scorer.models import DATA_QUALITY_SCORE, ClassModel, Detection
 
-MAX_GAP_S = 10.0  # a longer silence restarts the feature window
 
+class UnitState(msgspec.Struct):
+    """What the scorer remembers of one unit between frames."""
 
-@dataclass
-class UnitState:
-    window: FeatureWindow = field(default_factory=FeatureWindow)
-    last_ts: float = -math.inf
     running_since: float | None = None
     recipe: str | None = None
-    consecutive: dict[str, int] = field(default_factory=dict)
+    streams: dict[str, StreamState] = {}  # feature layout -> its stream
+    runs: dict[str, int] = {}  # role -> samples in a row at or above the alarm level
 
 
 @dataclass
-class FrameBlock:
-    """The scoreable samples of a frame as arrays."""
+class Prepared:
+    """A running frame as arrays, and which of its samples may be scored (settled)."""
 
     stamps: list[datetime]
     ts: np.ndarray
-    features: np.ndarray
-    missing: np.ndarray
+    values: np.ndarray
+    provided: np.ndarray
+    scoreable: np.ndarray
+    blocks: dict[str, FeatureBlock] = field(default_factory=dict)
 
 
 @dataclass
 class Decision:
+    rows: np.ndarray  # which samples of the frame were scored
     detection: Detection
+    missing: np.ndarray
     score: np.ndarray
     anomalous: np.ndarray
 
@@ -50,73 +55,104 @@ class PlantScorer:
     def __init__(self, plant: PlantModel) -> None:
         self.plant = plant
         self.units: dict[str, UnitState] = {}
-        self.layouts = {name: FeatureLayout.for_class(spec) for name, spec in plant.classes.items()}
 
-    def prepare(self, frame: TelemetryFrame) -> FrameBlock | None:
-        """Update the unit's window with the frame; None when nothing in it can be scored."""
+    def prepare(self, frame: TelemetryFrame) -> Prepared | None:
+        """Track the unit's state; None when nothing in the frame runs (the unit's streams restart)."""
         spec = self.plant.classes.get(frame.equipment_class)
         if spec is None:
             return None
         unit = self.units.setdefault(frame.equipment_id, UnitState())
-        layout = self.layouts[frame.equipment_class]
         ts = np.array([s.ts.timestamp() for s in frame.samples])
-        if ts[0] - unit.last_ts > MAX_GAP_S:
-            unit.window.reset()
-        unit.last_ts = float(ts[-1])
         if frame.state != "running":
-            unit.running_since = None
-            unit.consecutive.clear()
-            unit.window.reset()
+            unit.running_since, unit.streams, unit.runs = None, {}, {}
             return None
         if unit.running_since is None or frame.recipe != unit.recipe:
-            # Start-ups and recipe changes move lagged values for a while: wait for the class's settle time.
-            unit.running_since, unit.recipe = float(ts[0]), frame.recipe
-        block = np.array([[s.values.get(name, math.nan) for name in layout.sensors] for s in frame.samples])
-        provided = np.array([name in frame.units for name in layout.sensors])
-        features, missing, complete = unit.window.build(block, layout, provided)
-        scoreable = complete & (ts >= unit.running_since + spec.settle_s)
-        if not scoreable.any():
-            return None
-        stamps = [sample.ts for sample, ok in zip(frame.samples, scoreable, strict=True) if ok]
-        return FrameBlock(stamps, ts[scoreable], features[scoreable], missing[scoreable])
+            # Start-ups and recipe changes move lagged values for a while: wait for the class's settle time,
+            # and begin the streams afresh after it.
+            unit.running_since, unit.recipe, unit.streams = float(ts[0]), frame.recipe, {}
+        sensors = list(spec.sensors)
+        values = np.array([[s.values.get(name, math.nan) for name in sensors] for s in frame.samples])
+        provided = np.array([name in frame.units for name in sensors])
+        scoreable = ts >= unit.running_since + spec.settle_s
+        return Prepared([s.ts for s in frame.samples], ts, values, provided, scoreable)
 
-    def decide(self, equipment_id: str, block: FrameBlock, model: ClassModel, role: str) -> Decision:
-        """Batched detection, then the debounce along the samples (carried across frames per role)."""
-        detection = model.detect(block.features)
-        score = np.where(block.missing.any(axis=1), np.maximum(detection.score, DATA_QUALITY_SCORE), detection.score)
+    def advance(self, equipment_id: str, prepared: Prepared, models: Iterable[ClassModel]) -> None:
+        """Feed the frame's settled samples to the unit's stream of each feature layout in use (once each,
+        whatever the roles). Samples of a start-up or recipe change before the settle time never enter a
+        stream: its rates and smoothing begin with the steady process."""
         unit = self.units[equipment_id]
-        run = unit.consecutive.get(role, 0)
+        settled = np.flatnonzero(prepared.scoreable)
+        for model in models:
+            key = model.layout.key
+            if key not in prepared.blocks and len(settled):
+                stream = unit.streams.setdefault(key, StreamState())
+                prepared.blocks[key] = stream_block(
+                    stream,
+                    model.layout,
+                    prepared.values[settled],
+                    prepared.provided,
+                    prepared.ts[settled],
+                    model.period_s,
+                )
+
+    def decide(self, equipment_id: str, prepared: Prepared, model: ClassModel, role: str) -> Decision | None:
+        """Batched detection on the scoreable samples, then the debounce along them (carried per role)."""
+        self.advance(equipment_id, prepared, [model])
+        block = prepared.blocks.get(model.layout.key)
+        unit = self.units[equipment_id]
+        usable = block.warm & (block.position >= model.settle) if block is not None else None
+        if block is None or usable is None or not usable.any():
+            return None
+        scored = block.take(np.flatnonzero(usable))
+        rows = np.flatnonzero(prepared.scoreable)[usable]
+        detection = model.detect(scored)
+        score = np.where(scored.missing.any(axis=1), np.maximum(detection.score, DATA_QUALITY_SCORE), detection.score)
+        run = unit.runs.get(role, 0)
         anomalous = np.zeros(len(score), dtype=bool)
         for i, above in enumerate((score >= 1.0).tolist()):
             run = run + 1 if above else 0
             anomalous[i] = run >= model.debounce
-        unit.consecutive[role] = run
-        return Decision(detection, score, anomalous)
+        unit.runs[role] = run
+        return Decision(rows, detection, scored.missing, score, anomalous)
 
-    def score(self, frame: TelemetryFrame, block: FrameBlock, model: ClassModel, role: str) -> list[SampleScore]:
-        decision = self.decide(frame.equipment_id, block, model, role)
+    def score(self, frame: TelemetryFrame, prepared: Prepared, model: ClassModel, role: str) -> list[SampleScore]:
+        decision = self.decide(frame.equipment_id, prepared, model, role)
+        if decision is None:
+            return []
         detection, sensors = decision.detection, model.sensors
-        contribution = detection.contribution + 100.0 * (block.missing | detection.flatline)
+        flagged = decision.missing | detection.flatline
+        contribution = detection.contribution + 100.0 * flagged
         top = np.argsort(-contribution, axis=1)[:, :3].tolist()
         columns = [
             np.round(a, 4).tolist()
-            for a in (decision.score, detection.t2, detection.spe, detection.iforest, detection.univariate)
+            for a in (
+                decision.score,
+                detection.t2,
+                detection.spe,
+                detection.drift,
+                detection.iforest,
+                detection.univariate,
+            )
         ]
-        flagged = block.missing | detection.flatline
         return [
             SampleScore(
-                ts=stamp,
+                ts=prepared.stamps[row],
                 score=score,
                 anomalous=bool(anomalous),
                 t2=t2,
                 spe=spe,
+                drift=drift,
                 iforest=iforest,
                 univariate=univariate,
-                missing=[sensors[j] for j in np.flatnonzero(block.missing[i])] if flagged[i].any() else [],
+                missing=[sensors[j] for j in np.flatnonzero(decision.missing[i])] if flagged[i].any() else [],
                 flatline=[sensors[j] for j in np.flatnonzero(detection.flatline[i])] if flagged[i].any() else [],
                 top_sensors=[sensors[j] for j in top[i]],
             )
-            for i, (stamp, anomalous, score, t2, spe, iforest, univariate) in enumerate(
-                zip(block.stamps, decision.anomalous.tolist(), *columns, strict=True)
+            for i, (row, anomalous, score, t2, spe, drift, iforest, univariate) in enumerate(
+                zip(decision.rows.tolist(), decision.anomalous.tolist(), *columns, strict=True)
             )
         ]
+
+
+def layout_for(plant: PlantModel, equipment_class: str, lags: int = 0) -> FeatureLayout:
+    return FeatureLayout.for_class(plant.classes[equipment_class], lags)

@@ -1,5 +1,11 @@
-"""Detection quality on labelled streams: per fault type detected or not, delay, point-wise precision,
-recall and F1, and false alerts during normal operation."""
+"""Detection quality on labelled streams. Every sample counts (one not scored is one not flagged, and the
+scored share is reported); one F1 definition throughout, F1 = TP / (TP + (FP + FN) / 2):
+
+* far_pct: flagged normal samples / normal samples x 100; mar_pct: unflagged faulty samples / faulty x 100;
+* per fault segment (a run of faulty samples): detected or not, and the delay in samples to the first flag;
+* for simulated runs, per fault type, and alerts (flagged samples merged across short gaps) that no fault
+  explains, per 8 h per line. Gaps and recovery are counted in samples, whatever the sampling period.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +18,10 @@ import numpy as np
 from linewatch.core.contract import TelemetryFrame
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer.engine import PlantScorer
-from linewatch.services.scorer.models import ClassModel
+from linewatch.services.scorer.models import ClassModel, pick
 
-RECOVERY_S = 300.0  # after a fault ends the process returns with its lag: neither hit nor false alarm
-MERGE_GAP_S = 60.0  # anomalous samples closer than this form one alert
+RECOVERY_SAMPLES = 300  # after a fault ends the process returns with its lag: an alert here is still the fault's
+MERGE_SAMPLES = 60  # flagged samples closer than this form one alert
 
 
 @dataclass(frozen=True)
@@ -28,9 +34,10 @@ class Label:
 
 @dataclass
 class Trace:
-    """Every scored sample of one unit: time and the debounced decision."""
+    """Every sample of one unit: time, whether it was scored, and the debounced decision."""
 
     ts: list[float] = field(default_factory=list)
+    scored: list[bool] = field(default_factory=list)
     anomalous: list[bool] = field(default_factory=list)
 
 
@@ -40,107 +47,150 @@ def score_stream(
     scorer = PlantScorer(plant)
     traces: dict[str, Trace] = defaultdict(Trace)
     for frame in frames:
-        model = models.get(frame.equipment_class)
-        block = scorer.prepare(frame) if model is not None else None
-        if block is None or model is None:
-            continue
-        decision = scorer.decide(frame.equipment_id, block, model, "active")
+        count = len(frame.samples)
+        scored, flagged = np.zeros(count, dtype=bool), np.zeros(count, dtype=bool)
+        prepared = scorer.prepare(frame)
+        model = pick(models, frame.equipment_class, frame.recipe) if prepared is not None else None
+        if prepared is not None and model is not None:
+            decision = scorer.decide(frame.equipment_id, prepared, model, "active")
+            if decision is not None:
+                scored[decision.rows], flagged[decision.rows] = True, decision.anomalous
         trace = traces[frame.equipment_id]
-        trace.ts.extend(block.ts.tolist())
-        trace.anomalous.extend(decision.anomalous.tolist())
+        trace.ts.extend(s.ts.timestamp() for s in frame.samples)
+        trace.scored.extend(scored.tolist())
+        trace.anomalous.extend(flagged.tolist())
     return traces
 
 
-def alerts(trace: Trace) -> list[tuple[float, float]]:
-    """Runs of anomalous samples, merged across short gaps: what an operator would see as alerts."""
-    episodes: list[list[float]] = []
-    for ts, anomalous in zip(trace.ts, trace.anomalous, strict=True):
-        if not anomalous:
-            continue
-        if episodes and ts - episodes[-1][1] <= MERGE_GAP_S:
-            episodes[-1][1] = ts
-        else:
-            episodes.append([ts, ts])
-    return [(a, b) for a, b in episodes]
+def alerts(flagged: np.ndarray) -> list[tuple[int, int]]:
+    """Runs of flagged samples merged across gaps of fewer than MERGE_SAMPLES: what an operator sees."""
+    hits = np.flatnonzero(flagged)
+    if not len(hits):
+        return []
+    breaks = np.flatnonzero(np.diff(hits) > MERGE_SAMPLES)
+    starts, ends = np.concatenate([[0], breaks + 1]), np.concatenate([breaks, [len(hits) - 1]])
+    return [(int(hits[a]), int(hits[b])) for a, b in zip(starts, ends, strict=True)]
+
+
+def segments(faulty: np.ndarray) -> list[tuple[int, int]]:
+    """[start, end) of each run of faulty samples."""
+    edges = np.flatnonzero(np.diff(np.concatenate([[0], faulty.astype(int), [0]])))
+    return list(zip(edges[::2].tolist(), edges[1::2].tolist(), strict=True))
+
+
+@dataclass
+class Counts:
+    samples: int = 0
+    scored: int = 0
+    tp: int = 0
+    fp: int = 0
+    fn: int = 0
+    tn: int = 0
+    segments: int = 0
+    delays: list[int] = field(default_factory=list)  # samples from each detected segment's start to its first flag
+
+    def add(self, faulty: np.ndarray, flagged: np.ndarray, scored: np.ndarray) -> None:
+        self.samples += len(faulty)
+        self.scored += int(scored.sum())
+        self.tp += int((faulty & flagged).sum())
+        self.fp += int((~faulty & flagged).sum())
+        self.fn += int((faulty & ~flagged).sum())
+        self.tn += int((~faulty & ~flagged).sum())
+        for start, end in segments(faulty):
+            self.segments += 1
+            first = np.flatnonzero(flagged[start:end])
+            if len(first):
+                self.delays.append(int(first[0]))
+
+    @property
+    def f1(self) -> float:
+        errors = self.fp + self.fn
+        return self.tp / (self.tp + errors / 2) if self.tp + errors else 0.0
+
+    @property
+    def far_pct(self) -> float:
+        return 100 * self.fp / (self.fp + self.tn) if self.fp + self.tn else 0.0
+
+    @property
+    def mar_pct(self) -> float:
+        return 100 * self.fn / (self.fn + self.tp) if self.fn + self.tp else 0.0
+
+    def line(self) -> str:
+        delay = f"{np.median(self.delays):.0f}" if self.delays else "nan"
+        scored = 100 * self.scored / self.samples if self.samples else 0.0
+        return (
+            f"samples={self.samples} scored_pct={scored:.2f} far_pct={self.far_pct:.2f} mar_pct={self.mar_pct:.2f} "
+            f"f1={self.f1:.3f} median_delay_samples={delay}"
+        )
 
 
 @dataclass
 class FaultResult:
-    detected: int = 0
-    total: int = 0
-    delays: list[float] = field(default_factory=list)
-    tp: int = 0
-    fn: int = 0
-    fp: int = 0
+    counts: Counts = field(default_factory=Counts)
+    delays_s: list[float] = field(default_factory=list)
 
 
 @dataclass
 class Report:
+    total: Counts = field(default_factory=Counts)
     faults: dict[str, FaultResult] = field(default_factory=lambda: defaultdict(FaultResult))
+    alerts_total: int = 0
     false_alerts: int = 0
     normal_line_hours: float = 0.0
-    tp: int = 0
-    fp: int = 0
-    fn: int = 0
-    alerts_total: int = 0
 
-    def add_run(
-        self, plant: PlantModel, traces: dict[str, Trace], labels: list[Label], hours: float, lines: int | None = None
-    ) -> None:
+    def add_labelled(self, trace: Trace, faulty_at: dict[float, bool]) -> None:
+        """A run with a label per sample time (a CSV's label column); rows with no scored sample count too."""
+        times = sorted(faulty_at)
+        flagged_at = dict(zip(trace.ts, trace.anomalous, strict=True))
+        scored_at = dict(zip(trace.ts, trace.scored, strict=True))
+        faulty = np.array([faulty_at[t] for t in times], dtype=bool)
+        flagged = np.array([flagged_at.get(t, False) for t in times], dtype=bool)
+        scored = np.array([scored_at.get(t, False) for t in times], dtype=bool)
+        self.total.add(faulty, flagged, scored)
+
+    def add_run(self, plant: PlantModel, traces: dict[str, Trace], labels: list[Label], hours: float) -> None:
+        """A simulated run with fault labels (intervals per unit)."""
         by_unit: dict[str, list[Label]] = defaultdict(list)
         for label in labels:
             by_unit[label.equipment_id].append(label)
         for unit, trace in traces.items():
             ts = np.array(trace.ts)
-            hit = np.array(trace.anomalous, dtype=bool)
-            positive = np.zeros(len(ts), dtype=bool)
-            ignored = np.zeros(len(ts), dtype=bool)
+            flagged, scored = np.array(trace.anomalous, dtype=bool), np.array(trace.scored, dtype=bool)
+            faulty = np.zeros(len(ts), dtype=bool)
+            recovering = np.zeros(len(ts), dtype=bool)
             for label in by_unit[unit]:
                 window = (ts >= label.start_s) & (ts < label.end_s)
-                positive |= window
-                ignored |= (ts >= label.end_s) & (ts < label.end_s + RECOVERY_S)
+                faulty |= window
+                after = np.flatnonzero(ts >= label.end_s)[:RECOVERY_SAMPLES]
+                recovering[after] = True
                 result = self.faults[label.fault]
-                result.total += 1
-                found = np.flatnonzero(window & hit)
-                if len(found):
-                    result.detected += 1
-                    result.delays.append(float(ts[found[0]] - label.start_s))
-                result.tp += int((window & hit).sum())
-                result.fn += int((window & ~hit).sum())
-                near = (ts >= label.start_s - 1800) & (ts < label.end_s + 1800) & ~positive & ~ignored
-                result.fp += int((near & hit).sum())
-            counted = ~ignored
-            self.tp += int((positive & hit & counted).sum())
-            self.fp += int((~positive & hit & counted).sum())
-            self.fn += int((positive & ~hit).sum())
-            for start, end in alerts(trace):
+                result.counts.add(window[window], flagged[window], scored[window])
+                first = np.flatnonzero(window & flagged)
+                if len(first):
+                    result.delays_s.append(float(ts[first[0]] - label.start_s))
+            self.total.add(faulty, flagged, scored)
+            for start, end in alerts(flagged):
                 self.alerts_total += 1
-                explained = any(label.start_s <= end and start < label.end_s + RECOVERY_S for label in by_unit[unit])
-                self.false_alerts += 0 if explained else 1
-        self.normal_line_hours += hours * (len(plant.lines) if lines is None else lines)
+                self.false_alerts += not (faulty[start : end + 1].any() or recovering[start : end + 1].any())
+        self.normal_line_hours += hours * len(plant.lines)
 
     def table(self) -> list[str]:
-        lines = [f"{'fault':<26}{'detected':>10}{'median delay s':>16}{'precision':>11}{'recall':>8}{'F1':>7}"]
-        for name, r in sorted(self.faults.items()):
-            precision, recall, f1 = _prf(r.tp, r.fp, r.fn)
-            delay = f"{np.median(r.delays):.0f}" if r.delays else "-"
-            lines.append(f"{name:<26}{r.detected:>5}/{r.total:<4}{delay:>16}{precision:>11.2f}{recall:>8.2f}{f1:>7.2f}")
+        lines = [f"{'fault':<26}{'detected':>10}{'median delay s':>16}{'recall':>8}"]
+        for name, result in sorted(self.faults.items()):
+            counts = result.counts
+            delay = f"{np.median(result.delays_s):.0f}" if result.delays_s else "-"
+            recall = 100 - counts.mar_pct
+            detected = f"{len(counts.delays)}/{counts.segments}"
+            lines.append(f"{name:<26}{detected:>10}{delay:>16}{recall:>7.0f}%")
         return lines
 
     def summary(self) -> dict[str, float]:
-        detected = sum(r.detected for r in self.faults.values())
-        total = sum(r.total for r in self.faults.values())
-        delays = [d for r in self.faults.values() for d in r.delays]
+        segments = sum(r.counts.segments for r in self.faults.values())
+        detected = sum(len(r.counts.delays) for r in self.faults.values())
+        delays = [d for r in self.faults.values() for d in r.delays_s]
+        per_8h = self.false_alerts / (self.normal_line_hours / 8) if self.normal_line_hours else 0.0
         return {
-            "detected_pct": 100.0 * detected / total if total else 0.0,
+            "detected_pct": 100.0 * detected / segments if segments else 0.0,
             "median_delay_s": float(np.median(delays)) if delays else float("nan"),
-            "false_alerts_per_8h": self.false_alerts / (self.normal_line_hours / 8) if self.normal_line_hours else 0.0,
-            "f1": _prf(self.tp, self.fp, self.fn)[2],
+            "false_alerts_per_8h_per_line": per_8h,
         }
-
-
-def _prf(tp: int, fp: int, fn: int) -> tuple[float, float, float]:
-    precision = tp / (tp + fp) if tp + fp else 0.0
-    recall = tp / (tp + fn) if tp + fn else 0.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return precision, recall, f1

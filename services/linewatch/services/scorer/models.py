@@ -1,103 +1,194 @@
-"""Detectors for one equipment class, fitted on normal operation and calibrated on held-out normal data.
+"""Detectors for one equipment class (or one run context of it), fitted on normal operation and calibrated so
+that the unit's false alarms after the debounce stay at a stated rate.
 
-* PCA on standardised features: Hotelling T2 in the retained components and SPE (Q) in the residual;
-* IsolationForest on the same standardised features;
-* robust univariate z-scores (median / MAD), each feature with its own threshold;
-* data quality: sensors missing from a sample, sensors flat-lined (rolling std below any seen in training).
+Detectors, each on standardised features (`features.py`):
+* t2 and spe: PCA Hotelling T2 in the retained components and the squared prediction error in the residual;
+  components kept when they hold more variance than one variable and than the Marchenko-Pastur edge of noise;
+* drift: the SPE of the exponentially smoothed features, and each feature's smoothed residual (a slow ramp, a
+  sensor drifting away from its neighbours). Smoothed levels themselves are not watched: slow normal wander
+  lives there, and a start-up's tail;
+* iforest: IsolationForest (scikit-learn) on the same features, for what is not linear;
+* univariate: each signal's change since the previous sample against its own normal changes (rates, not
+  levels: levels that wander slowly are normal; they are for the configured spec limits);
+* data quality: a sensor missing from a sample, or stuck for longer than any run of equal values in training.
 
-Each threshold is the largest value the statistic reached on the held-out data (its `calibration_window`-
-sample running minimum, 1 = the raw value), times `margin`: no held-out sample scored above 1. Operation
-adds the debounce (score >= 1 for `debounce` samples in a row), which keeps false alarms below that rate.
-Scores are statistic / threshold, so 1.0 means "at the threshold".
+Calibration (blocked cross-validation): the rows are cut into contiguous folds; each fold is scored by a
+model fitted on the others, so every normal row gets an honest out-of-sample score with its autocorrelation
+intact. Each detector is scaled by its 95th percentile there and the detectors combine into one statistic,
+their maximum. A sample is anomalous when that statistic has stayed at or above the threshold for `debounce`
+samples, so the threshold is set on the debounced statistic (its running minimum) at the target false-alarm
+rate: empirically where the data show that rate, and by an exponential tail fitted to the top 10 % where they
+do not (said in the calibration report). The threshold also holds false alerts (runs of alarming samples) to a
+number a week: a Gumbel fit to the statistic's hourly maxima. Extrapolated thresholds are taken at the upper 95 %
+confidence bound of their estimate, so that little data errs towards fewer false alarms. Scores are
+statistic / threshold: 1.0 is the alarm level.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+from sklearn.decomposition import PCA
 from sklearn.ensemble import IsolationForest
 
-from linewatch.services.scorer.features import FeatureLayout
+from linewatch.services.scorer.features import EWMA_LAMBDA, FeatureBlock, FeatureLayout
 
-MULTIVARIATE = ("t2", "spe", "iforest")
-EXPLAINED_VARIANCE = 0.95
+DETECTORS = ("t2", "spe", "drift", "iforest", "univariate")
+RAW = ("t2", "spe", "spe_smooth", "bias", "iforest", "rate", "rough")
 DATA_QUALITY_SCORE = 2.0
+FOLDS = 5
+MIN_FOLD_ROWS = 40
+SETTLE_BIN = 10
+TAIL_SHARE = 0.10  # the exponential tail is fitted to the top 10 % of the debounced statistic
+UPPER_BOUND = 1.645  # extrapolated thresholds are taken at the 95 % upper confidence bound of their estimate
+ARRAYS = (
+    "mean",
+    "scale",
+    "components",
+    "eigenvalues",
+    "residual_scale",
+    "smooth_residual_scale",
+    "rate_scale",
+    "stuck_limit",
+)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What the calibration holds a unit's false alarms to (whichever is stricter): the share of its normal
+    samples that alarm after the debounce, and the alerts a week (a run of alarming samples is one alert):
+    at 1 s sampling the second binds, at minutes the first."""
+
+    false_alarm_rate: float = 0.005
+    false_alerts_per_week: float = 0.5
+
+
+def min_rows(layout: FeatureLayout) -> int:
+    """Normal rows a model of this size needs: five per feature, and two calibration folds of MIN_FOLD_ROWS."""
+    return max(5 * len(layout.names), 2 * MIN_FOLD_ROWS)
 
 
 @dataclass
 class Detection:
-    """Normalised scores for a batch of rows."""
+    """Per sample: each detector and the combined score relative to the alarm level (1.0), data quality."""
 
     t2: np.ndarray
     spe: np.ndarray
+    drift: np.ndarray
     iforest: np.ndarray
     univariate: np.ndarray
+    score: np.ndarray
     flatline: np.ndarray  # rows x sensors, bool
     contribution: np.ndarray  # rows x sensors
-
-    @property
-    def score(self) -> np.ndarray:
-        quality = np.where(self.flatline.any(axis=1), DATA_QUALITY_SCORE, 0.0)
-        return np.asarray(np.maximum.reduce([self.t2, self.spe, self.iforest, self.univariate, quality]))
 
 
 @dataclass
 class ClassModel:
     equipment_class: str
+    context: str | None
     layout: FeatureLayout
+    period_s: float
     mean: np.ndarray
     scale: np.ndarray
     components: np.ndarray
     eigenvalues: np.ndarray
-    median: np.ndarray
-    mad: np.ndarray
-    feature_thresholds: np.ndarray
-    flatline_floor: np.ndarray
-    thresholds: dict[str, float]
+    residual_scale: np.ndarray
+    smooth_residual_scale: np.ndarray
+    rate_scale: np.ndarray
+    stuck_limit: np.ndarray
     forest: IsolationForest
-    debounce: int
+    normalizers: dict[str, float] = field(default_factory=lambda: dict.fromkeys(RAW, 1.0))
+    threshold: float = 1.0
+    debounce: int = 3
+    settle: int = 0  # samples after a stream begins (start-up, recipe change, gap) before they are scored
     calibration: dict[str, Any] = field(default_factory=dict)
 
     @property
     def sensors(self) -> list[str]:
         return self.layout.sensors
 
-    def pca(self, features: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Standardised features, Hotelling T2 and SPE."""
-        z = (features - self.mean) / self.scale
-        projected = z @ self.components.T
-        residual = z - projected @ self.components
-        return z, np.sum(projected**2 / self.eigenvalues, axis=1), np.sum(residual**2, axis=1)
+    @property
+    def key(self) -> str:
+        return self.equipment_class if self.context is None else f"{self.equipment_class}@{self.context}"
 
-    def raw(self, features: np.ndarray) -> dict[str, np.ndarray]:
-        z, t2, spe = self.pca(features)
+    def parts(self, block: FeatureBlock) -> dict[str, np.ndarray]:
+        """The raw detector statistics and the residuals behind them."""
+        z = (block.features - self.mean) / self.scale
+        scores = z @ self.components.T
+        residual = z - scores @ self.components
+        smooth = (block.smoothed - self.mean) / self.scale
+        smooth_residual = (smooth - (smooth @ self.components.T) @ self.components) / self.smooth_residual_scale
+        smooth_residual[~block.smooth_warm] = 0.0  # not yet smoothed: no evidence of drift either way
+        rates = np.abs(np.nan_to_num(block.rates)) / self.rate_scale
+        roughness = np.sqrt(block.roughness) / self.rate_scale
+        roughness[~block.smooth_warm] = 0.0
         return {
-            "t2": t2,
-            "spe": spe,
+            "t2": np.sum(scores**2 / self.eigenvalues, axis=1),
+            "spe": np.sum(residual**2, axis=1),
+            "spe_smooth": np.sum(smooth_residual**2, axis=1),
+            "bias": np.abs(smooth_residual).max(axis=1),
             "iforest": isolation_scores(self.forest, z),
-            "robust": np.abs(features - self.median) / self.mad,
+            "rate": rates.max(axis=1),
+            "rough": roughness.max(axis=1),
+            "residual": residual / self.residual_scale,
+            "smooth_residual": smooth_residual,
+            "rates": rates,
+            "roughness": roughness,
         }
 
-    def detect(self, features: np.ndarray) -> Detection:
-        stats = self.raw(features)
-        univariate = stats["robust"] / self.feature_thresholds
-        per_sensor = np.column_stack([univariate[:, columns].max(axis=1) for columns in self.layout.of_sensor])
-        return Detection(
-            t2=stats["t2"] / self.thresholds["t2"],
-            spe=stats["spe"] / self.thresholds["spe"],
-            iforest=stats["iforest"] / self.thresholds["iforest"],
-            univariate=univariate.max(axis=1),
-            flatline=features[:, self.layout.std_columns] < self.flatline_floor,
-            contribution=per_sensor,
+    def combined(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Each detector scaled by its normal 95th percentile; `score` is their maximum (before the threshold)."""
+        scaled = {name: parts[name] / self.normalizers[name] for name in RAW}
+        detectors = {
+            "t2": scaled["t2"],
+            "spe": scaled["spe"],
+            "drift": np.maximum(scaled["spe_smooth"], scaled["bias"]),
+            "iforest": scaled["iforest"],
+            "univariate": np.maximum(scaled["rate"], scaled["rough"]),
+        }
+        return detectors | {"score": np.maximum.reduce(list(detectors.values()))}
+
+    def detect(self, block: FeatureBlock) -> Detection:
+        parts = self.parts(block)
+        detectors = {name: value / self.threshold for name, value in self.combined(parts).items()}
+        flatline = block.unchanged >= self.stuck_limit
+        quality = np.where(flatline.any(axis=1), DATA_QUALITY_SCORE, 0.0)
+        signals = len(self.layout.signals)
+        per_feature = np.maximum.reduce(
+            [
+                parts["residual"][:, :signals] ** 2,
+                parts["smooth_residual"][:, :signals] ** 2,
+                parts["rates"] ** 2,
+                parts["roughness"] ** 2,
+            ]
         )
+        owner = self.layout.owner[:signals]
+        contribution = np.zeros((len(per_feature), len(self.sensors)))
+        np.maximum.at(contribution.T, owner, per_feature.T)
+        return Detection(
+            t2=detectors["t2"],
+            spe=detectors["spe"],
+            drift=detectors["drift"],
+            iforest=detectors["iforest"],
+            univariate=detectors["univariate"],
+            score=np.maximum(detectors["score"], quality),
+            flatline=flatline,
+            contribution=contribution,
+        )
+
+
+def pick(models: dict[str, ClassModel], equipment_class: str, context: str | None) -> ClassModel | None:
+    """The model of the frame's run context (its recipe) where there is one, else the class's pooled model."""
+    return (models.get(f"{equipment_class}@{context}") if context else None) or models.get(equipment_class)
 
 
 def isolation_scores(forest: IsolationForest, features: np.ndarray) -> np.ndarray:
     """-IsolationForest.score_samples(features), computed tree by tree without sklearn's per-tree joblib dispatch,
     which costs ~130 us a tree whatever the batch size (14 ms a frame for 100 trees, most of the scorer's time).
-    Same arithmetic as sklearn 1.9's `_compute_score_samples`; tests/test_scorer.py checks the two agree."""
+    Same arithmetic as sklearn 1.9's `_compute_score_samples`; tests check the two agree."""
     from sklearn.ensemble._iforest import _average_path_length
 
     data = np.asarray(features, dtype=np.float32)
@@ -119,76 +210,225 @@ def isolation_scores(forest: IsolationForest, features: np.ndarray) -> np.ndarra
     return np.asarray(2.0 ** (-depths / denominator))
 
 
-def running_min(values: np.ndarray, window: int) -> np.ndarray:
-    """Running minimum along axis 0: the value a statistic held for `window` rows in a row."""
-    if window <= 1 or len(values) < window:
-        return values
-    return np.asarray(np.lib.stride_tricks.sliding_window_view(values, window, axis=0).min(axis=-1))
+# -- fitting ------------------------------------------------------------------------------------------------
 
 
-def fit_class_model(
+def lag1_autocorrelation(values: np.ndarray) -> np.ndarray:
+    """Per column; 0 for a constant column."""
+    centred = values - values.mean(axis=0)
+    denominator = np.sum(centred**2, axis=0)
+    numerator = np.sum(centred[1:] * centred[:-1], axis=0)
+    return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), 0.0)
+
+
+def smoothing_gain(autocorrelation: np.ndarray) -> np.ndarray:
+    """Variance of the exponentially weighted mean over the variance of its input, for an AR(1) input."""
+    rho, keep = np.clip(autocorrelation, -0.99, 0.999), 1 - EWMA_LAMBDA
+    return np.asarray(EWMA_LAMBDA / (2 - EWMA_LAMBDA) * (1 + keep * rho) / (1 - keep * rho))
+
+
+def effective_rows(rows: int, autocorrelation: float) -> float:
+    """Rows worth of independent samples for an AR(1)-like series with this lag-1 autocorrelation."""
+    rho = min(max(autocorrelation, 0.0), 0.999)
+    return max(rows * (1 - rho) / (1 + rho), 1.0)
+
+
+def fit_model(
     equipment_class: str,
+    context: str | None,
     layout: FeatureLayout,
-    train: np.ndarray,
-    calibration_segments: list[np.ndarray],
-    *,
-    debounce: int = 5,
-    calibration_window: int = 1,
-    margin: float = 1.1,
+    period_s: float,
+    block: FeatureBlock,
+    debounce: int,
     seed: int = 0,
 ) -> ClassModel:
-    """`train`: rows of normal features; `calibration_segments`: held-out normal rows, one contiguous
-    array per unit (the debounce runs along time)."""
-    mean = train.mean(axis=0)
-    scale = train.std(axis=0)
-    scale = np.where(scale > 1e-9, scale, 1.0)
-    z = (train - mean) / scale
-    _, singular, vt = np.linalg.svd(z, full_matrices=False)
-    variance = singular**2 / max(len(z) - 1, 1)
-    keep = int(np.searchsorted(np.cumsum(variance) / variance.sum(), EXPLAINED_VARIANCE) + 1)
-    keep = min(max(keep, 1), z.shape[1] - 1)
-    median = np.median(train, axis=0)
-    mad = np.maximum(1.4826 * np.median(np.abs(train - median), axis=0), 0.05 * scale + 1e-12)
-    lowest_std = np.percentile(train[:, layout.std_columns], 0.1, axis=0)
-    flatline_floor = np.where(lowest_std > 0, 0.2 * lowest_std, 0.0)
-    forest = IsolationForest(n_estimators=100, max_samples=256, random_state=seed).fit(z)
-    model = ClassModel(
+    """Fit every detector's parameters on normal rows (no thresholds yet)."""
+    features = block.features
+    mean = features.mean(axis=0)
+    spread = features.std(axis=0)
+    scale = np.where(spread > 1e-9 * np.maximum(1.0, np.abs(mean)), spread, 1.0)
+    z = (features - mean) / scale
+    pca = PCA(svd_solver="full").fit(z)
+    variances = pca.explained_variance_
+    # Components with more variance than one variable (Kaiser-Guttman) and than pure noise could show with this
+    # many rows (the Marchenko-Pastur edge): shared variation, not one sensor's own noise or sampling luck.
+    edge = max(1.0, (1 + math.sqrt(z.shape[1] / len(z))) ** 2)
+    keep = int(np.clip(np.sum(variances > edge), 1, max(1, z.shape[1] - 1)))
+    components = pca.components_[:keep]
+    eigenvalues = np.maximum(variances[:keep], 1e-9)
+    scores = z @ components.T
+    residual = z - scores @ components
+    rates = np.nan_to_num(block.rates)
+    mad = 1.4826 * np.median(np.abs(rates - np.median(rates, axis=0)), axis=0)
+    rate_scale = np.maximum.reduce([mad, 0.5 * rates.std(axis=0), 1e-9 * scale[: rates.shape[1]]])
+    sensors = len(layout.sensors)
+    stuck = block.unchanged.max(axis=0) if len(block.unchanged) else np.zeros(sensors)
+    forest = IsolationForest(n_estimators=100, max_samples=min(256, len(z)), random_state=seed).fit(z)
+    return ClassModel(
         equipment_class=equipment_class,
+        context=context,
         layout=layout,
+        period_s=period_s,
         mean=mean,
         scale=scale,
-        components=vt[:keep],
-        eigenvalues=variance[:keep],
-        median=median,
-        mad=mad,
-        feature_thresholds=np.ones(z.shape[1]),
-        flatline_floor=flatline_floor,
-        thresholds=dict.fromkeys(MULTIVARIATE, 1.0),
+        components=components,
+        eigenvalues=eigenvalues,
+        residual_scale=np.maximum(residual.std(axis=0), 1e-6),
+        # The smoothed residuals' spread from the raw one and its autocorrelation (steadier than measuring it on
+        # the smoothed rows, of which there are few independent ones).
+        smooth_residual_scale=np.maximum(
+            residual.std(axis=0) * np.sqrt(smoothing_gain(lag1_autocorrelation(residual))), 1e-6
+        ),
+        rate_scale=np.where(rate_scale > 0, rate_scale, 1.0),
+        stuck_limit=(2 * stuck + 3).astype(float),
         forest=forest,
         debounce=debounce,
     )
-    peaks = dict.fromkeys(MULTIVARIATE, 0.0)
-    feature_peaks = np.zeros(z.shape[1])
-    rows = 0
-    for segment in calibration_segments:
-        if len(segment) < calibration_window:
-            continue
-        stats = model.raw(segment)
-        rows += len(segment)
-        for name in MULTIVARIATE:
-            peaks[name] = max(peaks[name], float(running_min(stats[name], calibration_window).max()))
-        feature_peaks = np.maximum(feature_peaks, running_min(stats["robust"], calibration_window).max(axis=0))
-    model.thresholds = {name: max(peak, 1e-9) * margin for name, peak in peaks.items()}
-    model.feature_thresholds = np.maximum(feature_peaks, 1.0) * margin
-    model.calibration = {
-        "train_rows": len(train),
-        "calibration_rows": rows,
-        "components": keep,
-        "features": int(z.shape[1]),
+
+
+def folds(run_lengths: list[int], count: int) -> list[np.ndarray]:
+    """Row indices of `count` folds: each run cut into `count` contiguous parts, part k of every run in fold k."""
+    parts: list[list[np.ndarray]] = [[] for _ in range(count)]
+    start = 0
+    for length in run_lengths:
+        for k, piece in enumerate(np.array_split(np.arange(start, start + length), count)):
+            parts[k].append(piece)
+        start += length
+    return [np.concatenate(p) for p in parts]
+
+
+def debounced(score: np.ndarray, run_lengths: list[int], debounce: int) -> np.ndarray:
+    """Per run, the running minimum over `debounce` samples: a sample alarms when this reaches the threshold.
+    Rows without `debounce` samples of their run before them are left out."""
+    out = []
+    start = 0
+    for length in run_lengths:
+        run = score[start : start + length]
+        if length >= debounce:
+            out.append(np.lib.stride_tricks.sliding_window_view(run, debounce).min(axis=-1))
+        start += length
+    return np.concatenate(out) if out else np.zeros(0)
+
+
+def tail_threshold(values: np.ndarray, rate: float) -> tuple[float, bool]:
+    """The level a share `rate` of `values` exceeds, and whether it was extrapolated: empirical where at least
+    ten values lie beyond it, else from an exponential tail fitted to the top TAIL_SHARE (never below the
+    empirical quantile)."""
+    n = len(values)
+    empirical = float(np.quantile(values, 1 - rate)) if rate < 1 else float(values.min())
+    if rate * n >= 10:
+        return empirical, False
+    u = float(np.quantile(values, 1 - TAIL_SHARE))
+    excess = values[values > u] - u
+    # The tail's mean excess at its 95 % upper confidence bound: few values in the tail, a higher threshold.
+    beta = float(excess.mean()) * (1 + UPPER_BOUND / math.sqrt(len(excess))) if len(excess) else 0.0
+    return max(u + beta * math.log(TAIL_SHARE / rate), empirical), True
+
+
+def block_maxima_threshold(
+    series: np.ndarray, run_lengths: list[int], period_s: float, alerts_per_week: float
+) -> tuple[float, float]:
+    """The level the debounced statistic's maximum over an hour (at least 10 samples) exceeds in no more than
+    `alerts_per_week` hours a week: a Gumbel fit to the hourly maxima (extreme values of exponential-tailed
+    statistics). Returns the level and the block length in samples."""
+    block = int(max(10, round(3600 / period_s)))
+    maxima = [
+        run[i : i + block].max()
+        for run in np.split(series, np.cumsum(run_lengths)[:-1])
+        for i in range(0, len(run) - block + 1, block)
+    ]
+    if len(maxima) < 5:  # too little data for the fit: the whole series' maximum
+        return float(series.max()) if len(series) else 0.0, float(block)
+    exceed = min(alerts_per_week * block * period_s / (7 * 86400), 0.5)
+    spread = float(np.std(maxima)) * math.sqrt(6) / math.pi
+    location = float(np.mean(maxima)) - 0.5772 * spread
+    reduced = -math.log(-math.log(1 - exceed))
+    # The quantile's standard error for a moment fit (Gumbel, 1958): with few hours of data the threshold moves
+    # up by its 95 % upper confidence bound, so little data errs towards fewer false alerts.
+    error = spread * math.sqrt((1.11 + 0.52 * reduced + 0.61 * reduced**2) / len(maxima))
+    return location + spread * reduced + UPPER_BOUND * error, float(block)
+
+
+def learned_settle(score: np.ndarray, positions: np.ndarray, run_lengths: list[int]) -> int:
+    """Samples after a stream begins that its statistic takes to settle, where the data show a start-up
+    transient: the first bins of SETTLE_BIN samples in which most starts exceed the steady 99.9 % level.
+    Needs at least three starts; a single start's excursion is chance, not a transient."""
+    runs = [run for run in np.split(np.arange(len(score)), np.cumsum(run_lengths)[:-1]) if positions[run[0]] <= 2]
+    if len(runs) < 3:
+        return 0
+    horizon = int(min(2000, np.median([len(run) for run in runs]) // 4))
+    steady = score[positions >= horizon]
+    if len(steady) < 1000:
+        return 0
+    level = float(np.quantile(steady, 0.999))
+    settle = 0
+    for begin in range(0, horizon, SETTLE_BIN):
+        maxima = [score[run[begin : begin + SETTLE_BIN]].max() for run in runs if len(run) >= begin + SETTLE_BIN]
+        if len(maxima) < 3 or np.mean(np.array(maxima) > level) < 0.5:
+            break
+        settle = int(positions[runs[0][0]]) + begin + SETTLE_BIN
+    return settle
+
+
+def calibrate(
+    equipment_class: str,
+    context: str | None,
+    layout: FeatureLayout,
+    period_s: float,
+    runs: list[FeatureBlock],
+    *,
+    targets: Targets,
+    debounce: int = 3,
+    seed: int = 0,
+) -> ClassModel:
+    """Fit on normal runs (each a continuous stream, warm rows only) and calibrate the alarm threshold."""
+    block = FeatureBlock.concat(runs)
+    lengths = [len(run.features) for run in runs]
+    count = int(min(FOLDS, max(2, len(block.features) // MIN_FOLD_ROWS)))
+    raw = {name: np.zeros(len(block.features)) for name in RAW}
+    for held_out in folds(lengths, count):
+        keep = np.ones(len(block.features), dtype=bool)
+        keep[held_out] = False
+        model = fit_model(equipment_class, context, layout, period_s, block.take(np.flatnonzero(keep)), debounce, seed)
+        parts = model.parts(block.take(held_out))
+        for name in RAW:
+            raw[name][held_out] = parts[name]
+    final = fit_model(equipment_class, context, layout, period_s, block, debounce, seed)
+    final.normalizers = {name: max(float(np.quantile(raw[name], 0.95)), 1e-12) for name in RAW}
+    score = final.combined(raw)["score"]
+    # Start-up transients the plant's settle time does not cover are learned, then neither scored nor calibrated on.
+    final.settle = learned_settle(score, block.position, lengths)
+    steady = block.position >= final.settle
+    kept_lengths = [int(part.sum()) for part in np.split(steady, np.cumsum(lengths)[:-1])]
+    score, lengths = score[steady], [n for n in kept_lengths if n]
+    series = debounced(score, lengths, debounce)
+    false_alarm_rate = targets.false_alarm_rate
+    by_rate, extrapolated = tail_threshold(series, false_alarm_rate)
+    debounced_lengths = [length - debounce + 1 for length in lengths if length >= debounce]
+    by_alerts, hour = block_maxima_threshold(series, debounced_lengths, period_s, targets.false_alerts_per_week)
+    final.threshold = max(by_rate, by_alerts, 1e-12)
+    n_eff = effective_rows(len(series), float(lag1_autocorrelation(series[:, None])[0]))
+    held_out_rate = float(np.mean(series >= final.threshold))
+    final.calibration = {
+        "rows": len(block.features),
+        "runs": len(runs),
+        "features": len(layout.names),
+        "lags": layout.lags,
+        "components": len(final.eigenvalues),
+        "settle_samples": final.settle,
+        "period_s": period_s,
+        "folds": count,
         "debounce": debounce,
-        "calibration_window": calibration_window,
-        "margin": margin,
-        "peaks": peaks,
-        "alarms_on_calibration_data": 0,
+        "target_false_alarm_pct": 100 * false_alarm_rate,
+        "held_out_false_alarm_pct": 100 * held_out_rate,
+        "effective_rows": n_eff,
+        "extrapolated": extrapolated,
+        # How far the target lies beyond what the data can show (>1: the tail fit carries it).
+        "extrapolation_factor": 1.0 / (false_alarm_rate * n_eff),
+        "target_false_alerts_per_week": targets.false_alerts_per_week,
+        "bound_by": "false alerts per week" if by_alerts > by_rate else "false-alarm rate",
+        "samples_per_maxima_block": hour,
+        "threshold": final.threshold,
+        "normalizers": final.normalizers,
     }
-    return model
+    return final

@@ -5,8 +5,8 @@ with a key from the environment) and every file's SHA-256 have been checked.
     registry/
       <version>/metadata.json   features, training window, thresholds, calibration, versions, file hashes
       <version>/signature       HMAC-SHA256 of metadata.json
-      <version>/<class>.npz     PCA, univariate and flat-line parameters
-      <version>/<class>.skops   IsolationForest
+      <version>/<model>.npz     PCA, smoothing, rate and stuck-sensor parameters (model: class or class@context)
+      <version>/<model>.skops   IsolationForest
       ACTIVE, CANDIDATE         the version that drives alerts, and the one scored beside it (shadow)
 """
 
@@ -26,10 +26,9 @@ import numpy as np
 import skops.io
 
 from linewatch.services.scorer.features import FeatureLayout
-from linewatch.services.scorer.models import ClassModel
+from linewatch.services.scorer.models import ARRAYS, RAW, ClassModel
 
 TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
-ARRAYS = ("mean", "scale", "components", "eigenvalues", "median", "mad", "feature_thresholds", "flatline_floor")
 Role = Literal["ACTIVE", "CANDIDATE"]
 
 
@@ -71,11 +70,17 @@ def save(
         np.savez(staging / f"{name}.npz", **{field: getattr(model, field) for field in ARRAYS})
         skops.io.dump(model.forest, staging / f"{name}.skops")
         classes[name] = {
+            "equipment_class": model.equipment_class,
+            "context": model.context,
             "sensors": model.sensors,
             "tracks": model.layout.tracks,
+            "lags": model.layout.lags,
             "features": model.layout.names,
-            "thresholds": model.thresholds,
+            "period_s": model.period_s,
+            "normalizers": model.normalizers,
+            "threshold": model.threshold,
             "debounce": model.debounce,
+            "settle_samples": model.settle,
             "calibration": model.calibration,
             "files": {suffix: _sha256(staging / f"{name}.{suffix}") for suffix in ("npz", "skops")},
         }
@@ -104,10 +109,17 @@ def load(root: Path, version: str, key: bytes) -> dict[str, ClassModel]:
         raise ModelVerificationError(
             f"model version {version!r}: signature does not match (unsigned, tampered with, or signed with another key)"
         )
-    metadata = json.loads(body)
-    if metadata.get("version") != version:
-        raise ModelVerificationError(f"model version {version!r}: metadata names {metadata.get('version')!r}")
-    return {name: _load_class(folder, name, entry) for name, entry in metadata["classes"].items()}
+    try:
+        metadata = json.loads(body)
+        if metadata.get("version") != version:
+            raise ModelVerificationError(f"model version {version!r}: metadata names {metadata.get('version')!r}")
+        return {name: _load_class(folder, name, entry) for name, entry in metadata["classes"].items()}
+    except ModelVerificationError:
+        raise
+    except Exception as exc:  # signed, yet not what this scorer reads (another format, a broken file): refused
+        raise ModelVerificationError(
+            f"model version {version!r} cannot be loaded by this scorer ({type(exc).__name__}: {exc}); train a new one"
+        ) from exc
 
 
 def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
@@ -123,15 +135,19 @@ def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
     forest = skops.io.loads(blobs["skops"], trusted=TRUSTED_SKOPS_TYPES)
     with np.load(io.BytesIO(blobs["npz"]), allow_pickle=False) as arrays:
         params = {k: arrays[k] for k in arrays.files}
-    layout = FeatureLayout.build(list(entry["sensors"]), dict(entry["tracks"]))
-    if layout.names != entry["features"] or set(params) != set(ARRAYS):
+    layout = FeatureLayout(list(entry["sensors"]), dict(entry["tracks"]), int(entry["lags"]))
+    if layout.names != entry["features"] or set(params) != set(ARRAYS) or set(entry["normalizers"]) != set(RAW):
         raise ModelVerificationError(f"{folder.name}/{name}: features or parameters do not match this scorer")
     return ClassModel(
-        equipment_class=name,
+        equipment_class=entry["equipment_class"],
+        context=entry["context"],
         layout=layout,
+        period_s=float(entry["period_s"]),
         forest=forest,
-        thresholds={k: float(v) for k, v in entry["thresholds"].items()},
+        normalizers={k: float(v) for k, v in entry["normalizers"].items()},
+        threshold=float(entry["threshold"]),
         debounce=int(entry["debounce"]),
+        settle=int(entry["settle_samples"]),
         calibration=entry["calibration"],
         **params,
     )

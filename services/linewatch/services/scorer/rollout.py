@@ -40,7 +40,7 @@ class ModelSet:
                 continue
             try:
                 models = registry.load(self.root, wanted, self._key)
-            except (registry.ModelVerificationError, OSError, ValueError, KeyError) as exc:
+            except Exception as exc:  # whatever is wrong with it, the last good model stays in use
                 self.failures += 1
                 loaded.refused = wanted
                 log.error(

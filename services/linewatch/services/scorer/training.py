@@ -1,13 +1,18 @@
-"""Fit one model per equipment class on normal frames: the first part of each unit's running periods
-trains, the rest (held out) calibrates the thresholds."""
+"""Fit one model per equipment class on normal frames, and one per run context of it (a recipe, an experiment)
+where there are several and each has enough data; every model calibrated to the false-alarm rate asked for.
+
+A unit's frames form streams: a stop, a recipe change or a silence of more than `GAP_PERIODS` sample periods
+ends one, and each stream has its own warm-up. The sample period is inferred from the data.
+"""
 
 from __future__ import annotations
 
 import logging
 from collections import defaultdict
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -15,43 +20,143 @@ from linewatch.core.contract import TelemetryFrame
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import registry
 from linewatch.services.scorer.engine import PlantScorer
-from linewatch.services.scorer.features import FeatureLayout
-from linewatch.services.scorer.models import ClassModel, fit_class_model
+from linewatch.services.scorer.features import GAP_PERIODS, FeatureBlock, FeatureLayout, StreamState, stream_block
+from linewatch.services.scorer.models import ClassModel, Targets, calibrate, lag1_autocorrelation, min_rows
 
 log = logging.getLogger(__name__)
-TRAIN_SHARE = 0.6
+Contexts = Literal["auto", "pooled"]
+DEFAULT_TARGETS = Targets()
+# A dynamic model (the previous sample's signals as features too) where the signals are this autocorrelated
+# and there are rows for twice the features.
+DYNAMIC_AUTOCORRELATION = 0.5
 
 
-def collect(plant: PlantModel, frames: Iterable[TelemetryFrame]) -> dict[str, dict[str, list[np.ndarray]]]:
-    """Scoreable feature rows per class and unit, in time order, one array per frame."""
+@dataclass
+class Stream:
+    """One unit's continuous running stream: times, sensor values (NaN where absent), settled samples."""
+
+    unit: str
+    context: str | None
+    ts: np.ndarray
+    values: np.ndarray
+    provided: np.ndarray
+    scoreable: np.ndarray
+
+
+def collect(plant: PlantModel, frames: Iterable[TelemetryFrame]) -> dict[str, list[Stream]]:
+    """The running streams of every unit, per equipment class, in time order."""
     scorer = PlantScorer(plant)
-    rows: dict[str, dict[str, list[np.ndarray]]] = defaultdict(lambda: defaultdict(list))
+    open_streams: dict[str, tuple[float | None, str | None, list[Any]]] = {}
+    streams: dict[str, list[Stream]] = defaultdict(list)
+
+    def close(unit: str, equipment_class: str) -> None:
+        _, context, parts = open_streams.pop(unit, (None, None, []))
+        if parts:
+            streams[equipment_class].append(
+                Stream(
+                    unit,
+                    context,
+                    np.concatenate([p.ts for p in parts]),
+                    np.vstack([p.values for p in parts]),
+                    parts[0].provided,
+                    np.concatenate([p.scoreable for p in parts]),
+                )
+            )
+
     for frame in frames:
-        block = scorer.prepare(frame)
-        if block is not None:
-            rows[frame.equipment_class][frame.equipment_id].append(block.features)
-    return rows
+        prepared = scorer.prepare(frame)
+        unit = frame.equipment_id
+        state = scorer.units.get(unit)
+        current = open_streams.get(unit)
+        if prepared is None or state is None:
+            close(unit, frame.equipment_class)
+            continue
+        if current is not None and (current[0] != state.running_since or current[1] != frame.recipe):
+            close(unit, frame.equipment_class)
+        open_streams.setdefault(unit, (state.running_since, frame.recipe, []))[2].append(prepared)
+    for unit in list(open_streams):
+        close(unit, plant.equipment_by_id[unit].equipment_class)
+    return streams
+
+
+def sample_period(streams: list[Stream]) -> float:
+    steps = np.concatenate([np.diff(s.ts) for s in streams if len(s.ts) > 1] or [np.ones(1)])
+    steps = steps[steps > 0]
+    return float(np.median(steps)) if len(steps) else 1.0
+
+
+def _pieces(stream: Stream, period_s: float) -> list[Stream]:
+    """A stream cut at its silences (longer than GAP_PERIODS sample periods)."""
+    cuts = np.flatnonzero(np.diff(stream.ts) > GAP_PERIODS * period_s) + 1
+    return [
+        Stream(stream.unit, stream.context, stream.ts[r], stream.values[r], stream.provided, stream.scoreable[r])
+        for r in np.split(np.arange(len(stream.ts)), cuts)
+    ]
+
+
+def _feature_runs(streams: list[Stream], layout: FeatureLayout, period_s: float) -> list[FeatureBlock]:
+    """Each stream's features from its settled samples, as the scorer makes them; the warm rows in contiguous
+    runs."""
+    runs = []
+    for stream in streams:
+        settled = np.flatnonzero(stream.scoreable)
+        if not len(settled):
+            continue
+        values, ts = stream.values[settled], stream.ts[settled]
+        block = stream_block(StreamState(), layout, values, stream.provided, ts, period_s)
+        edges = np.flatnonzero(np.diff(np.concatenate([[0], block.warm.astype(int), [0]])))
+        for begin, end in zip(edges[::2], edges[1::2], strict=True):
+            runs.append(block.take(np.arange(begin, end)))
+    return runs
+
+
+def choose_layout(plant: PlantModel, equipment_class: str, streams: list[Stream], rows: int) -> FeatureLayout:
+    static = FeatureLayout.for_class(plant.classes[equipment_class])
+    signals = np.vstack([static.signal_block(np.nan_to_num(s.values)) for s in streams])[:200_000]
+    autocorrelation = float(np.median(lag1_autocorrelation(signals)))
+    dynamic = FeatureLayout.for_class(plant.classes[equipment_class], lags=1)
+    if autocorrelation > DYNAMIC_AUTOCORRELATION and rows >= 2 * min_rows(dynamic):
+        return dynamic
+    return static
 
 
 def fit(
-    plant: PlantModel, rows: dict[str, dict[str, list[np.ndarray]]], seed: int = 0, min_rows: int = 500
-) -> dict[str, ClassModel]:
-    models = {}
-    for name, units in sorted(rows.items()):
-        train, calibration = [], []
-        for blocks in units.values():
-            unit_rows = np.vstack(blocks)
-            cut = int(len(unit_rows) * TRAIN_SHARE)
-            train.append(unit_rows[:cut])
-            calibration.append(unit_rows[cut:])
-        train_rows = np.vstack(train)
-        if len(train_rows) < min_rows:
-            log.warning("too little normal data, class not trained", extra={"class": name, "rows": len(train_rows)})
-            continue
-        layout = FeatureLayout.for_class(plant.classes[name])
-        models[name] = fit_class_model(name, layout, train_rows, calibration, seed=seed)
-        log.info("class trained", extra={"class": name, "rows": len(train_rows), **models[name].calibration})
-    return models
+    plant: PlantModel,
+    streams_by_class: dict[str, list[Stream]],
+    *,
+    targets: Targets = DEFAULT_TARGETS,
+    contexts: Contexts = "auto",
+    seed: int = 0,
+) -> tuple[dict[str, ClassModel], list[str]]:
+    """Models by key (`class` or `class@context`), and what could not be trained and why."""
+    models: dict[str, ClassModel] = {}
+    refused: list[str] = []
+    for name, streams in sorted(streams_by_class.items()):
+        period = sample_period(streams)
+        pieces = [p for s in streams for p in _pieces(s, period)]
+        rows = int(sum(p.scoreable.sum() for p in pieces))
+        layout = choose_layout(plant, name, pieces, rows)
+        groups: dict[str | None, list[Stream]] = {None: pieces}
+        by_context: dict[str | None, list[Stream]] = defaultdict(list)
+        for piece in pieces:
+            by_context[piece.context].append(piece)
+        if contexts == "auto" and len(by_context) > 1:
+            groups |= by_context
+        for context, group in groups.items():
+            label = name if context is None else f"{name}@{context}"
+            runs = _feature_runs(group, layout, period)
+            have, need = sum(len(r.features) for r in runs), min_rows(layout)
+            if have < need:
+                if context is None:
+                    refused.append(
+                        f"{label}: {have} normal running samples; a model of {len(layout.names)} features needs at "
+                        f"least {need} (five per feature, and enough for its calibration): give it more normal data"
+                    )
+                continue
+            model = calibrate(name, context, layout, period, runs, targets=targets, seed=seed)
+            models[model.key] = model
+            log.info("model trained", extra={"model": model.key, **model.calibration})
+    return models, refused
 
 
 def train_version(
@@ -61,14 +166,18 @@ def train_version(
     root: Path,
     key: bytes,
     roles: Iterable[registry.Role] = (),
+    *,
+    targets: Targets = DEFAULT_TARGETS,
+    contexts: Contexts = "auto",
     seed: int = 0,
-) -> tuple[str, dict[str, ClassModel]]:
+) -> tuple[str, dict[str, ClassModel], list[str]]:
     """Fit, sign and save a model version; point the given roles (ACTIVE, CANDIDATE) at it."""
-    models = fit(plant, collect(plant, frames), seed=seed)
+    models, refused = fit(plant, collect(plant, frames), targets=targets, contexts=contexts, seed=seed)
     if not models:
-        raise ValueError("no equipment class had enough normal running data to train")
+        reasons = "; ".join(refused) or "no running samples of any equipment class"
+        raise ValueError(f"nothing to train: {reasons}")
     root.mkdir(parents=True, exist_ok=True)
     version = registry.save(root, key, models, source)
     for role in roles:
         registry.point(root, role, version)
-    return version, models
+    return version, models, refused
