@@ -99,8 +99,9 @@ def test_false_alarms_held_to_target_and_recall_beats_textbook_pca(process: corp
 
 @pytest.mark.slow
 def test_reference_plant_faults_are_found_quickly_without_false_alerts(plant: PlantModel) -> None:
-    """Every fault type once on a run the model never saw, plus a normal run; fixed seeds and times."""
-    models, _ = training.fit(plant, training.collect(plant, simulated(plant, START, 8, seed=1)))
+    """Every fault type once on a run the model never saw, plus a normal run; fixed seeds and times. Trained as
+    `linewatch train` does by default: 24 simulated hours."""
+    models, _ = training.fit(plant, training.collect(plant, simulated(plant, START, 24, seed=1)))
     report = evaluate.Report()
     start = START + 5 * 86400
     injections = fault_catalogue_schedule(plant, start, 6, seed=77, per_type=1)

@@ -170,6 +170,18 @@ _JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
 _JSON_NOISE = b' \t\r\n"{}'
 
 
+def _plain(raw: bytes) -> bool:
+    """Whether a sample's values are `{"name":number,...}` with names that need no escaping, so that dropping the
+    JSON punctuation gives line protocol as it is: every quote and comma structural, nothing to escape."""
+    pairs = raw.count(b":")
+    return (
+        raw.count(b'"') == 2 * pairs
+        and raw.count(b",") == pairs - 1
+        and raw.count(b"{") == raw.count(b"}") == 1
+        and raw.translate(None, b" =\\\n\r\t") == raw
+    )
+
+
 class TimestampCache:
     """RFC 3339 text -> line-protocol nanoseconds; samples of one instant across equipment share the parse."""
 
@@ -195,19 +207,20 @@ def telemetry_lines(payload: bytes, ns_of: TimestampCache) -> list[bytes]:
         f",equipment_class={escape_key(frame.equipment_class)},line={escape_key(frame.line)}"
         f",site={escape_key(frame.site)} "
     ).encode()
-    context = f',state="{frame.state}"'
+    # Every string is escaped here whatever was checked upstream: a frame put straight on the valid topic must
+    # not make a point of another series or measurement.
+    context = f",state={field_value(frame.state)}"
     if frame.lot_id:
-        context += f',lot_id="{field_value(frame.lot_id)[1:-1]}"'
+        context += f",lot_id={field_value(frame.lot_id)}"
     if frame.recipe:
-        context += f',recipe="{field_value(frame.recipe)[1:-1]}"'
+        context += f",recipe={field_value(frame.recipe)}"
     suffix = context.encode() + b" "
     lines = []
     for sample in frame.samples:
         raw = bytes(sample.values)
-        if b"\\" in raw:  # escaped names: take the slow, exact path
-            fields = ",".join(f"{escape_key(k)}={v!r}" for k, v in _values_decoder.decode(raw).items()).encode()
-        else:
-            # Sensor names follow the plant model's name rule (validated upstream): no escaping needed.
+        if _plain(raw):
             fields = raw.translate(_JSON_TO_FIELDS, _JSON_NOISE)
+        else:  # names that need escaping, or JSON with spaces: the slow, exact path
+            fields = ",".join(f"{escape_key(k)}={v!r}" for k, v in _values_decoder.decode(raw).items()).encode()
         lines.append(b"".join((prefix, fields, suffix, ns_of(sample.ts))))
     return lines

@@ -20,7 +20,7 @@ from linewatch.core.contract import (
 from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
-from linewatch.services.scorer.engine import PlantScorer
+from linewatch.services.scorer.engine import PlantScorer, UnitState, unit_decoder, unit_encoder
 from linewatch.services.scorer.models import pick
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.services.scorer.settings import ScorerSettings
@@ -64,14 +64,25 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
     deadletter_topic = app.topic(topics.deadletter)
     stats = StatsCounter(SERVICE)
     engine = PlantScorer(plant)
+    # Each unit's streams (features, settle, debounce) in a table keyed by equipment id, co-partitioned with the
+    # valid topic: after a restart or a rebalance scoring resumes where it was, not after a new settle time.
+    units = app.Table("scorer-state", partitions=settings.kafka.partitions, key_type=bytes, value_type=bytes)
 
     @app.agent(valid_topic, name="score")  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
         async for event in stream.events():
-            payload = event.value or b""
+            payload, message = event.value or b"", event.message
+            position = f"{message.topic}:{message.partition}"
             stats.took(topics.valid)
             try:
-                results = scores_for(engine, models, telemetry_decoder.decode(payload))
+                frame = telemetry_decoder.decode(payload)
+                stored = units.get(frame.equipment_id.encode())
+                unit = unit_decoder.decode(stored) if stored else UnitState()
+                if unit.applied.get(position, -1) >= message.offset:
+                    stats.counters["redelivered_skipped"] += 1  # scored before a restart; its scores are out
+                    continue
+                engine.units[frame.equipment_id] = unit
+                results = scores_for(engine, models, frame)
             except Exception as exc:
                 # An exception would make faust skip the frame and commit past it: dead-letter it instead.
                 reason = "invalid_frame" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
@@ -79,12 +90,17 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                 await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
                 stats.counters["dead_letters"] += 1
                 continue
+            # Acknowledged by Kafka before the state says so: a crash in between repeats scores, never loses them.
+            key = frame.equipment_id.encode()
+            pending = [await scores_topic.send(key=key, value=encoder.encode(result)) for result in results]
+            await asyncio.gather(*pending)
             for result in results:
-                await scores_topic.send(key=event.key, value=encoder.encode(result))
                 stats.counters[f"samples_scored.{result.role}"] += len(result.samples)
                 if result.role == "active":
                     stats.counters["samples_scored"] += len(result.samples)
                     stats.counters["samples_anomalous"] += sum(s.anomalous for s in result.samples)
+            unit.applied[position] = message.offset
+            units[key] = unit_encoder.encode(unit)
 
     @app.timer(interval=settings.reload_interval_s)  # type: ignore[untyped-decorator]
     async def reload_models() -> None:

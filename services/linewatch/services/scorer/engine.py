@@ -28,6 +28,11 @@ class UnitState(msgspec.Struct):
     recipe: str | None = None
     streams: dict[str, StreamState] = {}  # feature layout -> its stream
     runs: dict[str, int] = {}  # role -> samples in a row at or above the alarm level
+    applied: dict[str, int] = {}  # "topic:partition" -> last offset scored: a redelivery is skipped
+
+
+unit_encoder = msgspec.json.Encoder()
+unit_decoder = msgspec.json.Decoder(UnitState)
 
 
 @dataclass

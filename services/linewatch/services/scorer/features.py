@@ -77,7 +77,7 @@ class StreamState(msgspec.Struct):
     """What the features remember of a unit's stream; a gap, a stop or another feature layout resets it."""
 
     layout: str = ""
-    last_ts: float = -math.inf
+    last_ts: float = -1e300  # before any sample (JSON, where the state is kept, has no infinity)
     seen: int = 0
     last: list[float] = []  # the last signal row (forward fill and rates)
     history: list[list[float]] = []  # the last `lags` signal rows, newest first

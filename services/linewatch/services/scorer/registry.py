@@ -16,7 +16,9 @@ import hashlib
 import hmac
 import io
 import json
+import os
 import platform
+import stat
 import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
@@ -29,6 +31,8 @@ from linewatch.services.scorer.features import FeatureLayout
 from linewatch.services.scorer.models import ARRAYS, RAW, ClassModel
 
 TRUSTED_SKOPS_TYPES = ["sklearn.tree._tree.Tree"]
+MAX_METADATA_BYTES = 8 << 20
+MAX_ARTIFACT_BYTES = 256 << 20
 Role = Literal["ACTIVE", "CANDIDATE"]
 
 
@@ -38,6 +42,28 @@ class ModelVerificationError(Exception):
 
 def new_version() -> str:
     return datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+
+
+def read_file(path: Path, limit: int) -> bytes:
+    """A model file's bytes, refused unless it is a regular file of at most `limit` bytes: a FIFO would block the
+    reload, /dev/zero or a huge file would fill the memory. Opened without blocking, checked before reading."""
+    try:
+        descriptor = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    except OSError as exc:
+        raise ModelVerificationError(f"{path}: {exc.strerror}") from exc
+    try:
+        info = os.fstat(descriptor)
+        if not stat.S_ISREG(info.st_mode):
+            raise ModelVerificationError(f"{path} is not a regular file")
+        if info.st_size > limit:
+            raise ModelVerificationError(f"{path} holds {info.st_size} bytes, more than the {limit} allowed")
+        with os.fdopen(descriptor, "rb", closefd=False) as handle:
+            data = handle.read(limit + 1)
+    finally:
+        os.close(descriptor)
+    if len(data) > limit:
+        raise ModelVerificationError(f"{path} grew past the {limit} bytes allowed while being read")
+    return data
 
 
 def _sign(key: bytes, payload: bytes) -> str:
@@ -100,11 +126,10 @@ def save(
 
 def load(root: Path, version: str, key: bytes) -> dict[str, ClassModel]:
     folder = root / version
-    try:
-        body = (folder / "metadata.json").read_bytes()
-        signature = (folder / "signature").read_text().strip()
-    except OSError as exc:
-        raise ModelVerificationError(f"model version {version!r} is incomplete or unknown: {exc}") from exc
+    if not (folder / "metadata.json").exists() and not (folder / "metadata.json").is_symlink():
+        raise ModelVerificationError(f"model version {version!r} is incomplete or unknown: no {folder}/metadata.json")
+    body = read_file(folder / "metadata.json", MAX_METADATA_BYTES)
+    signature = read_file(folder / "signature", 1024).decode("ascii", "replace").strip()
     if not hmac.compare_digest(signature, _sign(key, body)):
         raise ModelVerificationError(
             f"model version {version!r}: signature does not match (unsigned, tampered with, or signed with another key)"
@@ -125,7 +150,7 @@ def load(root: Path, version: str, key: bytes) -> dict[str, ClassModel]:
 def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
     blobs: dict[str, bytes] = {}
     for suffix, digest in entry["files"].items():
-        blob = (folder / f"{name}.{suffix}").read_bytes()
+        blob = read_file(folder / f"{name}.{suffix}", MAX_ARTIFACT_BYTES)
         if hashlib.sha256(blob).hexdigest() != digest:
             raise ModelVerificationError(f"{folder.name}/{name}.{suffix}: SHA-256 does not match the metadata")
         blobs[suffix] = blob
@@ -165,10 +190,11 @@ def point(root: Path, role: Role, version: str | None) -> None:
 
 
 def pointed(root: Path, role: Role) -> str | None:
-    try:
-        return (root / role).read_text().strip() or None
-    except FileNotFoundError:
+    """The version a pointer file names, None without one; ModelVerificationError for anything else."""
+    path = root / role
+    if not path.exists() and not path.is_symlink():
         return None
+    return read_file(path, 1024).decode("utf-8", "replace").strip() or None
 
 
 def activate(root: Path, key: bytes, version: str, role: Role = "ACTIVE") -> None:

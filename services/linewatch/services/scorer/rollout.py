@@ -31,7 +31,10 @@ class ModelSet:
 
     def refresh(self) -> None:
         for role, loaded in self.roles.items():
-            wanted = registry.pointed(self.root, role)
+            try:
+                wanted = registry.pointed(self.root, role)
+            except registry.ModelVerificationError as exc:
+                wanted = f"unreadable {role} pointer: {exc}"  # refused below, once
             if wanted == loaded.version or wanted == loaded.refused:
                 continue
             if wanted is None:

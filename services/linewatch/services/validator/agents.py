@@ -36,8 +36,12 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                 log.exception("validation failed", extra=structs.asdict(source_of(event.message)))
                 outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
             stats.took(topics.raw)
-            if outcome.valid is not None:
-                await valid_topic.send(key=key, value=outcome.valid)
+            if outcome.valid is not None and outcome.equipment_id is not None:
+                # Keyed by the equipment the frame is about, whatever key it came with: a unit's frames share a
+                # partition, so its state (scorer, alerter) sees them in order.
+                if key != outcome.equipment_id.encode():
+                    stats.counters["rekeyed"] += 1
+                await valid_topic.send(key=outcome.equipment_id.encode(), value=outcome.valid)
                 stats.counters["samples_valid"] += outcome.valid_samples
                 stats.counters["messages_out"] += 1
             for rejection in outcome.rejections:

@@ -11,7 +11,7 @@ import json
 import math
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -30,8 +30,9 @@ class Rejection:
 
 @dataclass
 class Outcome:
-    valid: bytes | None = None
+    valid: bytes | None = None  # canonical: UTF-8 JSON as msgspec writes it, times in UTC
     valid_samples: int = 0
+    equipment_id: str | None = None  # the Kafka key the valid frame goes out with
     rejections: list[Rejection] = field(default_factory=list)
 
 
@@ -52,6 +53,8 @@ class FrameValidator:
         try:
             frame = telemetry_decoder.decode(payload)
             non_finite: list[Any] = []
+        except UnicodeDecodeError as exc:  # msgspec's own error for bytes that are not UTF-8 (Latin-1, UTF-16)
+            return _reject("invalid_json", f"not UTF-8: {exc}")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             if isinstance(exc, msgspec.ValidationError) and "out of range" not in str(exc):
                 return _reject("schema_violation", str(exc))
@@ -128,9 +131,12 @@ class FrameValidator:
                 )
             )
         if good:
-            outcome.valid_samples = len(good)
-            unchanged = len(good) == len(frame.samples) and not non_finite
-            outcome.valid = payload if unchanged else encoder.encode(msgspec.structs.replace(frame, samples=good))
+            # What goes on is re-encoded, never the bytes that came in: one reading of the contract, so whatever
+            # this accepted (a BOM-less UTF-8 document, times with offsets) every consumer reads the same way.
+            if any(sample.ts.tzinfo is not UTC for sample in good):
+                good = [Sample(ts=s.ts.astimezone(UTC), values=s.values) for s in good]
+            outcome.valid_samples, outcome.equipment_id = len(good), frame.equipment_id
+            outcome.valid = encoder.encode(msgspec.structs.replace(frame, samples=good))
         return outcome
 
 
@@ -140,8 +146,9 @@ def _reject(reason: str, detail: str) -> Outcome:
 
 def _split_non_finite(payload: bytes) -> tuple[dict[str, Any], list[Any]] | None:
     try:
-        document = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
+        # UTF-8 only, as msgspec reads it: json.loads(bytes) would also take UTF-16, UTF-32 and a BOM.
+        document = json.loads(payload.decode("utf-8"))
+    except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
         return document if isinstance(document, dict) else {"samples": []}, []
