@@ -14,10 +14,11 @@ from pathlib import Path
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats
 from linewatch.core.kafka import ensure_topics
-from linewatch.core.plant import load_plant
+from linewatch.core.plant import load_plant, read_plant
 from linewatch.core.services import PIPELINE, service
 from linewatch.core.settings import DEFAULT_PLANT_FILE, InfluxSettings, KafkaSettings
 from linewatch.services.alerter.commands import kpi_report
+from linewatch.services.simulator.commands import parse_fault
 from linewatch.storage.measurements import ALARM_EVENT, RAISED
 from linewatch.tools.devstack import DevStack, free_port
 from linewatch.tools.launcher import ServiceProcess
@@ -79,6 +80,9 @@ def wait_quiet(kafka: KafkaSettings, processes: list[ServiceProcess], quiet_s: f
 
 
 def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int:
+    plant = read_plant(DEFAULT_PLANT_FILE)
+    for spec in faults:
+        parse_fault(spec, plant)  # a mistyped fault is said now, not after training and start-up
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-drill-"))
     out(f"run directory (logs, labels): {run_dir}")
     with DevStack() as stack:
@@ -108,18 +112,19 @@ def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int
         influx = InfluxSettings(url=stack.influxd.url, database=stack.database)
         for text in kpi_report(influx, load_plant(DEFAULT_PLANT_FILE), start, end).lines():
             out(text)
-        if faults:
-            report_faults(stack, run_dir / "labels.jsonl")
-    return 0
+        missed = report_faults(stack, run_dir / "labels.jsonl") if faults else 0
+    return 1 if missed else 0
 
 
 RAISED_EVENTS = f"FROM {ALARM_EVENT} WHERE {RAISED}"
 TEN_MINUTES_NS = 600_000_000_000
 
 
-def report_faults(stack: DevStack, labels: Path) -> None:
+def report_faults(stack: DevStack, labels: Path) -> int:
     """Per labelled fault: the first alarm on its unit (up to 5 min after it ends), and the alarm count in
-    each area over the 10 minutes from its start. Equipment ids come from our own label file."""
+    each area over the 10 minutes from its start; returns how many faults raised no alarm. Equipment ids come
+    from our own label file."""
+    missed = 0
     for row in labels.read_text().splitlines():
         label = json.loads(row)
         begin_ns, end_ns = int(label["start_s"] * 1e9), int(label["end_s"] * 1e9)
@@ -142,9 +147,13 @@ def report_faults(stack: DevStack, labels: Path) -> None:
         }
         if first is None:
             out(f"fault {label['fault']} on {unit}: NO ALARM")
+            missed += 1
             continue
         delay = first[0] / 1e9 - label["start_s"]
         out(
             f"fault {label['fault']} on {unit}: alarm after {delay:.0f} s: {first[1]} — {first[2]}; "
             f"alarms in the 10 min after the fault start per area: {in_area}"
         )
+    if missed:
+        out(f"{missed} fault(s) raised no alarm")
+    return missed

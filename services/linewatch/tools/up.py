@@ -4,6 +4,7 @@ pipeline service and the plant simulator, and a live view until Ctrl-C (or --for
 from __future__ import annotations
 
 import argparse
+import signal
 import tempfile
 import time
 from pathlib import Path
@@ -20,7 +21,13 @@ from linewatch.tools.launcher import ServiceProcess
 from linewatch.tools.liveview import AlarmFeed, PipelineView, StatsReader
 
 
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt  # the same clean stop as Ctrl-C: every service, the broker and influxd by PID
+
+
 def up(args: argparse.Namespace) -> int:
+    for stop in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(stop, _interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-up-"))
     console = Console()
     with DevStack() as stack:

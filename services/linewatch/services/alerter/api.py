@@ -181,7 +181,8 @@ def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application
         ]
         for name in ("area", "priority"):
             if name in request.query:
-                rows = [r for r in rows if r[name] == request.query[name]]
+                wanted = request.query[name].casefold()
+                rows = [r for r in rows if str(r[name] or "").casefold() == wanted]
         rows.sort(key=lambda r: (r["priority"] != "critical", r["priority"] != "high", r["alarm_id"]))
         return web.json_response(rows)
 

@@ -15,7 +15,7 @@ from typing import Any
 
 import msgspec
 
-from linewatch.core.commandline import Commands
+from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import alarm_event_decoder
 from linewatch.core.plant import PlantModel, load_plant
@@ -41,8 +41,8 @@ def register(commands: Commands) -> None:
     commands.group("alarms", "alarm list, operator actions, KPIs")
     listing = commands.add("alarms list", "alarms not in the normal state", _list)
     listing.add_argument("--all", action="store_true", help="every alarm the alerter remembers")
-    listing.add_argument("--area")
-    listing.add_argument("--priority", choices=["low", "medium", "high", "critical"])
+    listing.add_argument("--area", help="area name (any case)")
+    listing.add_argument("--priority", choices=["low", "medium", "high", "critical"], type=str.lower)
     listing.add_argument("--json", action="store_true")
     for name, action in ACTION_COMMANDS.items():
         command = commands.add(f"alarms {name}", action.replace("_", " "), _act)
@@ -69,7 +69,7 @@ def register(commands: Commands) -> None:
 
 def _call(settings: AlerterSettings, method: str, path: str, body: dict[str, Any] | None = None) -> tuple[int, Any]:
     if settings.operator_token is None:
-        raise SystemExit("LINEWATCH_OPERATOR_TOKEN is not set: the alarm API needs your token")
+        raise UsageError("LINEWATCH_OPERATOR_TOKEN is not set: the alarm API needs your token")
     request = urllib.request.Request(  # noqa: S310 (the configured alerter URL)
         settings.api_base() + path,
         data=None if body is None else json.dumps(body).encode(),
@@ -80,7 +80,7 @@ def _call(settings: AlerterSettings, method: str, path: str, body: dict[str, Any
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")
@@ -192,12 +192,22 @@ def _lots_affected(args: argparse.Namespace) -> int:
     else:
         alarm = args.alarm.partition("@")[0]  # an event id starts with its alarm id
         if not ALARM_ID.match(alarm):
-            raise SystemExit(f"not an alarm id: {args.alarm!r}")
+            raise UsageError(f"not an alarm id: {args.alarm!r} (EQUIPMENT/SENSOR/CONDITION, `linewatch alarms list`)")
         found = influxql(settings.influx, f"SELECT lots FROM {ALARM_EVENT} WHERE alarm_id = {quote(alarm)}")
         lots = sorted({lot for s in found for (_, text) in s["values"] for lot in (text or "").split(",") if lot})
     produced = influxql(
         settings.influx, f"SELECT input_lots, cells, lot_id FROM {LOT_GENEALOGY} WHERE kind = 'cells_produced'"
     )
+    known = {
+        lot
+        for series in produced
+        for _, inputs, _, batch in series["values"]
+        for lot in [batch, *(inputs or "").split(",")]
+    }
+    if args.lot and args.lot not in known:
+        raise UsageError(
+            f"no lot {args.lot!r} in the lot genealogy (InfluxDB {settings.influx.url}, measurement {LOT_GENEALOGY})"
+        )
     cells: dict[str, list[str]] = {lot: [] for lot in lots}
     for series in produced:
         for _, inputs, built, batch in series["values"]:

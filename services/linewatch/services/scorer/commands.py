@@ -1,4 +1,5 @@
-"""`linewatch train | evaluate | models | bench scorer`."""
+"""`linewatch train | evaluate | models | bench scorer`. Handlers import the scientific stack when they run:
+the command tree loads on every `linewatch` call and must stay quick."""
 
 from __future__ import annotations
 
@@ -9,23 +10,22 @@ import time
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import msgspec
-import numpy as np
 
 from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import TelemetryFrame
 from linewatch.core.plant import PlantModel
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
-from linewatch.services.scorer import evaluate, registry, training
-from linewatch.services.scorer.models import ClassModel, Targets
 from linewatch.services.scorer.settings import ScorerSettings
-from linewatch.simulation.faults import fault_catalogue_schedule
-from linewatch.simulation.plant_sim import simulated
 from linewatch.storage import historian
 from linewatch.storage.historian import add_csv_arguments
+
+if TYPE_CHECKING:
+    from linewatch.services.scorer import registry
+    from linewatch.services.scorer.models import ClassModel
 
 SIMULATION_EPOCH_DAYS_AGO = 30  # simulated training and evaluation runs lie in the past
 
@@ -80,6 +80,8 @@ def training_frames(
 
 def simulated_training(plant: PlantModel, hours: float, seed: int) -> tuple[Iterator[TelemetryFrame], dict[str, Any]]:
     """The simulator's normal operation, in the past: the default training data."""
+    from linewatch.simulation.plant_sim import simulated
+
     first = _sim_start(hours)
     source = {
         "source": "simulator (normal operation)",
@@ -109,6 +111,9 @@ def describe(model: ClassModel) -> str:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from linewatch.services.scorer import training
+    from linewatch.services.scorer.models import Targets
+
     settings = ScorerSettings()
     plant = _plant(settings)
     frames, window = training_frames(args, settings, plant)
@@ -148,6 +153,8 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_models(args: argparse.Namespace) -> int:
+    from linewatch.services.scorer import registry
+
     settings = ScorerSettings()
     if args.action in ("activate", "candidate"):
         if args.version is None:
@@ -167,6 +174,10 @@ def cmd_models(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    from linewatch.services.scorer import evaluate, registry
+    from linewatch.simulation.faults import fault_catalogue_schedule
+    from linewatch.simulation.plant_sim import simulated
+
     settings = ScorerSettings()
     plant = _plant(settings)
     version = args.model or registry.pointed(settings.registry, "ACTIVE")
@@ -210,7 +221,11 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Scoring throughput of one class model on one core: batched versus one sample per call."""
+    import numpy as np
+
+    from linewatch.services.scorer import training
     from linewatch.services.scorer.features import StreamState, stream_block
+    from linewatch.simulation.plant_sim import simulated
 
     settings = ScorerSettings()
     plant = _plant(settings)

@@ -10,19 +10,22 @@ import threading
 import time
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from linewatch.core import logs
-from linewatch.core.commandline import Commands
+from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.contract import encoder
 from linewatch.core.kafka import ensure_topics
-from linewatch.core.plant import load_plant
+from linewatch.core.plant import PlantModel, load_plant
 from linewatch.core.stats import StatsCounter
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
-from linewatch.services.simulator.runner import KafkaPublisher, Manifest, RunPlan, run, write_labels
 from linewatch.services.simulator.settings import SimulatorSettings
 from linewatch.simulation.faults import plan_injection, random_schedule
+
+if TYPE_CHECKING:
+    from linewatch.services.simulator.runner import RunPlan
 
 SERVICE = "simulator"
 log = logging.getLogger(SERVICE)
@@ -53,11 +56,32 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--manifest", type=Path, help="write expected counts and dead letters here")
 
 
+def parse_fault(spec: str, plant: PlantModel) -> tuple[str, str | None, float | None]:
+    """NAME[@EQUIPMENT][+OFFSET_S], checked against the plant file's fault catalogue and equipment."""
+    name, _, rest = spec.partition("@") if "@" in spec else (spec.split("+")[0], "", "")
+    equipment, _, offset = rest.partition("+") if rest else ("", "", spec.partition("+")[2])
+    if name not in plant.faults:
+        raise UsageError(f"--fault {spec!r}: no fault {name!r}; the plant file has: {', '.join(sorted(plant.faults))}")
+    fault = plant.faults[name]
+    if equipment:
+        unit = plant.equipment_by_id.get(equipment)
+        if unit is None or (fault.equipment_class is not None and unit.equipment_class != fault.equipment_class):
+            where = f"a {fault.equipment_class}" if fault.equipment_class else "equipment of the plant file"
+            raise UsageError(f"--fault {spec!r}: {name} needs {where}, not {equipment!r}")
+    try:
+        seconds = float(offset) if offset else None
+    except ValueError:
+        raise UsageError(f"--fault {spec!r}: the offset after '+' is seconds, e.g. {name}+600") from None
+    return name, equipment or None, seconds
+
+
 def register(commands: Commands) -> None:
     add_arguments(commands.add("simulate", "run the plant simulator and publish it to Kafka", simulate))
 
 
 def make_plan(args: argparse.Namespace, settings: SimulatorSettings, equipment_count: int, period_s: float) -> RunPlan:
+    from linewatch.services.simulator.runner import RunPlan
+
     seed = args.seed if args.seed is not None else settings.seed
     duration = args.duration_s if args.samples is None else math.ceil(args.samples / equipment_count) * period_s
     speed = None if args.max_speed else args.speed
@@ -79,16 +103,17 @@ def make_plan(args: argparse.Namespace, settings: SimulatorSettings, equipment_c
 
 
 def simulate(args: argparse.Namespace) -> int:
+    from linewatch.services.simulator.runner import KafkaPublisher, Manifest, run, write_labels
+
     settings = SimulatorSettings()
     logs.configure(SERVICE, settings.log_level)
     plant = load_plant(settings.plant_file)
     plan = make_plan(args, settings, len(plant.equipment), plant.sample_period_s)
     rng = np.random.default_rng([plan.seed, 3])
     for spec in args.fault:
-        name, _, rest = spec.partition("@") if "@" in spec else (spec.split("+")[0], "", "")
-        equipment, _, offset = rest.partition("+") if rest else ("", "", spec.partition("+")[2])
-        start = plan.start_s + (float(offset) if offset else plan.duration_s / 4)
-        plan.injections.append(plan_injection(plant, name, equipment or None, start, rng))
+        name, equipment, offset = parse_fault(spec, plant)
+        start = plan.start_s + (offset if offset is not None else plan.duration_s / 4)
+        plan.injections.append(plan_injection(plant, name, equipment, start, rng))
     plan.injections += random_schedule(plant, plan.start_s, plan.duration_s, args.random_faults, rng)
     if args.labels:
         write_labels(args.labels, plan)
