@@ -6,6 +6,7 @@ protocol floats) instead of being parsed and printed again, which was the costli
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 
@@ -170,16 +171,24 @@ _JSON_TO_FIELDS = bytes.maketrans(b":", b"=")
 _JSON_NOISE = b' \t\r\n"{}'
 
 
+# Once a sample's names are known safe, the same names are recognised by what is left without the numbers.
+_NUMBER_BYTES = b"0123456789.-+eE"
+_PLAIN_LAYOUT = re.compile(rb'\{"[^"\\ =,:{}\n\r\t]+":(?:,"[^"\\ =,:{}\n\r\t]+":)*\}')
+_plain_layouts: set[bytes] = set()
+
+
 def _plain(raw: bytes) -> bool:
     """Whether a sample's values are `{"name":number,...}` with names that need no escaping, so that dropping the
-    JSON punctuation gives line protocol as it is: every quote and comma structural, nothing to escape."""
-    pairs = raw.count(b":")
-    return (
-        raw.count(b'"') == 2 * pairs
-        and raw.count(b",") == pairs - 1
-        and raw.count(b"{") == raw.count(b"}") == 1
-        and raw.translate(None, b" =\\\n\r\t") == raw
-    )
+    JSON punctuation gives line protocol as it is. Judged once per layout of names (the values taken out)."""
+    layout = raw.translate(None, _NUMBER_BYTES)
+    if layout in _plain_layouts:
+        return True
+    if _PLAIN_LAYOUT.fullmatch(layout) is None:
+        return False
+    if len(_plain_layouts) > 10_000:
+        _plain_layouts.clear()
+    _plain_layouts.add(layout)
+    return True
 
 
 class TimestampCache:
