@@ -7,16 +7,19 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import numpy as np
 
-from linewatch.core.contract import DeadLetter, deadletter_decoder
+from linewatch.core.contract import AlarmEvent, DeadLetter, Sample, TelemetryFrame, deadletter_decoder, equipment_fields
 from linewatch.core.kafka import TopicReader
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
+from linewatch.services.alerter.kpi import AlarmRow, is_alarm
 from linewatch.services.simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.tools.devstack import DevStack, Influxd
@@ -171,3 +174,37 @@ class Hook(BaseHTTPRequestHandler):
 
     def log_message(self, *args: Any) -> None:
         pass
+
+
+T0 = 1_700_000_000.0 - 1_700_000_000.0 % 7200
+
+
+def frame(
+    plant: PlantModel,
+    unit: str,
+    t0: float,
+    n: int,
+    state: str = "running",
+    lot: str = "EL-SYN1-1",
+    recipe: str | None = None,
+    **override: float,
+) -> TelemetryFrame:
+    """n one-second samples of a unit at its nominal values, with some sensors overridden."""
+    equipment = plant.equipment_by_id[unit]
+    sensors = plant.classes[equipment.equipment_class].sensors
+    values = {name: s.nominal for name, s in sensors.items()} | override
+    return TelemetryFrame(
+        **equipment_fields(equipment.ref),
+        schema_version=1,
+        seq=int(t0),
+        state=state,  # type: ignore[arg-type]
+        units={name: s.unit for name, s in sensors.items()},
+        samples=[Sample(ts=datetime.fromtimestamp(t0 + i, UTC), values=values) for i in range(n)],
+        lot_id=lot,
+        recipe=recipe,
+    )
+
+
+def raises(events: list[AlarmEvent]) -> list[AlarmEvent]:
+    """The events that raise an alarm an operator sees."""
+    return [e for e in events if is_alarm(msgspec.convert(msgspec.structs.asdict(e), AlarmRow))]

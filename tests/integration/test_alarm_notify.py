@@ -3,6 +3,7 @@ grafana-client against a small server implementing the documented annotation end
 
 from __future__ import annotations
 
+import email
 import json
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -214,3 +215,27 @@ async def test_grafana_annotation_opened_on_raise_and_closed_on_normal() -> None
     finally:
         await runner.cleanup()
     json.dumps(annotations)  # plain JSON all the way
+
+
+@pytest.mark.alarms
+async def test_the_corrective_action_travels_in_webhook_and_email(receiver: Receiver, smtp: tuple[int, Inbox]) -> None:
+    port, inbox = smtp
+    sender = notifier(receiver, port)
+    why: dict[str, Any] = {
+        "rationalization": "dry-room-moisture",
+        "severity": "major",
+        "respond_within_s": 600.0,
+        "probable_cause": "dryer regeneration fault",
+        "consequence": "lots in the room pick up moisture",
+        "corrective_action": "check the dryer and the doors",
+    }
+    assert await sender.handle(event("critical", **why), NOON) == ["shift-chat", "quality-mail"]
+    await sender.close()
+    said = (
+        "Action: check the dryer and the doors. If nobody acts: lots in the room pick up moisture"
+        " (respond within 600 s)"
+    )
+    assert said in receiver.posts[0]["text"]
+    [(_, raw)] = inbox.messages
+    body = email.message_from_string(raw).get_payload(decode=True)
+    assert isinstance(body, bytes) and said in body.decode()

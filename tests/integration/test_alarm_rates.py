@@ -12,6 +12,7 @@ import pytest
 from linewatch.core.plant import PlantModel
 from linewatch.services.alerter.engine import AlarmEngine
 from linewatch.services.alerter.kpi import AlarmRow, compute, is_alarm
+from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.state import UnitState
 from linewatch.simulation.plant_sim import simulated
@@ -23,7 +24,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture
 def engine(plant: PlantModel) -> AlarmEngine:
-    return AlarmEngine(plant, load_rules())
+    return AlarmEngine(plant, load_rules(), load_alarm_database())
 
 
 def test_eight_hours_of_normal_operation_stay_within_the_alarm_rate_budget(

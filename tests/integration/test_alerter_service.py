@@ -24,6 +24,7 @@ from linewatch.core.contract import AlarmEvent, alarm_event_decoder, deadletter_
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.engine import AlarmEngine
+from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import Throttle, load_rules
 from linewatch.services.alerter.state import UnitState
 from linewatch.services.simulator.runner import KafkaPublisher, Manifest, run
@@ -220,7 +221,7 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         alerter = ServiceProcess("alerter", env, tmp_path / "alerter.log").start()
 
         # The reference: the same engine over exactly the frames that were sent, without a crash.
-        engine, units = AlarmEngine(plant, load_rules()), {}  # type: ignore[var-annotated]
+        engine, units = AlarmEngine(plant, load_rules(), load_alarm_database()), {}  # type: ignore[var-annotated]
         reference: list[AlarmEvent] = []
         for payload in sent:
             frame = telemetry_decoder.decode(payload)

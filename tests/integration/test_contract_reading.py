@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from linewatch.core.contract import telemetry_decoder
 from linewatch.core.plant import PlantModel
 from linewatch.services.alerter.engine import AlarmEngine
+from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.state import UnitState
 from linewatch.services.scorer.engine import PlantScorer
@@ -128,7 +129,11 @@ def mutated(draw: st.DrawFn, plant: PlantModel) -> tuple[bytes, bytes | None]:
 
 @pytest.fixture(scope="module")
 def consumers(plant: PlantModel) -> tuple[Any, PlantScorer, AlarmEngine]:
-    return build_validator(ValidatorSettings(), plant), PlantScorer(plant), AlarmEngine(plant, load_rules())
+    return (
+        build_validator(ValidatorSettings(), plant),
+        PlantScorer(plant),
+        AlarmEngine(plant, load_rules(), load_alarm_database()),
+    )
 
 
 def test_whatever_the_validator_accepts_every_consumer_accepts(

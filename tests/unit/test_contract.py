@@ -157,8 +157,12 @@ def test_optional_fields_default_to_none_in_both() -> None:
     assert frame.lot_id is None and frame.recipe is None
 
 
+# Schemas of files rather than messages, each with its own test (tests/unit/test_alarm_philosophy.py).
+FILE_SCHEMAS = {"alarm-database.v1"}
+
+
 def test_schemas_folder_has_an_example_per_schema() -> None:
-    names = {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")}
+    names = {p.name.removesuffix(".schema.json") for p in SCHEMAS.glob("*.schema.json")} - FILE_SCHEMAS
     examples = {p.stem for p in (SCHEMAS / "examples").glob("*.json")}
     assert names == examples == {name for name, _ in PAIRS}
 
@@ -169,6 +173,7 @@ def test_repo_root_is_right() -> None:
 
 def test_alarm_and_lot_events_from_code_are_valid_in_the_schemas(plant: PlantModel) -> None:
     from linewatch.services.alerter.engine import AlarmEngine
+    from linewatch.services.alerter.rationalization import load_alarm_database
     from linewatch.services.alerter.rules import load_rules
     from linewatch.services.alerter.state import UnitState
     from linewatch.simulation.faults import plan_injection
@@ -176,7 +181,7 @@ def test_alarm_and_lot_events_from_code_are_valid_in_the_schemas(plant: PlantMod
 
     start = 1_700_000_000 - 1_700_000_000 % 7200
     fault = plan_injection(plant, "moisture_ingress", "S1-DRY-01", start + 600, np.random.default_rng(1))
-    engine, unit = AlarmEngine(plant, load_rules()), UnitState()
+    engine, unit = AlarmEngine(plant, load_rules(), load_alarm_database()), UnitState()
     events = []
     for frame in simulated(plant, start, 0.6, seed=3, injections=[fault]):
         if frame.equipment_id == "S1-DRY-01":

@@ -145,6 +145,13 @@ class AlarmEvent(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_only=
     lots: list[Name] = []
     user: Name | None = None
     comment: Text | None = None
+    # Since 1.1: the alarm's rationalization from the master alarm database (absent: not rationalized).
+    rationalization: Annotated[str, msgspec.Meta(min_length=1, max_length=80)] | None = None
+    severity: Name | None = None
+    respond_within_s: Annotated[float, msgspec.Meta(gt=0)] | None = None
+    probable_cause: Text | None = None
+    consequence: Text | None = None
+    corrective_action: Text | None = None
 
 
 RAISED_STATE: AlarmState = "unacknowledged"

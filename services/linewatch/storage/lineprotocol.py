@@ -93,6 +93,9 @@ def score_lines(payload: bytes) -> list[bytes]:
     ]
 
 
+RATIONALIZATION_FIELDS = ("rationalization", "severity", "probable_cause", "consequence", "corrective_action")
+
+
 def alarm_lines(payload: bytes) -> list[bytes]:
     """One point per alarm event. Events of one alarm at one instant differ in the event id's counter,
     added as nanoseconds, so each is its own point and a resend overwrites itself."""
@@ -120,6 +123,12 @@ def alarm_lines(payload: bytes) -> list[bytes]:
         fields["value"] = float(event.value)
     if event.limit is not None:
         fields["limit"] = float(event.limit)
+    if event.respond_within_s is not None:
+        fields["respond_within_s"] = float(event.respond_within_s)
+    for name in RATIONALIZATION_FIELDS:
+        text = getattr(event, name)
+        if text is not None:
+            fields[name] = text
     n = int(event.event_id.rpartition("#")[2] or 0)
     return [line(ALARM_EVENT, tags, fields, to_ns(event.ts) + n).encode()]
 

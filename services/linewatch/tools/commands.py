@@ -24,9 +24,17 @@ def _service(args: argparse.Namespace) -> int:
 
 
 def _drill(args: argparse.Namespace) -> int:
+    if args.days is not None:
+        if args.hours is not None:
+            raise UsageError("drill takes --hours (through the services) or --days (in process), not both")
+        from linewatch.tools.alarmdrill import long_drill
+
+        return long_drill(args.days, args.fault, args.every_fault, args.train_hours or 24.0, args.seed)
+    if args.every_fault:
+        raise UsageError("--every-fault goes with --days; with --hours name the faults with --fault")
     from linewatch.tools.drill import drill
 
-    return drill(args.hours, args.fault, args.train_hours, args.seed)
+    return drill(args.hours or 8.0, args.fault, args.train_hours or 6.0, args.seed)
 
 
 def _bench_pipeline(args: argparse.Namespace) -> int:
@@ -82,10 +90,12 @@ def register(commands: Commands) -> None:
     up.add_argument("--train-hours", type=float, default=6.0, help="simulated normal hours to train on first")
     service = commands.add("service", "run one service in the foreground", _service)
     service.add_argument("name", choices=[s.name for s in SERVICES])
-    drill = commands.add("drill", "a simulated shift through the whole pipeline, then the alarm KPIs", _drill)
-    drill.add_argument("--hours", type=float, default=8.0)
+    drill = commands.add("drill", "a simulated stretch of plant operation, then the alarm KPIs", _drill)
+    drill.add_argument("--hours", type=float, help="hours through the whole pipeline (default 8)")
+    drill.add_argument("--days", type=float, help="days through the scorer's and alerter's engines in process")
     drill.add_argument("--fault", action="append", default=[], help="NAME[@EQUIPMENT][+OFFSET_S], repeatable")
-    drill.add_argument("--train-hours", type=float, default=6.0)
+    drill.add_argument("--every-fault", action="store_true", help="with --days: each fault type once, spread out")
+    drill.add_argument("--train-hours", type=float, help="normal hours to train on (default 6, with --days 24)")
     drill.add_argument("--seed", type=int, default=11)
     commands.group("bench", "benchmarks that print figures")
     bench = commands.add("bench pipeline", "validator and writer against the InfluxDB ceiling", _bench_pipeline)

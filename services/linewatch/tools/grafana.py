@@ -162,7 +162,7 @@ DASHBOARDS = [
             Panel(
                 "Active alarms",
                 [
-                    f'SELECT last("state") AS "state", last("message") AS "message", last("active") AS "active" FROM "{ALARM_EVENT}" WHERE $timeFilter GROUP BY "alarm_id", "priority", "area"'
+                    f'SELECT last("state") AS "state", last("message") AS "message", last("corrective_action") AS "action", last("active") AS "active" FROM "{ALARM_EVENT}" WHERE $timeFilter GROUP BY "alarm_id", "priority", "area"'
                 ],
                 kind="table",
                 width=24,

@@ -13,6 +13,7 @@ from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.api import build_api
 from linewatch.services.alerter.engine import AlarmEngine
 from linewatch.services.alerter.notify import Notifier
+from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.settings import AlerterSettings
 
@@ -29,7 +30,7 @@ def main() -> None:
         settings.kafka.topics,
         settings.kafka.partitions,
         plant,
-        AlarmEngine(plant, rules),
+        AlarmEngine(plant, rules, load_alarm_database(settings.alarm_database)),
         Notifier(settings.notify, rules.notifications),
         Annotator(settings.grafana),
         settings.stats_interval_s,

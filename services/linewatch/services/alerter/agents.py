@@ -28,6 +28,7 @@ from linewatch.core.stats import StatsCounter
 from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, UnknownAlarm
 from linewatch.services.alerter.notify import DeliveryFailed, Notifier, should_notify
+from linewatch.services.alerter.rationalization import Rationalizer
 from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
 
 SERVICE = "alerter"
@@ -51,6 +52,7 @@ class Alerter:
     plant: PlantModel
     alarm_state: Any  # faust Table: equipment id -> UnitState (JSON)
     actions_topic: Any
+    rationalizer: Rationalizer
 
     def units(self) -> list[tuple[str, UnitState]]:
         """The units of this worker's partitions (one worker: the whole plant)."""
@@ -88,7 +90,7 @@ def register(
     alarm_state = app.Table("alarm-state", partitions=partitions, key_type=bytes, value_type=bytes)
     notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
     stats = StatsCounter(SERVICE)
-    alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions))
+    alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions), engine.rationalizer)
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:

@@ -40,6 +40,8 @@ class Annotator:
         opened = open_ids.get(event.alarm_id)
         if opened is None and becomes_active(event.kind, event.state, event.previous):
             text = f"{event.message} ({event.priority}, alarm {event.alarm_id})"
+            if event.corrective_action:
+                text += f". Action: {event.corrective_action}"
             created = await self._api.annotations.add_annotation(
                 dashboard_uid=self.settings.dashboard_uid, time_from=ms, time_to=ms, tags=tags_of(event), text=text
             )

@@ -20,6 +20,7 @@ from pydantic import SecretStr
 from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, encoder
 from linewatch.services.alerter.agents import Alerter
 from linewatch.services.alerter.lifecycle import Alarm, Transition
+from linewatch.services.alerter.rules import PRIORITY_RANK
 from linewatch.services.alerter.state import AlarmRecord, state_decoder
 
 log = logging.getLogger(__name__)
@@ -41,6 +42,11 @@ _ALARM_PROPERTIES = {
         "active": "boolean",
         "chattering": "boolean",
         "message": "string",
+        "rationalization": "string",
+        "probable_cause": "string",
+        "consequence": "string",
+        "corrective_action": "string",
+        "respond_within_s": "number",
         "value": "number",
         "limit": "number",
     }.items()
@@ -131,6 +137,7 @@ def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
     alarm = record.alarm
     equipment = alerter.plant.equipment_by_id.get(alarm.alarm_id.split("/")[0])
     until = datetime.fromtimestamp(alarm.shelved_until, UTC).isoformat() if alarm.shelved_until else None
+    why = alerter.rationalizer.lookup(record.condition, equipment.equipment_class if equipment else "", record.sensor)
     return {
         "alarm_id": alarm.alarm_id,
         "equipment_id": equipment.id if equipment else None,
@@ -143,6 +150,11 @@ def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
         "active": alarm.active,
         "chattering": alarm.chattering,
         "message": record.message,
+        "rationalization": why.id,
+        "probable_cause": why.cause,
+        "consequence": why.consequence,
+        "corrective_action": why.action,
+        "respond_within_s": why.respond_within_s,
         "value": record.value,
         "limit": record.limit,
         "lots": record.lots,
@@ -183,7 +195,7 @@ def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application
             if name in request.query:
                 wanted = request.query[name].casefold()
                 rows = [r for r in rows if str(r[name] or "").casefold() == wanted]
-        rows.sort(key=lambda r: (r["priority"] != "critical", r["priority"] != "high", r["alarm_id"]))
+        rows.sort(key=lambda r: (-PRIORITY_RANK.get(r["priority"], 0), r["alarm_id"]))
         return web.json_response(rows)
 
     async def act(request: web.Request) -> web.Response:

@@ -21,7 +21,9 @@ from linewatch.core.contract import alarm_event_decoder
 from linewatch.core.plant import PlantModel, load_plant
 from linewatch.core.settings import InfluxSettings
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
-from linewatch.services.alerter import kpi
+from linewatch.services.alerter import kpi, report
+from linewatch.services.alerter.rationalization import AlarmDatabaseError, load_alarm_database
+from linewatch.services.alerter.rules import Rules, load_rules
 from linewatch.services.alerter.settings import AlerterSettings
 from linewatch.storage.influx import InfluxWriter, influxql, quote
 from linewatch.storage.lineprotocol import line, to_ns
@@ -57,6 +59,17 @@ def register(commands: Commands) -> None:
     report.add_argument("--hours", type=float, default=24.0)
     report.add_argument("--events", type=Path, help="alarm events as JSON lines instead of InfluxDB")
     report.add_argument("--no-write", action="store_true", help="print only")
+    bad = commands.add(
+        "alarms report",
+        "bad actors: unrationalized, frequent, standing, chattering, fleeting; suggested delays",
+        _report,
+    )
+    bad.add_argument("--start", type=utc_time, help=f"default: --hours before --end; {TIME_FORMATS}")
+    bad.add_argument("--end", type=utc_time, help=f"default: now; {TIME_FORMATS}")
+    bad.add_argument("--hours", type=float, default=24.0 * 7)
+    bad.add_argument("--events", type=Path, help="alarm events as JSON lines instead of InfluxDB")
+    check = commands.add("alarms validate", "check a master alarm database file against its schema", _validate)
+    check.add_argument("file", type=Path, nargs="?", help="default: the alerter's (LINEWATCH_ALARM_DATABASE)")
     commands.group("lots", "lot genealogy")
     affected = commands.add(
         "lots affected", "the cells built from a lot, or from the lots an alarm affects", _lots_affected
@@ -103,6 +116,8 @@ def _list(args: argparse.Namespace) -> int:
     out(f"{'priority':<9} {'state':<21} {'alarm':<40} message")
     for row in rows:
         out(f"{row['priority']:<9} {row['state']:<21} {row['alarm_id']:<40} {row['message']}")
+        if row.get("corrective_action"):
+            out(f"{'':<32}action: {row['corrective_action']}")
     out(f"{len(rows)} alarm(s)")
     return 0
 
@@ -134,12 +149,77 @@ def _rows_from_influx(influx: InfluxSettings, start: datetime, end: datetime) ->
 
 def _kpi(args: argparse.Namespace) -> int:
     settings = AlerterSettings()
-    end = (args.end or datetime.now(UTC)).astimezone(UTC)
-    start = (args.start or end - timedelta(hours=args.hours)).astimezone(UTC)
-    report = kpi_report(settings.influx, load_plant(settings.plant_file), start, end, args.events, not args.no_write)
-    for text in report.lines():
+    start, end = _period(args)
+    kpis = kpi_report(settings.influx, load_plant(settings.plant_file), start, end, args.events, not args.no_write)
+    for text in kpis.lines():
         out(text)
     return 0
+
+
+def _period(args: argparse.Namespace) -> tuple[datetime, datetime]:
+    end = (args.end or datetime.now(UTC)).astimezone(UTC)
+    start = (args.start or end - timedelta(hours=args.hours)).astimezone(UTC)
+    if start >= end:
+        raise UsageError(f"--start {start.isoformat()} is not before --end {end.isoformat()}")
+    return start, end
+
+
+def alarm_rows(influx: InfluxSettings, start: datetime, end: datetime, events: Path | None) -> list[kpi.AlarmRow]:
+    """The alarm events of [start, end) from InfluxDB or from a JSON-lines file."""
+    if events is None:
+        return _rows_from_influx(influx, start, end)
+    with events.open("rb") as handle:
+        rows = kpi.rows_of(alarm_event_decoder.decode(row) for row in handle if row.strip())
+    return [row for row in rows if start <= row.ts < end]
+
+
+def _report(args: argparse.Namespace) -> int:
+    settings = AlerterSettings()
+    start, end = _period(args)
+    for text in report.build(alarm_rows(settings.influx, start, end, args.events), start, end).lines():
+        out(text)
+    return 0
+
+
+def _validate(args: argparse.Namespace) -> int:
+    path = args.file or AlerterSettings().alarm_database
+    try:
+        database = load_alarm_database(path)
+    except AlarmDatabaseError as exc:
+        out(str(exc))
+        return 1
+    settings = AlerterSettings()
+    plant = load_plant(settings.plant_file)
+    rationalizer = database.for_plant(plant)
+    unmatched = [
+        f"{condition} {name}/{sensor or '-'}"
+        for condition, name, sensor in possible_alarms(plant, load_rules(settings.rules_file))
+        if rationalizer.lookup(condition, name, sensor).id is None
+    ]
+    out(
+        f"{path}: valid, {len(database.alarms)} rationalized alarm entries, matrix {len(database.matrix.severities)}"
+        f" severities x {len(database.matrix.response_times)} response times"
+    )
+    out(f"alarms of the plant model no entry rationalizes: {len(unmatched)}")
+    for text in unmatched:
+        out(f"  {text}")
+    return 0
+
+
+def possible_alarms(plant: PlantModel, rules: Rules) -> list[tuple[str, str, str | None]]:
+    """Every kind of alarm the plant can raise: anomaly per class, spec limits and SPC per sensor, lot
+    exposure per the rules."""
+    found: list[tuple[str, str, str | None]] = [
+        ("exposure_dose", name, sensor) for name, limits in rules.exposure.items() for sensor in limits
+    ]
+    for name, spec in plant.classes.items():
+        found.append(("anomaly", name, None))
+        for sensor, s in spec.sensors.items():
+            if s.spec != (None, None):
+                found.append(("spec_limit", name, sensor))
+            if s.critical:
+                found.append(("spc_rule", name, sensor))
+    return found
 
 
 def kpi_report(
@@ -151,12 +231,7 @@ def kpi_report(
     write: bool = True,
 ) -> kpi.KpiReport:
     """KPIs of the alarm events from InfluxDB (written back as measurement alarm_kpi) or from a JSON-lines file."""
-    if events is not None:
-        with events.open("rb") as handle:
-            rows = kpi.rows_of(alarm_event_decoder.decode(row) for row in handle if row.strip())
-        rows = [row for row in rows if start <= row.ts < end]
-    else:
-        rows = _rows_from_influx(influx, start, end)
+    rows = alarm_rows(influx, start, end, events)
     report = kpi.compute(rows, start, end, [area.name for area in plant.areas])
     if write and events is None:
         asyncio.run(_write_kpis(influx, report))

@@ -9,6 +9,7 @@ is running and settled, lets each condition look at the frame, and keeps escalat
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import numpy as np
 
@@ -16,6 +17,7 @@ from linewatch.core.contract import AlarmAction, AlarmCondition, AlarmEvent, Ano
 from linewatch.core.plant import PlantModel
 from linewatch.services.alerter.conditions import CONDITIONS, Anomaly, FrameContext
 from linewatch.services.alerter.lifecycle import Alarm, State
+from linewatch.services.alerter.rationalization import AlarmDatabase, Phase
 from linewatch.services.alerter.rules import Rules
 from linewatch.services.alerter.state import AlarmRecord, Events, UnitState
 
@@ -29,9 +31,10 @@ class ActionNotApplicable(ValueError):
 
 
 class AlarmEngine:
-    def __init__(self, plant: PlantModel, rules: Rules) -> None:
+    def __init__(self, plant: PlantModel, rules: Rules, database: AlarmDatabase) -> None:
         self.plant = plant
         self.rules = rules
+        self.rationalizer = database.for_plant(plant)
         self.conditions = {name: condition(plant, rules) for name, condition in CONDITIONS.items()}
         anomaly = self.conditions["anomaly"]
         assert isinstance(anomaly, Anomaly)
@@ -44,25 +47,29 @@ class AlarmEngine:
         running = frame.state == "running"
         if running and (not unit.running or frame.recipe != unit.recipe):
             unit.settled_from = float(ts[0]) + spec.settle_s
+            unit.settling = Phase.START_UP if not unit.running else Phase.RECIPE_CHANGE
             for chart in unit.charts.values():
                 chart.restart() if frame.recipe != unit.recipe else chart.interrupt()
         unit.running, unit.recipe = running, frame.recipe
         judged = (ts >= unit.settled_from) if running else np.zeros(len(ts), dtype=bool)
+        # Every equipment state is a phase; a running unit is starting up or changing recipe until settled.
+        phases = np.where(judged, Phase.RUNNING.value, unit.settling) if running else np.full(len(ts), frame.state)
         columns = {name: np.array([s.values.get(name, math.nan) for s in frame.samples]) for name in spec.sensors}
-        out = Events(frame, [frame.lot_id] if frame.lot_id else [])
+        out = Events(frame, [frame.lot_id] if frame.lot_id else [], self.rationalizer)
 
         def new_record(alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
-            return self._record(unit, alarm_id, condition, sensor)
+            return self._record(unit, alarm_id, condition, sensor, frame.equipment_class)
 
-        context = FrameContext(unit, frame, ts, judged, columns, out, new_record)
+        context = FrameContext(unit, frame, ts, judged, phases, columns, out, new_record, self.rationalizer)
         touched: set[str] = set()
         for condition in self.conditions.values():
             touched |= condition.on_frame(context)
-        now, judged_now = float(ts[-1]), bool(judged[-1])
+        now = float(ts[-1])
         for alarm_id, record in unit.alarms.items():
             if alarm_id in touched:
                 continue
             # No fresh evidence for this alarm in the frame: only the equipment state moves it.
+            judged_now = bool(context.judged_for(record.condition, record.sensor)[-1])
             held = self.conditions[record.condition].without_evidence(record, judged_now)
             if held is not None:
                 out.add(record, record.alarm.observe(now, held, judged_now))
@@ -72,10 +79,10 @@ class AlarmEngine:
     def on_scores(self, unit: UnitState, scores: AnomalyScores) -> list[AlarmEvent]:
         if scores.role != "active":
             return []  # shadow models are compared offline, they never alarm
-        out = Events(scores, [scores.lot_id] if scores.lot_id else [])
+        out = Events(scores, [scores.lot_id] if scores.lot_id else [], self.rationalizer)
 
         def new_record(alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
-            return self._record(unit, alarm_id, condition, sensor)
+            return self._record(unit, alarm_id, condition, sensor, scores.equipment_class)
 
         self.anomaly.on_scores(unit, scores, out, new_record)
         if not out.events and f"{scores.equipment_id}/anomaly" not in unit.alarms:
@@ -93,13 +100,25 @@ class AlarmEngine:
         transitions = alarm.act(action.action, ts, action.user, action.comment, action.duration_s)
         if not transitions:
             raise ActionNotApplicable(f"{action.action} does not apply to {action.alarm_id} in state {alarm.state}")
-        out = Events(ref, record.lots)
+        out = Events(ref, record.lots, self.rationalizer)
         out.add(record, transitions)
         return self._finish(unit, out, max(unit.last_ts, ts))
 
     # -- bookkeeping ----------------------------------------------------------------------------------------
-    def _record(self, unit: UnitState, alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
-        record = AlarmRecord(Alarm(alarm_id, self.rules.settings(condition)), condition, sensor)
+    def _record(
+        self, unit: UnitState, alarm_id: str, condition: AlarmCondition, sensor: str | None, equipment_class: str
+    ) -> AlarmRecord:
+        settings = self.rules.settings(condition)
+        why = self.rationalizer.lookup(condition, equipment_class, sensor)
+        # The rationalization decides the priority (through the matrix) and may tune the delays; an alarm
+        # nobody rationalized keeps its condition kind's defaults and is reported as such.
+        settings = replace(
+            settings,
+            priority=why.priority or settings.priority,
+            on_delay_s=settings.on_delay_s if why.on_delay_s is None else why.on_delay_s,
+            off_delay_s=settings.off_delay_s if why.off_delay_s is None else why.off_delay_s,
+        )
+        record = AlarmRecord(Alarm(alarm_id, settings), condition, sensor)
         unit.alarms[alarm_id] = record
         return record
 
@@ -112,13 +131,13 @@ class AlarmEngine:
                 record.raised_at, record.escalated = None, False
             elif record.raised_at is None:
                 record.raised_at = now
-            elif (
-                not record.escalated
-                and alarm.settings.priority in escalation.priorities
-                and now - record.raised_at >= escalation.after_s
-            ):
-                record.escalated = True
-                out.escalate(record, now, escalation.after_s)
+            elif not record.escalated and alarm.settings.priority in escalation.priorities:
+                # Past the alarm's own maximum time to respond nobody has acknowledged it: someone else must know.
+                why = self.rationalizer.lookup(record.condition, out.ref.equipment_class, record.sensor)
+                after_s = why.respond_within_s or escalation.after_s
+                if now - record.raised_at >= after_s:
+                    record.escalated = True
+                    out.escalate(record, now, after_s)
             quiet = not alarm.activations or now - alarm.activations[-1] > alarm.settings.chatter_window_s
             if alarm.state == State.NORMAL and not alarm.raw and not alarm.chattering and quiet:
                 del unit.alarms[alarm_id]  # nothing to remember: a new activation starts a fresh record

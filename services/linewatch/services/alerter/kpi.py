@@ -30,6 +30,7 @@ class AlarmRow(msgspec.Struct, frozen=True):
     cause: str
     priority: str
     annunciate: bool
+    rationalization: str | None = None  # since alarm event 1.1
 
 
 def rows_of(events: Iterable[AlarmEvent]) -> list[AlarmRow]:

@@ -37,10 +37,17 @@ def should_notify(event: AlarmEvent) -> bool:
 def text_of(event: AlarmEvent) -> str:
     head = "ESCALATED " if event.kind == "escalation" else ""
     lots = f" lots: {', '.join(event.lots)}." if event.lots else ""
-    return (
+    text = (
         f"{head}[{event.priority.upper()}] {event.area}/{event.line}/{event.equipment_id}: {event.message} "
         f"({event.cause}, {event.ts.isoformat()}).{lots} Alarm {event.alarm_id}"
     )
+    if event.corrective_action:
+        # What to do travels with the alarm: the reader should not need the alarm database open.
+        text += f". Action: {event.corrective_action}. If nobody acts: {event.consequence}"
+        text += f" (respond within {event.respond_within_s:g} s)" if event.respond_within_s else ""
+    else:
+        text += ". Not rationalized yet"
+    return text
 
 
 @dataclass

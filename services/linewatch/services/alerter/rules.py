@@ -50,7 +50,7 @@ class ExposureLimit(_Strict):
 
 class Escalation(_Strict):
     after_s: float = Field(default=900.0, gt=0)
-    priorities: list[Priority] = [Priority.HIGH, Priority.CRITICAL]
+    priorities: list[Priority] = [Priority.MEDIUM, Priority.HIGH, Priority.CRITICAL]
 
 
 class Route(_Strict):

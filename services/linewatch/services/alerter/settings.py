@@ -5,6 +5,7 @@ from pathlib import Path
 from pydantic import BaseModel, Field, SecretStr
 
 from linewatch.core.settings import CommonSettings, InfluxSettings
+from linewatch.services.alerter.rationalization import DEFAULT_ALARM_DATABASE
 from linewatch.services.alerter.rules import DEFAULT_RULES_FILE
 
 
@@ -31,6 +32,7 @@ class GrafanaSettings(BaseModel):
 
 class AlerterSettings(CommonSettings):
     rules_file: Path = DEFAULT_RULES_FILE
+    alarm_database: Path = DEFAULT_ALARM_DATABASE  # the rationalized alarms and the priority matrix
     api_host: str = "127.0.0.1"
     api_port: int = 8300
     # user name -> bearer token, e.g. LINEWATCH_API_TOKENS='{"alice": "..."}'; the token says who acted.

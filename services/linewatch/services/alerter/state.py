@@ -11,6 +11,7 @@ import msgspec
 
 from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmCondition, AlarmEvent, EquipmentRef, equipment_fields
 from linewatch.services.alerter.lifecycle import Alarm, State, Transition
+from linewatch.services.alerter.rationalization import Rationalizer
 from linewatch.services.alerter.spc import Chart
 from linewatch.storage.lineprotocol import to_ns
 
@@ -39,6 +40,7 @@ class UnitState(msgspec.Struct):
     running: bool = False
     recipe: str | None = None
     settled_from: float = 0.0  # start-up or recipe change + settle time
+    settling: str = "start_up"  # what the unit settles from: start_up or recipe_change
     last_ts: float = 0.0
     applied: dict[str, int] = {}  # "topic:partition" -> last offset applied: a redelivery is skipped
 
@@ -50,8 +52,9 @@ state_decoder = msgspec.json.Decoder(UnitState)
 class Events:
     """Builds AlarmEvents with stable ids: alarm id, event time in ns, and a counter within that instant."""
 
-    def __init__(self, ref: EquipmentRef, lots: list[str]) -> None:
+    def __init__(self, ref: EquipmentRef, lots: list[str], rationalizer: Rationalizer) -> None:
         self.ref = ref
+        self.rationalizer = rationalizer
         self.lots = lots
         self.events: list[AlarmEvent] = []
         self._seen: dict[tuple[str, int], int] = {}
@@ -82,6 +85,7 @@ class Events:
         when = datetime.fromtimestamp(ts, UTC)
         key = (record.alarm.alarm_id, to_ns(when))
         n = self._seen[key] = self._seen.get(key, -1) + 1
+        why = self.rationalizer.lookup(record.condition, self.ref.equipment_class, record.sensor)
         self.events.append(
             AlarmEvent(
                 **equipment_fields(self.ref),
@@ -103,5 +107,11 @@ class Events:
                 lots=record.lots,
                 user=user,
                 comment=comment,
+                rationalization=why.id,
+                severity=why.severity,
+                respond_within_s=why.respond_within_s,
+                probable_cause=why.cause,
+                consequence=why.consequence,
+                corrective_action=why.action,
             )
         )

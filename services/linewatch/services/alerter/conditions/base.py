@@ -4,13 +4,14 @@ observes its alarms' conditions. Each condition is one module of this package pl
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from linewatch.core.contract import AlarmCondition, TelemetryFrame
 from linewatch.core.plant import PlantModel
+from linewatch.services.alerter.rationalization import Rationalizer
 from linewatch.services.alerter.rules import Rules
 from linewatch.services.alerter.state import AlarmRecord, Events, UnitState
 
@@ -26,9 +27,20 @@ class FrameContext:
     frame: TelemetryFrame
     ts: np.ndarray
     judged: np.ndarray
+    phases: np.ndarray  # each sample's Phase value
     columns: dict[str, np.ndarray]
     events: Events
     new_record: NewRecord
+    rationalizer: Rationalizer
+    _judged_by_suppression: dict[frozenset[str], np.ndarray] = field(default_factory=dict)
+
+    def judged_for(self, condition: AlarmCondition, sensor: str | None) -> np.ndarray:
+        """Where this alarm is judged: the samples in no phase its rationalization suppresses it in."""
+        suppress = self.rationalizer.lookup(condition, self.frame.equipment_class, sensor).suppress_in
+        judged = self._judged_by_suppression.get(suppress)
+        if judged is None:
+            judged = self._judged_by_suppression[suppress] = ~np.isin(self.phases, list(suppress))
+        return judged
 
 
 class Condition:

@@ -45,7 +45,8 @@ class SpecLimit(Condition):
         return touched
 
     def _side(self, context: FrameContext, limit: Limit, high: bool, bound: float) -> set[str]:
-        values, judged, unit = context.columns[limit.sensor], context.judged, context.unit
+        values, unit = context.columns[limit.sensor], context.unit
+        judged = context.judged_for(self.name, limit.sensor)
         alarm_id = f"{context.frame.equipment_id}/{limit.sensor}/spec_{'high' if high else 'low'}"
         record = unit.alarms.get(alarm_id)
         beyond = (values > bound) if high else (values < bound)
@@ -54,7 +55,7 @@ class SpecLimit(Condition):
         record = record or context.new_record(alarm_id, self.name, limit.sensor)
         for i in np.flatnonzero(~np.isnan(values)):
             value = float(values[i])
-            # While the unit is not judged (idle, settling) the condition holds: no evidence either way.
+            # Where the alarm is suppressed (idle, settling, ...) the condition holds: no evidence either way.
             condition = (
                 limit_condition(value, bound, high, limit.deadband, record.alarm.active)
                 if judged[i]
