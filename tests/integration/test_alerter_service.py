@@ -107,10 +107,11 @@ def test_alarms_reach_kafka_influx_api_and_cli_and_lots_affected_is_exact(
         by_id = {a["alarm_id"]: a for a in active}
         exposure = by_id[exposure_id]
         assert (exposure["priority"], exposure["condition"], exposure["lots"]) == (
-            "critical",
+            "medium",  # alarms.yaml lot-exposure-dose: major consequence, 30 min to respond
             "exposure_dose",
             [exposed],
         )
+        assert exposure["rationalization"] == "lot-exposure-dose" and "conductivity QC" in exposure["corrective_action"]
         assert "S1-DRY-01/h2s/spec_high" in by_id  # the H2S rise also crossed the 1.0 ppm spec limit
 
         # The CLI: same list; shelving without a reason is refused; acknowledging is audited with the token's user.
@@ -250,7 +251,7 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         time.sleep(3)
         notified = Counter(Hook.received)
         for event in raised:
-            if event.priority in ("high", "critical") and event.annunciate:
+            if event.priority in ("medium", "high", "critical") and event.annunciate:  # the routed priorities
                 matching = [
                     n
                     for n, c in notified.items()
