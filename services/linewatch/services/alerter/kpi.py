@@ -37,6 +37,11 @@ def rows_of(events: Iterable[AlarmEvent]) -> list[AlarmRow]:
     return [msgspec.convert(msgspec.structs.asdict(event), AlarmRow) for event in events]
 
 
+def chatters(starts: list[float]) -> bool:
+    """Whether activations at these times chatter: CHATTER_COUNT or more within one CHATTER_WINDOW_S."""
+    return any(sum(1 for u in starts if t <= u < t + CHATTER_WINDOW_S) >= CHATTER_COUNT for t in starts)
+
+
 def is_alarm(row: AlarmRow) -> bool:
     """An annunciated activation: what an operator counts as one alarm."""
     return row.annunciate and raises_alarm(row.kind, row.state, row.previous)
@@ -110,7 +115,7 @@ def compute(rows: Iterable[AlarmRow], start: datetime, end: datetime, areas: Ite
     report.top10 = per_alarm.most_common(10)
     report.top10_share_pct = 100 * sum(n for _, n in report.top10) / report.total if report.total else 0.0
     for alarm_id, starts in activations.items():
-        if any(sum(1 for u in starts if t <= u < t + CHATTER_WINDOW_S) >= CHATTER_COUNT for t in starts):
+        if chatters(starts):
             report.chattering.append(alarm_id)
     report.stale = sorted(a for a, t in raised_at.items() if end.timestamp() - t > STALE_S)
     return report

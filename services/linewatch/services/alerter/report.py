@@ -13,7 +13,7 @@ from datetime import datetime
 import numpy as np
 
 from linewatch.core.contract import ACTIVE_STATES, becomes_active
-from linewatch.services.alerter.kpi import CHATTER_COUNT, CHATTER_WINDOW_S, STALE_S, AlarmRow, is_alarm
+from linewatch.services.alerter.kpi import CHATTER_COUNT, CHATTER_WINDOW_S, STALE_S, AlarmRow, chatters, is_alarm
 
 FLEETING_S = 60.0  # active for less than this and gone by itself: the operator could not have acted
 CLEARED_STATES = frozenset({"normal", "rtn_unacknowledged"})  # the condition itself cleared
@@ -128,10 +128,9 @@ def build(rows: Iterable[AlarmRow], start: datetime, end: datetime) -> AlarmRepo
 
 def _suggest(alarm_id: str, history: History) -> list[Suggestion]:
     starts = [s for s, _ in history.periods]
-    chattering = any(sum(1 for u in starts if t <= u < t + CHATTER_WINDOW_S) >= CHATTER_COUNT for t in starts)
     found = []
     gaps = history.gaps()
-    if chattering and gaps:
+    if chatters(starts) and gaps:
         # An off-delay holds the alarm through clears shorter than itself: pick the one that bridges most of
         # the short gaps between clear and re-activation.
         short = [g for g in gaps if g < CHATTER_WINDOW_S] or gaps
