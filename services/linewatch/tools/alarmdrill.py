@@ -34,8 +34,8 @@ from linewatch.services.scorer.commands import simulated_training
 from linewatch.services.scorer.engine import PlantScorer
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.services.scorer.training import train_version
-from linewatch.services.simulator.commands import parse_fault
-from linewatch.simulation.faults import Injection, plan_injection, random_schedule
+from linewatch.services.simulator.commands import named_injections, parse_fault
+from linewatch.simulation.faults import Injection, random_schedule
 from linewatch.simulation.plant_sim import simulated
 
 AFTER_FAULT_S = 600.0  # alarms in the fault's area in the 10 minutes from its start
@@ -91,11 +91,7 @@ def alarm_events(
 
 def fault_injections(plant: PlantModel, stretch: Stretch, faults: list[str], every_fault: bool) -> list[Injection]:
     rng = np.random.default_rng([stretch.seed, 3])
-    injections = []
-    for spec in faults:
-        name, equipment, offset = parse_fault(spec, plant)
-        start = stretch.start_s + (offset if offset is not None else stretch.days * 86400 / 4)
-        injections.append(plan_injection(plant, name, equipment, start, rng))
+    injections = named_injections(plant, faults, stretch.start_s, stretch.days * 86400, rng)
     if every_fault:
         names = sorted(plant.faults)
         injections += random_schedule(plant, stretch.start_s, stretch.days * 86400, len(names), rng, names)

@@ -22,7 +22,7 @@ from linewatch.core.plant import PlantModel, load_plant
 from linewatch.core.stats import StatsCounter
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
 from linewatch.services.simulator.settings import SimulatorSettings
-from linewatch.simulation.faults import plan_injection, random_schedule
+from linewatch.simulation.faults import Injection, plan_injection, random_schedule
 
 if TYPE_CHECKING:
     from linewatch.services.simulator.runner import RunPlan
@@ -75,6 +75,18 @@ def parse_fault(spec: str, plant: PlantModel) -> tuple[str, str | None, float | 
     return name, equipment or None, seconds
 
 
+def named_injections(
+    plant: PlantModel, specs: list[str], start_s: float, duration_s: float, rng: np.random.Generator
+) -> list[Injection]:
+    """The faults asked for by NAME[@EQUIPMENT][+OFFSET_S]; without an offset a quarter into the run."""
+    injections = []
+    for spec in specs:
+        name, equipment, offset = parse_fault(spec, plant)
+        start = start_s + (offset if offset is not None else duration_s / 4)
+        injections.append(plan_injection(plant, name, equipment, start, rng))
+    return injections
+
+
 def register(commands: Commands) -> None:
     add_arguments(commands.add("simulate", "run the plant simulator and publish it to Kafka", simulate))
 
@@ -110,10 +122,7 @@ def simulate(args: argparse.Namespace) -> int:
     plant = load_plant(settings.plant_file)
     plan = make_plan(args, settings, len(plant.equipment), plant.sample_period_s)
     rng = np.random.default_rng([plan.seed, 3])
-    for spec in args.fault:
-        name, equipment, offset = parse_fault(spec, plant)
-        start = plan.start_s + (offset if offset is not None else plan.duration_s / 4)
-        plan.injections.append(plan_injection(plant, name, equipment, start, rng))
+    plan.injections += named_injections(plant, args.fault, plan.start_s, plan.duration_s, rng)
     plan.injections += random_schedule(plant, plan.start_s, plan.duration_s, args.random_faults, rng)
     if args.labels:
         write_labels(args.labels, plan)
