@@ -5,9 +5,9 @@ its alarm told the operator to do. The services' Kafka plumbing is shown by `dri
 
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
+import secrets
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
@@ -30,13 +30,12 @@ from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import Notifications, load_rules
 from linewatch.services.alerter.state import UnitState
 from linewatch.services.scorer.agents import scores_for
-from linewatch.services.scorer.commands import simulated_training
 from linewatch.services.scorer.engine import PlantScorer
 from linewatch.services.scorer.rollout import ModelSet
-from linewatch.services.scorer.training import train_version
 from linewatch.services.simulator.commands import named_injections, parse_fault
 from linewatch.simulation.faults import Injection, random_schedule
 from linewatch.simulation.plant_sim import simulated
+from linewatch.tools.drill import past_start_s, train_into
 
 AFTER_FAULT_S = 600.0  # alarms in the fault's area in the 10 minutes from its start
 RECOVERY_S = 300.0  # an alarm up to 5 min after a fault ends still belongs to it
@@ -57,10 +56,8 @@ class Stretch:
 
 def train_in_process(plant: PlantModel, hours: float, seed: int) -> tuple[Path, bytes]:
     """Train, sign and activate a version in a throw-away registry (loaded by each worker the scorer's way)."""
-    registry = Path(tempfile.mkdtemp(prefix="linewatch-drill-models-"))
-    key = np.random.default_rng().bytes(32)
-    frames, source = simulated_training(plant, hours, seed)
-    train_version(plant, frames, source, registry, key, ["ACTIVE"], seed=seed)
+    registry, key = Path(tempfile.mkdtemp(prefix="linewatch-drill-models-")), secrets.token_bytes(32)
+    train_into(plant, registry, key, hours, seed)
     return registry, key
 
 
@@ -103,8 +100,7 @@ def long_drill(days: float, faults: list[str], every_fault: bool, train_hours: f
     for spec in faults:
         parse_fault(spec, plant)  # a mistyped fault is said now, not after training
     load_alarm_database()  # a broken database is said now, not after training
-    # The stretch ends an hour before now and starts on a lot boundary, so lots are whole.
-    start_s = math.floor((time.time() - days * 86400 - 3600) / 7200) * 7200
+    start_s = past_start_s(days * 86400)
     stretch = Stretch(start_s, days, seed)
     injections = fault_injections(plant, stretch, faults, every_fault)
     started = time.monotonic()

@@ -14,7 +14,7 @@ from pathlib import Path
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats
 from linewatch.core.kafka import ensure_topics
-from linewatch.core.plant import load_plant, read_plant
+from linewatch.core.plant import PlantModel, load_plant, read_plant
 from linewatch.core.services import PIPELINE, service
 from linewatch.core.settings import DEFAULT_PLANT_FILE, InfluxSettings, KafkaSettings
 from linewatch.services.alerter.commands import kpi_report
@@ -38,17 +38,26 @@ def pipeline_env(stack: DevStack, run_dir: Path) -> dict[str, str]:
 
 
 def train(env: dict[str, str], hours: float, seed: int = 1) -> str:
-    """Train, sign and activate a model version on simulated normal operation, in this process, into the
-    registry the services of `env` read."""
-    from linewatch.core.plant import load_plant
+    """Train, sign and activate a model version into the registry the services of `env` read."""
+    plant = load_plant(Path(env.get("LINEWATCH_PLANT_FILE", DEFAULT_PLANT_FILE)))
+    key = env["LINEWATCH_MODEL_SIGNING_KEY"].encode()
+    return train_into(plant, Path(env["LINEWATCH_REGISTRY"]), key, hours, seed)
+
+
+def train_into(plant: PlantModel, registry: Path, key: bytes, hours: float, seed: int) -> str:
+    """Train, sign and activate a model version on simulated normal operation, in this process."""
     from linewatch.services.scorer.commands import simulated_training
     from linewatch.services.scorer.training import train_version
 
-    plant = load_plant(Path(env.get("LINEWATCH_PLANT_FILE", DEFAULT_PLANT_FILE)))
     frames, source = simulated_training(plant, hours, seed)
-    registry, key = Path(env["LINEWATCH_REGISTRY"]), env["LINEWATCH_MODEL_SIGNING_KEY"].encode()
     version, _, _ = train_version(plant, frames, source, registry, key, ["ACTIVE"], seed=seed)
     return version
+
+
+def past_start_s(span_s: float) -> float:
+    """Where a simulated run of `span_s` starts so that it ends an hour before now and starts on a lot
+    boundary: its lots are whole and no sample lies in the future."""
+    return math.floor((time.time() - span_s - 3600) / 7200) * 7200
 
 
 def wait_quiet(kafka: KafkaSettings, processes: list[ServiceProcess], quiet_s: float, timeout_s: float) -> None:
@@ -93,8 +102,7 @@ def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int
         train(env, train_hours)
         out(f"trained on {train_hours:g} h of normal operation in {time.monotonic() - started:.0f} s")
         processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in PIPELINE]
-        # The shift ends an hour before now and starts on a lot boundary, so lots are whole.
-        start_s = math.floor((time.time() - hours * 3600 - 3600) / 7200) * 7200
+        start_s = past_start_s(hours * 3600)
         start, end = datetime.fromtimestamp(start_s, UTC), datetime.fromtimestamp(start_s + hours * 3600, UTC)
         args = ["--start", start.isoformat(), "--duration-s", str(hours * 3600), "--max-speed", "--seed", str(seed)]
         args += ["--labels", str(run_dir / "labels.jsonl")]
@@ -110,7 +118,7 @@ def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int
                 process.stop()
         out(f"alarm KPIs (`linewatch alarms kpi --start {start.isoformat()} --end {end.isoformat()}`):")
         influx = InfluxSettings(url=stack.influxd.url, database=stack.database)
-        for text in kpi_report(influx, load_plant(DEFAULT_PLANT_FILE), start, end).lines():
+        for text in kpi_report(influx, plant, start, end).lines():
             out(text)
         missed = report_faults(stack, run_dir / "labels.jsonl") if faults else 0
     return 1 if missed else 0
