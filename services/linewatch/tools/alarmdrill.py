@@ -35,10 +35,9 @@ from linewatch.services.scorer.rollout import ModelSet
 from linewatch.services.simulator.commands import named_injections, parse_fault
 from linewatch.simulation.faults import Injection, random_schedule
 from linewatch.simulation.plant_sim import simulated
-from linewatch.tools.drill import past_start_s, train_into
+from linewatch.tools.drill import fault_alarms, past_start_s, train_into
 
 AFTER_FAULT_S = 600.0  # alarms in the fault's area in the 10 minutes from its start
-RECOVERY_S = 300.0  # an alarm up to 5 min after a fault ends still belongs to it
 WORKERS = 2
 GUIDANCE = {"low": 80.0, "medium": 15.0, "high": 5.0}  # EEMUA 191 / ISA-18.2 annunciated priority split
 
@@ -158,8 +157,8 @@ def report_faults(
     raised = [e for e in events if raises_alarm(e.kind, e.state, e.previous)]
     missed = 0
     for injection in sorted(injections, key=lambda i: i.start_s):
-        begin, end = injection.start_s, injection.end_s + RECOVERY_S
-        hits = [e for e in raised if e.equipment_id == injection.equipment_id and begin <= e.ts.timestamp() <= end]
+        begin = injection.start_s
+        hits = fault_alarms(raised, injection.equipment_id, begin, injection.end_s)
         area = plant.equipment_by_id[injection.equipment_id].area
         in_area = sum(
             1 for e in raised if e.annunciate and e.area == area and begin <= e.ts.timestamp() < begin + AFTER_FAULT_S

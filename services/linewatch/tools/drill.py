@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from linewatch.core.console import out
-from linewatch.core.contract import ServiceStats
+from linewatch.core.contract import AlarmEvent, ServiceStats
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.plant import PlantModel, load_plant, read_plant
 from linewatch.core.services import PIPELINE, service
@@ -126,6 +126,12 @@ def drill(hours: float, faults: list[str], train_hours: float, seed: int) -> int
 
 RAISED_EVENTS = f"FROM {ALARM_EVENT} WHERE {RAISED}"
 TEN_MINUTES_NS = 600_000_000_000
+RECOVERY_S = 300.0  # an alarm up to 5 min after a fault ends still belongs to it
+
+
+def fault_alarms(raised: list[AlarmEvent], equipment_id: str, start_s: float, end_s: float) -> list[AlarmEvent]:
+    """The raised alarms a fault on a unit explains: on that unit, from its start to RECOVERY_S after its end."""
+    return [e for e in raised if e.equipment_id == equipment_id and start_s <= e.ts.timestamp() <= end_s + RECOVERY_S]
 
 
 def report_faults(stack: DevStack, labels: Path) -> int:
@@ -139,7 +145,7 @@ def report_faults(stack: DevStack, labels: Path) -> int:
         unit = label["equipment_id"]
         raised = stack.influxd.query(
             f"SELECT alarm_id, message {RAISED_EVENTS} AND equipment = '{unit}' "
-            f"AND time >= {begin_ns} AND time < {end_ns + TEN_MINUTES_NS // 2}",
+            f"AND time >= {begin_ns} AND time < {end_ns + int(RECOVERY_S * 1e9)}",
             stack.database,
         )
         series = raised["results"][0].get("series", [])  # type: ignore[index]

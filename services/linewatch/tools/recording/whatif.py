@@ -23,7 +23,7 @@ from linewatch.services.alerter import kpi
 from linewatch.services.scorer import registry as model_registry
 from linewatch.storage.influx import influxql
 from linewatch.tools.devstack import free_port
-from linewatch.tools.drill import wait_quiet
+from linewatch.tools.drill import fault_alarms, wait_quiet
 from linewatch.tools.launcher import ServiceProcess
 from linewatch.tools.recording.recorder import (
     RecordedMessage,
@@ -36,8 +36,6 @@ from linewatch.tools.recording.recorder import (
     sandbox_prefix,
     sandbox_topics,
 )
-
-RECOVERY_S = 300.0  # an alarm up to 5 min after a fault ends still belongs to it
 
 
 @dataclass
@@ -128,11 +126,7 @@ def detections(run: SandboxRun, labels: list[dict[str, object]]) -> tuple[list[D
     explained: set[str] = set()
     for label in labels:
         start, end = float(label["start_s"]), float(label["end_s"])  # type: ignore[arg-type]
-        hits = [
-            e
-            for e in raised
-            if e.equipment_id == label["equipment_id"] and start <= e.ts.timestamp() <= end + RECOVERY_S
-        ]
+        hits = fault_alarms(raised, str(label["equipment_id"]), start, end)
         explained |= {e.event_id for e in hits}
         found.append(
             Detection(str(label["fault"]), str(label["equipment_id"]), hits[0].ts.timestamp() - start if hits else None)
