@@ -23,7 +23,7 @@ from linewatch.core.settings import InfluxSettings
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
 from linewatch.services.alerter import kpi, report
 from linewatch.services.alerter.rationalization import AlarmDatabaseError, load_alarm_database
-from linewatch.services.alerter.rules import Rules, load_rules
+from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.settings import AlerterSettings
 from linewatch.storage.influx import InfluxWriter, influxql, quote
 from linewatch.storage.lineprotocol import line, to_ns
@@ -182,19 +182,24 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _validate(args: argparse.Namespace) -> int:
-    path = args.file or AlerterSettings().alarm_database
+    from linewatch.services.alerter.engine import AlarmEngine
+
+    settings = AlerterSettings()
+    path = args.file or settings.alarm_database
     try:
         database = load_alarm_database(path)
     except AlarmDatabaseError as exc:
         out(str(exc))
         return 1
-    settings = AlerterSettings()
     plant = load_plant(settings.plant_file)
-    rationalizer = database.for_plant(plant)
+    engine = AlarmEngine(plant, load_rules(settings.rules_file), database)
+    # Every alarm the plant can raise, as each registered condition says, against the database.
     unmatched = [
-        f"{condition} {name}/{sensor or '-'}"
-        for condition, name, sensor in possible_alarms(plant, load_rules(settings.rules_file))
-        if rationalizer.lookup(condition, name, sensor).id is None
+        f"{name} {equipment_class}/{sensor or '-'}"
+        for name, condition in engine.conditions.items()
+        for equipment_class in plant.classes
+        for sensor in condition.watched(equipment_class)
+        if engine.rationalizer.lookup(name, equipment_class, sensor).id is None
     ]
     out(
         f"{path}: valid, {len(database.alarms)} rationalized alarm entries, matrix {len(database.matrix.severities)}"
@@ -204,22 +209,6 @@ def _validate(args: argparse.Namespace) -> int:
     for text in unmatched:
         out(f"  {text}")
     return 0
-
-
-def possible_alarms(plant: PlantModel, rules: Rules) -> list[tuple[str, str, str | None]]:
-    """Every kind of alarm the plant can raise: anomaly per class, spec limits and SPC per sensor, lot
-    exposure per the rules."""
-    found: list[tuple[str, str, str | None]] = [
-        ("exposure_dose", name, sensor) for name, limits in rules.exposure.items() for sensor in limits
-    ]
-    for name, spec in plant.classes.items():
-        found.append(("anomaly", name, None))
-        for sensor, s in spec.sensors.items():
-            if s.spec != (None, None):
-                found.append(("spec_limit", name, sensor))
-            if s.critical:
-                found.append(("spc_rule", name, sensor))
-    return found
 
 
 def kpi_report(

@@ -10,6 +10,9 @@ from linewatch.services.alerter.state import AlarmRecord, Events, UnitState
 class Anomaly(Condition):
     name = "anomaly"
 
+    def watched(self, equipment_class: str) -> list[str | None]:
+        return [None]  # one alarm per unit, from its model's score
+
     def without_evidence(self, record: AlarmRecord, judged_now: bool) -> bool | None:
         # While the unit runs the scores carry the evidence; an anomaly ends with the run that showed it.
         return None if judged_now else False

@@ -50,6 +50,10 @@ class Condition:
         self.plant = plant
         self.rules = rules
 
+    def watched(self, equipment_class: str) -> list[str | None]:
+        """The sensors of a class this condition raises alarms on (None: the unit as a whole)."""
+        return []
+
     def on_frame(self, context: FrameContext) -> set[str]:
         """Observe this condition's alarms over the frame; returns the ids of those it had evidence for."""
         return set()

@@ -20,6 +20,9 @@ class ExposureDose(Condition):
             name: {s: (e.limit, e.unit) for s, e in by_sensor.items()} for name, by_sensor in rules.exposure.items()
         }
 
+    def watched(self, equipment_class: str) -> list[str | None]:
+        return list(self.limits.get(equipment_class, {}))
+
     def on_frame(self, context: FrameContext) -> set[str]:
         touched: set[str] = set()
         for sensor, (limit, dose_unit) in self.limits.get(context.frame.equipment_class, {}).items():

@@ -22,6 +22,9 @@ class SpcRule(Condition):
             for name, spec in plant.classes.items()
         }
 
+    def watched(self, equipment_class: str) -> list[str | None]:
+        return list(self.charted[equipment_class])
+
     def on_frame(self, context: FrameContext) -> set[str]:
         touched: set[str] = set()
         for sensor, tracks in self.charted[context.frame.equipment_class].items():

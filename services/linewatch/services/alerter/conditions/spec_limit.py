@@ -36,6 +36,9 @@ class SpecLimit(Condition):
             for name, spec in plant.classes.items()
         }
 
+    def watched(self, equipment_class: str) -> list[str | None]:
+        return [limit.sensor for limit in self.limits[equipment_class]]
+
     def on_frame(self, context: FrameContext) -> set[str]:
         touched: set[str] = set()
         for limit in self.limits[context.frame.equipment_class]:
