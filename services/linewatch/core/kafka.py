@@ -7,7 +7,7 @@ import logging
 import tempfile
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Self
 
 from msgspec import structs
 
@@ -69,18 +69,23 @@ class TopicReader:
     """Reads a topic with assign() (group joins are slow on Tansu) from the beginning."""
 
     def __init__(self, settings: KafkaSettings, topic: str) -> None:
+        self.settings, self.topic = settings, topic
+        self._consumer = self._open()
+
+    def _open(self) -> Any:
         from kafka import KafkaConsumer, TopicPartition
 
-        self._consumer = KafkaConsumer(
-            bootstrap_servers=settings.bootstrap_servers,
+        consumer = KafkaConsumer(
+            bootstrap_servers=self.settings.bootstrap_servers,
             fetch_max_wait_ms=OBSERVER_FETCH_MAX_WAIT_MS,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 << 20,
         )
-        partitions = [TopicPartition(topic, p) for p in range(settings.partitions)]
-        self._consumer.assign(partitions)
-        self._consumer.seek_to_beginning(*partitions)
+        partitions = [TopicPartition(self.topic, p) for p in range(self.settings.partitions)]
+        consumer.assign(partitions)
+        consumer.seek_to_beginning(*partitions)
+        return consumer
 
     def read(self, on_value: Callable[[bytes], None], timeout_s: float = 0.5) -> None:
         deadline = time.monotonic() + timeout_s
@@ -94,6 +99,13 @@ class TopicReader:
 
     def close(self) -> None:
         self._consumer.close()
+
+    def reopened(self) -> Self:
+        """After the broker lost its state: the same reader from the beginning of the new topic (its positions
+        were the old broker's), keeping what it has read so far."""
+        self._consumer.close()
+        self._consumer = self._open()
+        return self
 
 
 class RecordProducer:

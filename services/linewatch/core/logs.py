@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import sys
+import time
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,10 +32,52 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class RepeatLimit(logging.Filter):
+    """At most `burst` lines per `window_s` of one kind (logger, level, message and fields with their numbers
+    blanked); the next line let through says how many were held back. A broker that is away makes clients repeat
+    the same complaint many times a second; the first lines say it all."""
+
+    def __init__(self, burst: int = 3, window_s: float = 10.0, library_lines_per_s: float = 2.0) -> None:
+        super().__init__()
+        self.burst, self.window_s = burst, window_s
+        self._seen: dict[tuple[str, int, str], tuple[float, int, int]] = {}  # kind -> window start, let, held
+        # Libraries (aiokafka, kafka, faust) also share a budget: a lost broker makes each of them complain in
+        # its own words at once. A bucket of 5 lines refilled at `library_lines_per_s`; ours never wait for it.
+        self._rate, self._tokens, self._filled_at, self._library_held = library_lines_per_s, 5.0, time.monotonic(), 0
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith("linewatch"):
+            now = time.monotonic()
+            self._tokens = min(5.0, self._tokens + (now - self._filled_at) * self._rate)
+            self._filled_at = now
+            if self._tokens < 1.0:
+                self._library_held += 1
+                return False
+            self._tokens -= 1.0
+            if self._library_held:
+                record.library_lines_held_back, self._library_held = self._library_held, 0
+        extra = " ".join(f"{k}={v}" for k, v in record.__dict__.items() if k not in _RESERVED)
+        kind = (record.name, record.levelno, re.sub(r"\d+", "#", f"{record.getMessage()} {extra}")[:240])
+        now = time.monotonic()
+        start, let, held = self._seen.get(kind, (now, 0, 0))
+        if now - start >= self.window_s:
+            start, let = now, 0
+        if let >= self.burst:
+            self._seen[kind] = (start, let, held + 1)
+            return False
+        if held:
+            record.repeats_held_back = held
+        self._seen[kind] = (start, let + 1, 0)
+        if len(self._seen) > 10_000:  # messages with ever-new text: forget old kinds rather than grow
+            self._seen.clear()
+        return True
+
+
 def configure(service: str, level: str = "INFO") -> None:
     """Send every logger, faust's and aiokafka's included, through one JSON handler on stderr."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter(service))
+    handler.addFilter(RepeatLimit())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

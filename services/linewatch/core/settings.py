@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import tempfile
 from pathlib import Path
 from typing import Literal
 
@@ -67,12 +68,25 @@ class InfluxSettings(BaseModel):
     timeout_s: float = 30.0
 
 
+class HealthSettings(BaseModel):
+    """The broker watch and its HTTP probes (GET /livez, /readyz); see `linewatch.core.health`."""
+
+    port: int | None = None  # no HTTP endpoints unless set; compose, k8s and `linewatch up` set one
+    host: str = "127.0.0.1"
+    check_interval_s: float = Field(default=2.0, gt=0)
+    stall_s: float = Field(default=60.0, gt=0)  # input waiting this long, none of it processed: not ready
+    live_timeout_s: float = Field(default=30.0, gt=0)  # the event loop blocked this long: not alive
+    # Where the report of a broker's loss waits for the next start (survives a container restart; k8s: emptyDir).
+    state_dir: Path = Path(tempfile.gettempdir()) / "linewatch-state"
+
+
 class CommonSettings(BaseSettings):
     """Base of every service's settings: nested values use `__`, e.g. LINEWATCH_KAFKA__BOOTSTRAP_SERVERS."""
 
     model_config = SettingsConfigDict(env_prefix="LINEWATCH_", env_nested_delimiter="__", extra="ignore")
 
     kafka: KafkaSettings = KafkaSettings()
+    health: HealthSettings = HealthSettings()
     log_level: str = "INFO"
     stats_interval_s: float = Field(default=1.0, gt=0)
     plant_file: Path = DEFAULT_PLANT_FILE

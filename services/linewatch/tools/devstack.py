@@ -90,6 +90,16 @@ class Broker:
         except OSError:
             return False
 
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def restart(self) -> None:
+        """Empty again on the same port, with no old client connected (see `Supervisor`)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(10)
+        self.start()
+
     def stop(self) -> None:
         stop_process(self.process)
 

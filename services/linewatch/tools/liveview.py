@@ -23,6 +23,12 @@ class PipelineView:
     history: dict[tuple[str, str], list[tuple[float, dict[str, int]]]] = field(
         default_factory=lambda: defaultdict(list)
     )
+    health: dict[str, tuple[bool, str]] = field(default_factory=dict)  # service -> its GET /readyz
+    events: list[str] = field(default_factory=list)  # restarts and the broker's losses, newest first
+
+    def note(self, event: str) -> None:
+        self.events.insert(0, event)
+        del self.events[20:]
 
     def add(self, stats: ServiceStats) -> None:
         key = (stats.service, stats.instance)
@@ -59,6 +65,16 @@ class PipelineView:
             table.add_row(label, f"{self.total(service, counter):,}", f"{self.rate(service, counter):,.0f}")
         for reason, count in sorted(self.dead_letter_reasons().items()):
             table.add_row(f"  dead letter: {reason}", f"{count:,}", "")
+        return table
+
+    def render_health(self) -> Table:
+        table = Table(title="services (GET /readyz) and what happened to them")
+        for column in ("service", "ready", "why / event"):
+            table.add_column(column)
+        for name, (ready, reason) in self.health.items():
+            table.add_row(name, "[green]yes" if ready else "[red]NO", reason)
+        for event in self.events[:8]:
+            table.add_row("", "", f"[yellow]{event}")
         return table
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 from rich.console import Console, Group
 from rich.live import Live
 
+from linewatch.core.health import EXIT_BROKER_STATE_LOST
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import KafkaSettings
-from linewatch.tools.devstack import DevStack
+from linewatch.tools.devstack import DevStack, free_port
 from linewatch.tools.drill import pipeline_env, train
-from linewatch.tools.launcher import ServiceProcess
+from linewatch.tools.launcher import ServiceProcess, Supervisor
 from linewatch.tools.liveview import AlarmFeed, PipelineView, StatsReader
 
 
@@ -41,8 +42,11 @@ def up(args: argparse.Namespace) -> int:
             *("--random-faults", str(args.random_faults), "--malformed-share", str(args.malformed_share)),
             *("--labels", str(run_dir / "fault-labels.jsonl")),
         )
-        processes = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in PIPELINE]
-        processes.append(ServiceProcess("simulator", env, run_dir / "simulator.log", simulator_args).start())
+        processes = [
+            ServiceProcess(name, env, run_dir / f"{name}.log", health_port=free_port()).start() for name in PIPELINE
+        ]
+        simulator = ServiceProcess("simulator", env, run_dir / "simulator.log", simulator_args).start()
+        supervisor = Supervisor([*processes, simulator], reset=stack.broker.restart)
         reader = StatsReader(kafka)
         alarms = AlarmFeed(kafka)
         view = PipelineView()
@@ -57,22 +61,34 @@ def up(args: argparse.Namespace) -> int:
             )
         )
         deadline = time.monotonic() + args.for_s if args.for_s else None
+        probed = 0.0
         try:
             with Live(view.render(title), console=console, refresh_per_second=2) as live:
                 while deadline is None or time.monotonic() < deadline:
                     reader.poll(view.add, 0.3)
                     alarms.poll(0.2)
-                    live.update(Group(view.render(title), alarms.render()))
-                    dead = [p.name for p in processes if not p.alive() and p.name in PIPELINE]
-                    if dead:
-                        console.print(f"[red]service(s) stopped unexpectedly: {dead}; see {run_dir}")
+                    broker_lost = not stack.broker.alive()
+                    if broker_lost:  # memory only: it comes back empty, and the services see that
+                        stack.broker.start()
+                        view.note("the broker died and was started again: every topic and offset it held is lost")
+                    restarts = supervisor.check()
+                    for restart in restarts:
+                        view.note(restart.describe())
+                    if broker_lost or any(r.exit_code == EXIT_BROKER_STATE_LOST for r in restarts):
+                        reader, alarms = reader.reopened(), alarms.reopened()  # its positions are the old broker's
+                    if failing := supervisor.failing():
+                        console.print(f"[red]service(s) keep failing: {failing}; see their logs in {run_dir}")
                         return 1
+                    if time.monotonic() - probed > 2.0:
+                        view.health = {p.name: p.readiness() for p in processes}
+                        probed = time.monotonic()
+                    live.update(Group(view.render(title), view.render_health(), alarms.render()))
         except KeyboardInterrupt:
             pass
         finally:
             reader.close()
             alarms.close()
-            for process in reversed(processes):
+            for process in [simulator, *reversed(processes)]:
                 process.stop()
     console.print(f"stopped; logs kept in {run_dir}")
     return 0

@@ -6,6 +6,7 @@ import faust
 from aiohttp import web
 
 from linewatch.core import logs
+from linewatch.core.health import watch_faust
 from linewatch.core.kafka import ensure_topics, faust_app
 from linewatch.core.plant import load_plant
 from linewatch.services.alerter.agents import SERVICE, register
@@ -35,6 +36,7 @@ def main() -> None:
         Annotator(settings.grafana),
         settings.stats_interval_s,
     )
+    watch_faust(app, SERVICE, settings, alerter.stats)
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_api() -> None:

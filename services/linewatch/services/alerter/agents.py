@@ -53,6 +53,7 @@ class Alerter:
     alarm_state: Any  # faust Table: equipment id -> UnitState (JSON)
     actions_topic: Any
     rationalizer: Rationalizer
+    stats: StatsCounter
 
     def units(self) -> list[tuple[str, UnitState]]:
         """The units of this worker's partitions (one worker: the whole plant)."""
@@ -90,7 +91,7 @@ def register(
     alarm_state = app.Table("alarm-state", partitions=partitions, key_type=bytes, value_type=bytes)
     notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
     stats = StatsCounter(SERVICE)
-    alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions), engine.rationalizer)
+    alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions), engine.rationalizer, stats)
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from linewatch.core import logs
+from linewatch.core.health import watch_faust
 from linewatch.core.kafka import ensure_topics, faust_app
 from linewatch.core.plant import load_plant
 from linewatch.services.scorer.agents import SERVICE, register
@@ -19,7 +20,8 @@ def main() -> None:
     models = ModelSet(settings.registry, settings.signing_key())
     models.refresh()
     app = faust_app(SERVICE, settings.kafka)
-    register(app, settings, load_plant(settings.plant_file), models)
+    stats = register(app, settings, load_plant(settings.plant_file), models)
+    watch_faust(app, SERVICE, settings, stats)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
 

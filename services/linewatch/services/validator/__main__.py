@@ -5,6 +5,7 @@ from __future__ import annotations
 import faust
 
 from linewatch.core import logs
+from linewatch.core.health import watch_faust
 from linewatch.core.kafka import ensure_topics, faust_app
 from linewatch.core.plant import load_plant
 from linewatch.services.validator.agents import SERVICE, build_validator, register
@@ -16,7 +17,8 @@ def main() -> None:
     logs.configure(SERVICE, settings.log_level)
     ensure_topics(settings.kafka, settings.kafka.topics.all())
     app = faust_app(SERVICE, settings.kafka)
-    register(app, settings, build_validator(settings, load_plant(settings.plant_file)))
+    stats = register(app, settings, build_validator(settings, load_plant(settings.plant_file)))
+    watch_faust(app, SERVICE, settings, stats)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
 

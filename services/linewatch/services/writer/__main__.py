@@ -9,6 +9,7 @@ import signal
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from linewatch.core import logs
+from linewatch.core.health import beat, start_watch
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.stats import StatsCounter
 from linewatch.services.writer.settings import WriterSettings
@@ -68,10 +69,14 @@ async def run(settings: WriterSettings) -> None:
     await producer.start()
     await consumer.start()
     reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, settings.stats_interval_s, stop))
+    watch = start_watch(SERVICE, settings, stats)
+    beating = asyncio.create_task(beat(watch.state))
     try:
         await sink.run(stop)
     finally:
         stop.set()
+        watch.stop()
+        beating.cancel()
         await reporter
         await consumer.stop()
         await producer.stop()
