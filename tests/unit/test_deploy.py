@@ -75,9 +75,46 @@ def test_compose_variables_are_read_by_the_settings(compose: dict[str, Any]) -> 
 def test_compose_secrets_are_required_and_documented(compose: dict[str, Any]) -> None:
     text = (REPO_ROOT / "docker-compose.yml").read_text()
     required = set(re.findall(r"\$\{(\w+):\?", text))
-    assert {"INFLUX_TOKEN", "MODEL_SIGNING_KEY", "ALARM_API_TOKENS", "GRAFANA_ADMIN_PASSWORD"} <= required
+    assert {"INFLUX_ADMIN_TOKEN", "INFLUX_WRITER_PASSWORD", "INFLUX_GRAFANA_PASSWORD", "MODEL_SIGNING_KEY"} <= required
+    assert {"ALARM_API_TOKENS", "GRAFANA_ADMIN_PASSWORD"} <= required
     example = {line.split("=")[0] for line in (REPO_ROOT / ".env.example").read_text().splitlines() if "=" in line}
     assert required | set(re.findall(r"\$\{(\w+):-", text)) <= example
+
+
+def secrets_of(service: dict[str, Any]) -> set[str]:
+    """The .env secrets a compose service is handed."""
+    return {name for value in service.get("environment", {}).values() for name in re.findall(r"\$\{(\w+)", str(value))}
+
+
+def test_compose_each_container_gets_only_the_secrets_it_reads(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert not secrets_of(compose["x-linewatch"]), "no secret for every service"
+    given = {
+        name: secrets_of(services[name]) - {"NOTIFY_SMTP_PORT", "NOTIFY_SMTP_FROM", "NOTIFY_SMTP_HOST"}
+        for name in services
+    }
+    assert given["validator"] == set() and given["simulator"] == set()
+    assert given["scorer"] == {"MODEL_SIGNING_KEY"}
+    assert given["writer"] == {"INFLUX_WRITER_PASSWORD"}
+    assert given["alerter"] == {
+        "ALARM_API_TOKENS",
+        "NOTIFY_WEBHOOK_URL",
+        "NOTIFY_SMTP_USERNAME",
+        "NOTIFY_SMTP_PASSWORD",
+        "GRAFANA_API_TOKEN",
+    }
+    assert given["grafana"] == {"GRAFANA_ADMIN_PASSWORD", "INFLUX_GRAFANA_PASSWORD"}
+    assert [name for name in services if "INFLUX_ADMIN_TOKEN" in given[name]] == ["influxdb"]
+    # The writer may only write and Grafana only read: the users made on first start, and who uses them.
+    init = (REPO_ROOT / "deploy" / "influxdb" / "init-dbrp.sh").read_text()
+    assert (
+        re.search(r"--username linewatch-writer .*--write-bucket", init)
+        and "--read-bucket" not in init.split("linewatch-writer")[1].split("\n")[0]
+    )
+    assert re.search(r"--username grafana .*--read-bucket", init)
+    assert services["writer"]["environment"]["LINEWATCH_INFLUX__USERNAME"] == "linewatch-writer"
+    source = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/influxdb.yaml").read_text())
+    assert source["datasources"][0]["user"] == "grafana"
 
 
 def test_compose_ports_partitions_and_health(compose: dict[str, Any]) -> None:
@@ -85,13 +122,18 @@ def test_compose_ports_partitions_and_health(compose: dict[str, Any]) -> None:
     shared = compose["x-linewatch"]["environment"]
     assert shared["LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"] == "kafka:9092"
     assert "PLAINTEXT://kafka:9092" in services["kafka"]["environment"]["KAFKA_ADVERTISED_LISTENERS"]
-    assert shared["LINEWATCH_INFLUX__URL"].endswith(":8086") and "8086:8086" in services["influxdb"]["ports"]
+    writer = services["writer"]["environment"]
+    assert writer["LINEWATCH_INFLUX__URL"].endswith(":8086") and "8086:8086" in services["influxdb"]["ports"]
     assert str(services["kafka"]["environment"]["KAFKA_NUM_PARTITIONS"]) == shared["LINEWATCH_KAFKA__PARTITIONS"]
     alerter = services["alerter"]
     assert f"{alerter['environment']['LINEWATCH_API_PORT']}:8300" in alerter["ports"]
-    assert "8300" in " ".join(alerter["healthcheck"]["test"])
-    for name in ("kafka", "influxdb", "grafana", "alerter"):
+    for name in ("kafka", "influxdb", "grafana"):
         assert "healthcheck" in services[name], name
+    # Every linewatch service: readiness on its health port (the anchor's, unless it has its own).
+    for name, service in linewatch_services(compose).items():
+        port = service.get("environment", shared)["LINEWATCH_HEALTH__PORT"]
+        probe = " ".join((service.get("healthcheck") or compose["x-linewatch"]["healthcheck"])["test"])
+        assert f"localhost:{port}/readyz" in probe, name
     for name, service in linewatch_services(compose).items():
         depends = service.get("depends_on") or compose["x-linewatch"]["depends_on"]
         assert all(d["condition"] == "service_healthy" for d in depends.values()), name
@@ -110,28 +152,48 @@ def test_kustomization_lists_every_manifest() -> None:
     kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
     manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == manifests
-    example = {line.split("=")[0] for line in (K8S / "secrets.env.example").read_text().splitlines() if "=" in line}
-    assert kustomization["secretGenerator"][0]["envs"] == ["secrets.env"] and example
+    generated = {g["name"]: g["envs"] for g in kustomization["secretGenerator"]}
+    assert generated == {f"{name}-secrets": [f"secrets/{name}.env"] for name in ("scorer", "alerter", "writer")}
+    for name in ("scorer", "alerter", "writer"):
+        assert (K8S / "secrets" / f"{name}.env.example").is_file(), name
+
+
+def k8s_secrets(name: str) -> list[str]:
+    example = K8S / "secrets" / f"{name}.env.example"
+    lines = example.read_text().splitlines() if example.is_file() else []
+    return [line.split("=")[0] for line in lines if "=" in line and not line.startswith("#")]
 
 
 def test_k8s_deployments_run_real_services_with_variables_they_read() -> None:
     documents = k8s_documents()
     [config] = [d for d in documents if d["kind"] == "ConfigMap"]
-    secrets = [line.split("=")[0] for line in (K8S / "secrets.env.example").read_text().splitlines() if "=" in line]
     deployments = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Deployment"}
     assert set(deployments) == set(PIPELINE)
     for name, deployment in deployments.items():
         [container] = deployment["spec"]["template"]["spec"]["containers"]
         assert container["args"] == ["service", name] and container["name"] == name
         assert {"configMapRef": {"name": "linewatch-config"}} in container["envFrom"]
+        # Least privilege: its own Secret or none, and every key in it one that it reads.
+        refs = [e["secretRef"]["name"] for e in container["envFrom"] if "secretRef" in e]
+        assert refs == ([f"{name}-secrets"] if k8s_secrets(name) else []), name
+        for variable in k8s_secrets(name):
+            assert reads(SETTINGS[name], variable), f"{name} does not read its secret {variable}"
+        # Probes on the health port the settings serve, and a state volume for the broker-loss report.
+        health = {p["name"]: p["containerPort"] for p in container["ports"]}["health"]
+        assert health == int(config["data"]["LINEWATCH_HEALTH__PORT"])
+        assert container["livenessProbe"]["httpGet"] == {"path": "/livez", "port": "health"}
+        assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "health"}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert config["data"]["LINEWATCH_HEALTH__STATE_DIR"] in mounts
         for variable in [e["name"] for e in container.get("env", [])]:
             assert reads(SETTINGS[name], variable), f"{name} does not read {variable}"
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         if name == "alerter":
             env = {e["name"]: e["value"] for e in container["env"]}
             assert ports["api"] == int(env["LINEWATCH_API_PORT"])
-    for variable in [*config["data"], *secrets]:
-        assert any(reads(s, variable) for s in SETTINGS.values()), variable
+    assert not any("TOKEN" in v or "PASSWORD" in v or "KEY" in v for v in config["data"]), "no secret in the ConfigMap"
+    for variable in config["data"]:
+        assert all(reads(s, variable) for s in SETTINGS.values()), f"not every service reads {variable}"
     [service] = [d for d in documents if d["kind"] == "Service"]
     assert service["spec"]["ports"][0]["targetPort"] == "api"
 
@@ -145,3 +207,19 @@ def test_k8s_topics_and_partitions_agree_with_the_code() -> None:
     assert {spec["partitions"] for spec in topics.values()} == {partitions}
     for deployment in (d for d in documents if d["kind"] == "Deployment"):
         assert deployment["spec"]["replicas"] <= partitions  # more workers than partitions would idle
+
+
+def test_empty_or_placeholder_credentials_are_refused_at_start(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    for tokens in ('{"alice": ""}', '{"alice": "changeme"}', '{"alice": "<openssl rand -hex 32>"}'):
+        monkeypatch.setenv("LINEWATCH_API_TOKENS", tokens)
+        with pytest.raises(ValidationError, match="api_tokens"):
+            AlerterSettings()
+    monkeypatch.setenv("LINEWATCH_API_TOKENS", '{"alice": "9f2c1e7a0b"}')
+    monkeypatch.setenv("LINEWATCH_NOTIFY__SMTP_PASSWORD", "")  # compose's way of saying "no mail server"
+    settings = AlerterSettings()
+    assert settings.notify.smtp_password is None and settings.api_tokens["alice"].get_secret_value() == "9f2c1e7a0b"
+    monkeypatch.setenv("LINEWATCH_INFLUX__PASSWORD", "")
+    with pytest.raises(ValidationError, match="is empty"):
+        WriterSettings()

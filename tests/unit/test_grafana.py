@@ -48,7 +48,8 @@ def test_provisioning_files_are_valid() -> None:
     [source] = yaml.safe_load((PROVISIONING / "datasources" / "influxdb.yaml").read_text())["datasources"]
     assert source["uid"] == DATASOURCE["uid"] and source["type"] == "influxdb"
     assert (
-        source["jsonData"]["dbName"] == "linewatch" and "$INFLUX_TOKEN" in source["secureJsonData"]["httpHeaderValue1"]
+        source["jsonData"]["dbName"] == "linewatch"
+        and source["secureJsonData"]["password"] == "$INFLUX_GRAFANA_PASSWORD"
     )
     [provider] = yaml.safe_load((PROVISIONING / "dashboards" / "linewatch.yaml").read_text())["providers"]
     assert provider["type"] == "file" and provider["options"]["path"] == "/var/lib/grafana/dashboards"

@@ -4,13 +4,32 @@ from __future__ import annotations
 
 import tempfile
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
 DEFAULT_PLANT_FILE = REPO_ROOT / "deploy" / "plant" / "reference-plant.yaml"
+
+
+# What example files and quick setups leave behind; a credential equal to one of them is refused at start.
+PLACEHOLDERS = frozenset({"changeme", "change-me", "change_me", "password", "secret", "admin", "token", "default"})
+
+
+def _real(secret: SecretStr) -> SecretStr:
+    text = secret.get_secret_value().strip()
+    if not text:
+        raise ValueError("is empty: set the secret, or leave the variable out where it is optional")
+    if text.lower() in PLACEHOLDERS or text.startswith("<"):
+        raise ValueError("is a placeholder: set a real secret (e.g. `openssl rand -hex 32`)")
+    return secret
+
+
+# A secret a service cannot work without once it is set: never empty, never a placeholder.
+Credential = Annotated[SecretStr, AfterValidator(_real)]
+# An optional endpoint's secret: compose passes "" for one that is not configured, which means off.
+OptionalCredential = Annotated[Credential | None, BeforeValidator(lambda value: None if value == "" else value)]
 
 
 class Topics(BaseModel):
@@ -62,9 +81,9 @@ class InfluxSettings(BaseModel):
     database: str = "linewatch"
     bucket: str = "linewatch"
     org: str = "linewatch"
-    token: SecretStr | None = None
+    token: Credential | None = None
     username: str | None = None
-    password: SecretStr | None = None
+    password: Credential | None = None
     timeout_s: float = 30.0
 
 

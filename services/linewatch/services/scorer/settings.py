@@ -2,15 +2,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 
-from linewatch.core.settings import REPO_ROOT, CommonSettings, InfluxSettings
+from linewatch.core.settings import REPO_ROOT, CommonSettings, Credential, InfluxSettings
 
 
 class ScorerSettings(CommonSettings):
     registry: Path = REPO_ROOT / "models"
     # Signs and verifies model artifacts; never stored with them.
-    model_signing_key: SecretStr | None = None
+    model_signing_key: Credential | None = None
     reload_interval_s: float = Field(default=5.0, gt=0)
     # Training: the share of a unit's normal samples allowed to alarm, after the debounce.
     false_alarm_pct: float = Field(default=0.5, gt=0, lt=50)
