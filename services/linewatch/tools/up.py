@@ -4,6 +4,7 @@ pipeline service and the plant simulator, and a live view until Ctrl-C (or --for
 from __future__ import annotations
 
 import argparse
+import logging
 import signal
 import tempfile
 import time
@@ -30,6 +31,8 @@ def up(args: argparse.Namespace) -> int:
     for stop in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(stop, _interrupt)
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-up-"))
+    # Its readers' complaints while the broker is away would scribble over the live view, which shows the loss.
+    logging.getLogger("kafka").setLevel(logging.CRITICAL)
     console = Console()
     with DevStack() as stack:
         env = pipeline_env(stack, run_dir)
