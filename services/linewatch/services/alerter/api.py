@@ -11,13 +11,13 @@ import hmac
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Any, get_args
+from typing import Annotated, Any, get_args
 
 import msgspec
 from aiohttp import web
 from pydantic import SecretStr
 
-from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, encoder
+from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, Text, encoder
 from linewatch.services.alerter.agents import Alerter
 from linewatch.services.alerter.lifecycle import Alarm, Transition
 from linewatch.services.alerter.rules import PRIORITY_RANK
@@ -26,6 +26,9 @@ from linewatch.services.alerter.state import AlarmRecord, state_decoder
 log = logging.getLogger(__name__)
 
 ACTIONS: tuple[AlarmActionName, ...] = get_args(AlarmActionName)
+# Timed shelving is bounded (ISA-18.2: shelving is temporary); a longer removal is "remove from service".
+MAX_SHELVE_S = 7 * 86_400.0
+PAGE_LIMIT = 1000  # alarms per GET /alarms page at most (and by default)
 NEEDS_COMMENT = {"shelve", "remove_from_service"}  # ISA-18.2: say why an alarm is taken away from operators
 
 _ALARM_PROPERTIES = {
@@ -64,10 +67,15 @@ OPENAPI: dict[str, Any] = {
                 "required": ["alarm_id", "action"],
                 "additionalProperties": False,
                 "properties": {
-                    "alarm_id": {"type": "string"},
+                    "alarm_id": {"type": "string", "minLength": 1, "maxLength": 160},
                     "action": {"enum": list(ACTIONS)},
                     "comment": {"type": "string", "maxLength": 2000},
-                    "duration_s": {"type": "number", "exclusiveMinimum": 0, "description": "timed shelving"},
+                    "duration_s": {
+                        "type": "number",
+                        "exclusiveMinimum": 0,
+                        "maximum": MAX_SHELVE_S,
+                        "description": "timed shelving",
+                    },
                 },
             },
             "Accepted": {"type": "object", "properties": {"action_id": {"type": "string"}, "user": {"type": "string"}}},
@@ -82,10 +90,19 @@ OPENAPI: dict[str, Any] = {
                 "parameters": [
                     {"name": name, "in": "query", "required": False, "schema": {"type": "string"}}
                     for name in ("area", "priority", "all")
+                ]
+                + [
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "integer", "minimum": 1, "maximum": PAGE_LIMIT},
+                    },
+                    {"name": "offset", "in": "query", "required": False, "schema": {"type": "integer", "minimum": 0}},
                 ],
                 "responses": {
                     "200": {
-                        "description": "alarms",
+                        "description": "alarms, highest priority first; X-Total-Count: how many match",
                         "content": {
                             "application/json": {
                                 "schema": {"type": "array", "items": {"$ref": "#/components/schemas/Alarm"}}
@@ -123,20 +140,34 @@ OPENAPI: dict[str, Any] = {
 
 
 class ActionRequest(msgspec.Struct, forbid_unknown_fields=True):
-    alarm_id: str
+    """What the door accepts: the contract's limits (`AlarmAction`) and the shelving bound, refused with a 400
+    here rather than accepted and dead-lettered later."""
+
+    alarm_id: Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
     action: AlarmActionName
-    comment: str = ""
-    duration_s: float | None = None
+    comment: Text = ""
+    duration_s: Annotated[float, msgspec.Meta(gt=0, le=MAX_SHELVE_S)] | None = None
 
 
 def _error(status: int, text: str) -> web.Response:
     return web.json_response({"error": text}, status=status)
 
 
+def _iso(ts: float | None) -> str | None:
+    """A stored time as ISO 8601; one no calendar can hold (state written before the door checked) is the latest
+    one, so that no stored state can make a read fail."""
+    if ts is None:
+        return None
+    try:
+        return datetime.fromtimestamp(ts, UTC).isoformat()
+    except (OverflowError, OSError, ValueError):
+        return datetime.max.replace(tzinfo=UTC).isoformat()
+
+
 def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
     alarm = record.alarm
     equipment = alerter.plant.equipment_by_id.get(alarm.alarm_id.split("/")[0])
-    until = datetime.fromtimestamp(alarm.shelved_until, UTC).isoformat() if alarm.shelved_until else None
+    until = _iso(alarm.shelved_until)
     why = alerter.rationalizer.lookup(record.condition, equipment.equipment_class if equipment else "", record.sensor)
     return {
         "alarm_id": alarm.alarm_id,
@@ -185,6 +216,13 @@ def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application
         if user_of(request) is None:
             return _error(401, "missing or unknown bearer token")
         everything = request.query.get("all", "false").lower() == "true"
+        try:
+            limit = int(request.query.get("limit", PAGE_LIMIT))
+            offset = int(request.query.get("offset", 0))
+        except ValueError:
+            return _error(400, "limit and offset are whole numbers")
+        if not 1 <= limit <= PAGE_LIMIT or offset < 0:
+            return _error(400, f"limit is 1 to {PAGE_LIMIT} and offset 0 or more")
         rows = [
             _describe(alerter, record)
             for _, unit in alerter.units()
@@ -196,7 +234,7 @@ def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application
                 wanted = request.query[name].casefold()
                 rows = [r for r in rows if str(r[name] or "").casefold() == wanted]
         rows.sort(key=lambda r: (-PRIORITY_RANK.get(r["priority"], 0), r["alarm_id"]))
-        return web.json_response(rows)
+        return web.json_response(rows[offset : offset + limit], headers={"X-Total-Count": str(len(rows))})
 
     async def act(request: web.Request) -> web.Response:
         user = user_of(request)

@@ -1,0 +1,95 @@
+"""The operator API's door and its reads, in-process (aiohttp's test server; the alerter's faust table is a dict):
+the contract's limits are refused with a 400, no stored state makes a read fail, and reads come in pages."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from pydantic import SecretStr
+
+from linewatch.core.plant import PlantModel
+from linewatch.core.stats import StatsCounter
+from linewatch.services.alerter.agents import Alerter
+from linewatch.services.alerter.api import MAX_SHELVE_S, PAGE_LIMIT, build_api
+from linewatch.services.alerter.lifecycle import Alarm, Priority, Settings, State
+from linewatch.services.alerter.rationalization import DEFAULT_ALARM_DATABASE, load_alarm_database
+from linewatch.services.alerter.state import AlarmRecord, UnitState, state_encoder
+
+pytestmark = pytest.mark.operators
+TOKEN = "op-7c1d2e9a"
+
+
+class Sent:
+    def __init__(self) -> None:
+        self.values: list[bytes] = []
+
+    async def send(self, key: bytes, value: bytes) -> Any:
+        self.values.append(value)
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        done.set_result(None)
+        return done
+
+
+def alerter_with(plant: PlantModel, alarms_per_unit: int, shelved_until: float | None = None) -> Alerter:
+    table: dict[bytes, bytes] = {}
+    for unit in plant.equipment[:5]:
+        records = {}
+        for n in range(alarms_per_unit):
+            alarm_id = f"{unit.id}/spec_limit/s{n}"
+            alarm = Alarm(alarm_id, Settings(priority=Priority.HIGH if n % 2 else Priority.LOW), State.UNACKNOWLEDGED)
+            alarm.active, alarm.acknowledged, alarm.shelved_until = True, False, shelved_until
+            records[alarm_id] = AlarmRecord(alarm, "spec_limit", sensor=f"s{n}", message="high")
+        table[unit.id.encode()] = state_encoder.encode(UnitState(alarms=records))
+    rationalizer = load_alarm_database(DEFAULT_ALARM_DATABASE).for_plant(plant)
+    return Alerter(plant, table, Sent(), rationalizer, StatsCounter("alerter"))
+
+
+def call(alerter: Alerter, method: str, path: str, body: object = None) -> tuple[int, Any, dict[str, str]]:
+    async def run() -> tuple[int, Any, dict[str, str]]:
+        async with TestClient(TestServer(build_api(alerter, {"op": SecretStr(TOKEN)}))) as client:
+            answer = await client.request(
+                method,
+                path,
+                headers={"Authorization": f"Bearer {TOKEN}"},
+                data=None if body is None else json.dumps(body),
+            )
+            return answer.status, await answer.json(), dict(answer.headers)
+
+    return asyncio.run(run())
+
+
+def test_the_contract_limits_are_refused_at_the_door(plant: PlantModel) -> None:
+    alerter = alerter_with(plant, 1)
+    alarm_id = f"{plant.equipment[0].id}/spec_limit/s0"
+    shelve = {"alarm_id": alarm_id, "action": "shelve", "comment": "sensor swap"}
+    for wrong in ({"duration_s": 1e12}, {"duration_s": 0}, {"duration_s": -5}, {"comment": "x" * 2001}):
+        status, body, _ = call(alerter, "POST", "/actions", shelve | wrong)
+        assert status == 400 and "invalid request" in body["error"], wrong
+    assert call(alerter, "POST", "/actions", {"alarm_id": "", "action": "acknowledge"})[0] == 400
+    assert call(alerter, "POST", "/actions", shelve | {"duration_s": MAX_SHELVE_S})[0] == 202
+    assert len(alerter.actions_topic.values) == 1  # only the accepted one went on
+
+
+def test_no_stored_state_makes_a_read_fail(plant: PlantModel) -> None:
+    alerter = alerter_with(plant, 1, shelved_until=1e12 * 1000)  # written before the door checked durations
+    status, rows, _ = call(alerter, "GET", "/alarms")
+    assert status == 200 and len(rows) == 5
+    assert {row["shelved_until"] for row in rows} == {"9999-12-31T23:59:59.999999+00:00"}
+
+
+def test_alarms_come_in_pages_highest_priority_first(plant: PlantModel) -> None:
+    alerter = alerter_with(plant, 4)  # 5 units x 4 alarms
+    status, first, headers = call(alerter, "GET", "/alarms?limit=8")
+    assert status == 200 and len(first) == 8 and headers["X-Total-Count"] == "20"
+    _, rest, _ = call(alerter, "GET", "/alarms?limit=8&offset=8")
+    _, last, _ = call(alerter, "GET", "/alarms?limit=8&offset=16")
+    pages = first + rest + last
+    assert len(pages) == 20 and len({row["alarm_id"] for row in pages}) == 20
+    assert [row["priority"] for row in pages] == ["high"] * 10 + ["low"] * 10
+    for wrong in ("limit=0", f"limit={PAGE_LIMIT + 1}", "offset=-1", "limit=ten"):
+        status, body, _ = call(alerter, "GET", f"/alarms?{wrong}")
+        assert status == 400 and "limit" in body["error"], wrong
