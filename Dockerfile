@@ -9,6 +9,8 @@ COPY services ./services
 COPY schemas ./schemas
 COPY deploy/plant ./deploy/plant
 COPY deploy/alerter ./deploy/alerter
-RUN pip install --no-cache-dir --no-deps -e . && useradd --system linewatch
-USER linewatch
+RUN pip install --no-cache-dir --no-deps -e . \
+    && groupadd --system --gid 10001 linewatch && useradd --system --uid 10001 --gid 10001 --no-create-home linewatch
+# Numeric, so that Kubernetes can check runAsNonRoot (a name it cannot resolve is refused).
+USER 10001
 ENTRYPOINT ["linewatch"]

@@ -223,3 +223,22 @@ def test_empty_or_placeholder_credentials_are_refused_at_start(monkeypatch: pyte
     monkeypatch.setenv("LINEWATCH_INFLUX__PASSWORD", "")
     with pytest.raises(ValidationError, match="is empty"):
         WriterSettings()
+
+
+def test_images_run_as_a_numeric_non_root_user_and_build_from_sources_only() -> None:
+    dockerfile = (REPO_ROOT / "Dockerfile").read_text()
+    [user] = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
+    assert user.isdigit() and int(user) > 0, "the kubelet checks runAsNonRoot only for a numeric user"
+    for deployment in (d for d in k8s_documents() if d["kind"] == "Deployment"):
+        context = deployment["spec"]["template"]["spec"]["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] == int(user), deployment["metadata"]["name"]
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert {".venv/", ".git/", ".env", "models/"} <= set(ignored)
+
+
+def test_kafka_keeps_its_data_on_its_volume_and_lets_host_tools_in(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    mounted = {volume.split(":")[1] for volume in kafka["volumes"]}
+    assert kafka["environment"]["KAFKA_LOG_DIRS"] in mounted
+    external = re.search(r"EXTERNAL://localhost:(\d+)", kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"])
+    assert external and any(port.endswith(f"{external[1]}:{external[1]}") for port in kafka["ports"])
