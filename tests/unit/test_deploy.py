@@ -219,7 +219,9 @@ def test_empty_or_placeholder_credentials_are_refused_at_start(monkeypatch: pyte
     monkeypatch.setenv("LINEWATCH_API_TOKENS", '{"alice": "9f2c1e7a0b"}')
     monkeypatch.setenv("LINEWATCH_NOTIFY__SMTP_PASSWORD", "")  # compose's way of saying "no mail server"
     settings = AlerterSettings()
-    assert settings.notify.smtp_password is None and settings.api_tokens["alice"].get_secret_value() == "9f2c1e7a0b"
+    assert (
+        settings.notify.smtp_password is None and settings.api_tokens["alice"].token.get_secret_value() == "9f2c1e7a0b"
+    )
     monkeypatch.setenv("LINEWATCH_INFLUX__PASSWORD", "")
     with pytest.raises(ValidationError, match="is empty"):
         WriterSettings()

@@ -9,7 +9,6 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
-from pydantic import SecretStr
 
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
@@ -17,10 +16,10 @@ from linewatch.services.alerter.agents import Alerter
 from linewatch.services.alerter.api import MAX_SHELVE_S, PAGE_LIMIT, build_api
 from linewatch.services.alerter.lifecycle import Alarm, Priority, Settings, State
 from linewatch.services.alerter.rationalization import DEFAULT_ALARM_DATABASE, load_alarm_database
+from linewatch.services.alerter.settings import ApiUser
 from linewatch.services.alerter.state import AlarmRecord, UnitState, state_encoder
 
 pytestmark = pytest.mark.operators
-TOKEN = "op-7c1d2e9a"
 
 
 class Sent:
@@ -48,13 +47,19 @@ def alerter_with(plant: PlantModel, alarms_per_unit: int, shelved_until: float |
     return Alerter(plant, table, Sent(), rationalizer, StatsCounter("alerter"))
 
 
-def call(alerter: Alerter, method: str, path: str, body: object = None) -> tuple[int, Any, dict[str, str]]:
+ROLES = {role: f"{role}-7c1d2e9a" for role in ("viewer", "operator", "supervisor", "engineer")}
+USERS = {f"{role}-user": ApiUser.model_validate({"token": token, "role": role}) for role, token in ROLES.items()}
+
+
+def call(
+    alerter: Alerter, method: str, path: str, body: object = None, role: str = "supervisor"
+) -> tuple[int, Any, dict[str, str]]:
     async def run() -> tuple[int, Any, dict[str, str]]:
-        async with TestClient(TestServer(build_api(alerter, {"op": SecretStr(TOKEN)}))) as client:
+        async with TestClient(TestServer(build_api(alerter, USERS))) as client:
             answer = await client.request(
                 method,
                 path,
-                headers={"Authorization": f"Bearer {TOKEN}"},
+                headers={"Authorization": f"Bearer {ROLES[role]}"},
                 data=None if body is None else json.dumps(body),
             )
             return answer.status, await answer.json(), dict(answer.headers)
@@ -93,3 +98,20 @@ def test_alarms_come_in_pages_highest_priority_first(plant: PlantModel) -> None:
     for wrong in ("limit=0", f"limit={PAGE_LIMIT + 1}", "offset=-1", "limit=ten"):
         status, body, _ = call(alerter, "GET", f"/alarms?{wrong}")
         assert status == 400 and "limit" in body["error"], wrong
+
+
+def test_each_role_may_do_its_own_actions_and_a_refusal_is_a_403_and_counted(plant: PlantModel) -> None:
+    alerter = alerter_with(plant, 1)
+    alarm_id = f"{plant.equipment[0].id}/spec_limit/s0"
+    acknowledge = {"alarm_id": alarm_id, "action": "acknowledge"}
+    shelve = {"alarm_id": alarm_id, "action": "shelve", "comment": "sensor swap", "duration_s": 600}
+    assert call(alerter, "GET", "/alarms", role="viewer")[0] == 200
+    status, body, _ = call(alerter, "POST", "/actions", acknowledge, role="viewer")
+    assert status == 403 and "viewer" in body["error"] and "operator" in body["error"]
+    assert call(alerter, "POST", "/actions", acknowledge, role="operator")[0] == 202
+    status, body, _ = call(alerter, "POST", "/actions", shelve, role="operator")
+    assert status == 403 and "supervisor" in body["error"]
+    assert call(alerter, "POST", "/actions", shelve, role="supervisor")[0] == 202
+    assert call(alerter, "POST", "/actions", shelve, role="engineer")[0] == 202
+    assert alerter.stats.counters["actions_denied"] == 2
+    assert len(alerter.actions_topic.values) == 3  # nothing refused went on

@@ -1,7 +1,8 @@
 """Operator HTTP API: list alarms, acknowledge, shelve, unshelve, take out of and return to service.
 
-Bearer tokens name the user, so every action is audited with who did it; the action goes to the actions
-topic keyed by equipment id, and the `evaluate` agent applies it and publishes the audited events.
+Bearer tokens name the user and their role (viewer, operator, supervisor, engineer), so every action is audited
+with who did it and a role that may not do it gets a 403 (audited too); the action goes to the actions topic
+keyed by equipment id, and the `evaluate` agent applies it and publishes the audited events.
 """
 
 from __future__ import annotations
@@ -15,12 +16,12 @@ from typing import Annotated, Any, get_args
 
 import msgspec
 from aiohttp import web
-from pydantic import SecretStr
 
 from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, Text, encoder
 from linewatch.services.alerter.agents import Alerter
 from linewatch.services.alerter.lifecycle import Alarm, Transition
 from linewatch.services.alerter.rules import PRIORITY_RANK
+from linewatch.services.alerter.settings import ROLE_NEEDED, ApiUser
 from linewatch.services.alerter.state import AlarmRecord, state_decoder
 
 log = logging.getLogger(__name__)
@@ -110,6 +111,7 @@ OPENAPI: dict[str, Any] = {
                         },
                     },
                     "401": {"description": "missing or unknown token"},
+                    "403": {"description": "the token's role may not read alarms"},
                 },
             }
         },
@@ -127,6 +129,7 @@ OPENAPI: dict[str, Any] = {
                     },
                     "400": {"description": "invalid request"},
                     "401": {"description": "missing or unknown token"},
+                    "403": {"description": "the token's role may not do this (audited)"},
                     "404": {"description": "no such alarm"},
                     "409": {"description": "the action does not apply in the alarm's state"},
                 },
@@ -198,23 +201,35 @@ def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
     return copy.deepcopy(alarm).act(request.action, ts, "check", request.comment, request.duration_s)
 
 
-def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application:
+def build_api(alerter: Alerter, users: dict[str, ApiUser]) -> web.Application:
     def user_of(request: web.Request) -> str | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
             return None
         offered = header.removeprefix("Bearer ").encode()
-        for user, token in tokens.items():
-            if hmac.compare_digest(offered, token.get_secret_value().encode()):
+        for user, entry in users.items():
+            if hmac.compare_digest(offered, entry.token.get_secret_value().encode()):
                 return user
         return None
+
+    def denied(user: str, what: str, alarm_id: str | None = None) -> web.Response | None:
+        """403 when the user's role may not do it; every refusal is audited (log and counter)."""
+        if users[user].may(what):
+            return None
+        alerter.stats.counters["actions_denied"] += 1
+        role = users[user].role
+        log.warning("operator action denied", extra={"user": user, "role": role, "action": what, "alarm_id": alarm_id})
+        return _error(403, f"{user} is a {role}: {what} needs the {ROLE_NEEDED.get(what, 'engineer')} role")
 
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
     async def list_alarms(request: web.Request) -> web.Response:
-        if user_of(request) is None:
+        user = user_of(request)
+        if user is None:
             return _error(401, "missing or unknown bearer token")
+        if refusal := denied(user, "read"):
+            return refusal
         everything = request.query.get("all", "false").lower() == "true"
         try:
             limit = int(request.query.get("limit", PAGE_LIMIT))
@@ -244,6 +259,8 @@ def build_api(alerter: Alerter, tokens: dict[str, SecretStr]) -> web.Application
             body = msgspec.json.decode(await request.read(), type=ActionRequest)
         except msgspec.MsgspecError as exc:
             return _error(400, f"invalid request: {exc}")
+        if refusal := denied(user, body.action, body.alarm_id):
+            return refusal
         if body.action in NEEDS_COMMENT and not body.comment.strip():
             return _error(400, f"{body.action} needs a comment saying why")
         equipment_id = body.alarm_id.split("/")[0]

@@ -1,8 +1,9 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, BeforeValidator, Field
 
 from linewatch.core.settings import CommonSettings, Credential, InfluxSettings, OptionalCredential
 from linewatch.services.alerter.rationalization import DEFAULT_ALARM_DATABASE
@@ -30,13 +31,41 @@ class GrafanaSettings(BaseModel):
     dashboard_uid: str | None = None
 
 
+Role = Literal["viewer", "operator", "supervisor", "engineer"]
+# What each role may do through the operator API, each one also what the roles before it may (ISA-18.2: shelving
+# and taking alarms out of service are supervised; engineers also own models and rules, outside this API).
+ROLES: tuple[Role, ...] = ("viewer", "operator", "supervisor", "engineer")
+ROLE_NEEDED = {
+    "read": "viewer",
+    "acknowledge": "operator",
+    "shelve": "supervisor",
+    "unshelve": "supervisor",
+    "remove_from_service": "supervisor",
+    "return_to_service": "supervisor",
+}
+
+
+class ApiUser(BaseModel):
+    token: Credential
+    role: Role
+
+    def may(self, what: str) -> bool:
+        return ROLES.index(self.role) >= ROLES.index(ROLE_NEEDED.get(what, "engineer"))
+
+
+def _user(entry: object) -> object:
+    """A bare token is a supervisor's, as before roles existed; {"token": ..., "role": ...} names the role."""
+    return {"token": entry, "role": "supervisor"} if isinstance(entry, str) else entry
+
+
 class AlerterSettings(CommonSettings):
     rules_file: Path = DEFAULT_RULES_FILE
     alarm_database: Path = DEFAULT_ALARM_DATABASE  # the rationalized alarms and the priority matrix
     api_host: str = "127.0.0.1"
     api_port: int = 8300
-    # user name -> bearer token, e.g. LINEWATCH_API_TOKENS='{"alice": "..."}'; the token says who acted.
-    api_tokens: dict[str, Credential] = {}
+    # user name -> bearer token and role, e.g. LINEWATCH_API_TOKENS='{"bob": {"token": "...", "role": "operator"}}';
+    # the token says who acted and what they may do (a bare token, {"alice": "..."}, is a supervisor's).
+    api_tokens: dict[str, Annotated[ApiUser, BeforeValidator(_user)]] = {}
     notify: NotifySettings = NotifySettings()
     grafana: GrafanaSettings = GrafanaSettings()
     # For `linewatch alarms` / `linewatch lots`: where the API and InfluxDB are, and the operator's own token.
