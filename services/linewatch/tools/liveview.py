@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-from collections import defaultdict
-from collections.abc import Callable
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from rich.table import Table
 
-from linewatch.core.contract import AlarmEvent, ServiceStats, alarm_event_decoder, stats_decoder
+from linewatch.core.contract import ACTIVE_STATES, AlarmEvent, ServiceStats, alarm_event_decoder, stats_decoder
 from linewatch.core.kafka import TopicReader
 from linewatch.core.services import SERVICES
 from linewatch.core.settings import KafkaSettings
@@ -86,26 +86,76 @@ class StatsReader(TopicReader):
         self.read(lambda value: on_stats(stats_decoder.decode(value)), timeout_s)
 
 
+PRIORITY_STYLE = {"critical": "bold white on red", "high": "bold red", "medium": "yellow", "low": "cyan"}
+PRIORITIES = ("critical", "high", "medium", "low")
+
+
+def shorten(text: str, width: int = 110) -> str:
+    """Cut at a word boundary, with an ellipsis, never mid-word."""
+    if len(text) <= width:
+        return text
+    return text[:width].rsplit(" ", 1)[0].rstrip(",;:") + " …"
+
+
+def active_by_area(latest: Iterable[AlarmEvent]) -> dict[str, Counter[str]]:
+    """Active alarms (unacknowledged or acknowledged) per area and priority, from each alarm's latest event;
+    `unack` counts the unacknowledged ones."""
+    areas: dict[str, Counter[str]] = defaultdict(Counter)
+    for event in latest:
+        if event.state in ACTIVE_STATES:
+            areas[event.area][event.priority] += 1
+            areas[event.area]["unack"] += event.state == "unacknowledged"
+    return dict(areas)
+
+
 class AlarmFeed(TopicReader):
-    """The latest alarm lifecycle events (raised, acknowledged, cleared, escalated), newest first."""
+    """The latest alarm lifecycle events (raised, acknowledged, cleared, escalated), newest first, and each
+    alarm's current state for the per-area summary."""
 
     def __init__(self, settings: KafkaSettings, keep: int = 12) -> None:
         super().__init__(settings, settings.topics.alarms)
         self.events: list[AlarmEvent] = []
+        self.current: dict[str, AlarmEvent] = {}  # alarm id -> its latest event
         self._keep = keep
 
     def poll(self, timeout_s: float = 0.2) -> None:
         self.read(self._add, timeout_s)
 
     def _add(self, value: bytes) -> None:
-        self.events.insert(0, alarm_event_decoder.decode(value))
+        event = alarm_event_decoder.decode(value)
+        self.events.insert(0, event)
         del self.events[self._keep :]
+        if event.alarm_id not in self.current or event.ts >= self.current[event.alarm_id].ts:
+            self.current[event.alarm_id] = event
+
+    def reopened(self) -> AlarmFeed:
+        self.current.clear()  # the alerter's state went with the broker's: those alarms are no more
+        super().reopened()
+        return self
+
+    def render_areas(self) -> Table:
+        table = Table(title="active alarms by area and priority")
+        table.add_column("area")
+        for priority in PRIORITIES:
+            table.add_column(priority, justify="right", style=PRIORITY_STYLE[priority])
+        table.add_column("unacknowledged", justify="right")
+        for area, counts in sorted(active_by_area(self.current.values()).items()):
+            worst = next((p for p in PRIORITIES if counts[p]), "low")
+            table.add_row(
+                f"[{PRIORITY_STYLE[worst]}]{area}",
+                *(str(counts[p]) if counts[p] else "·" for p in PRIORITIES),
+                str(counts["unack"]),
+            )
+        if not table.rows:
+            table.add_row("[green]no active alarm", *("" for _ in PRIORITIES), "")
+        return table
 
     def render(self) -> Table:
         table = Table(title="latest alarms (ISA-18.2 events; `linewatch alarms list` for the active ones)")
-        for column in ("time (UTC)", "priority", "state", "alarm", "message"):
-            table.add_column(column)
+        for column in ("event time (UTC, data time)", "priority", "state", "alarm", "message"):
+            table.add_column(column, overflow="fold")
         for event in self.events:
             state = f"{event.state} (escalated)" if event.kind == "escalation" else event.state
-            table.add_row(event.ts.strftime("%H:%M:%S"), event.priority, state, event.alarm_id, event.message[:70])
+            priority = f"[{PRIORITY_STYLE.get(event.priority, '')}]{event.priority.upper()}"
+            table.add_row(f"{event.ts:%Y-%m-%d %H:%M:%S}", priority, state, event.alarm_id, shorten(event.message))
         return table

@@ -85,7 +85,7 @@ def up(args: argparse.Namespace) -> int:
                     if time.monotonic() - probed > 2.0:
                         view.health = {p.name: p.readiness() for p in processes}
                         probed = time.monotonic()
-                    live.update(Group(view.render(title), view.render_health(), alarms.render()))
+                    live.update(Group(view.render(title), view.render_health(), alarms.render_areas(), alarms.render()))
         except KeyboardInterrupt:
             pass
         finally:
