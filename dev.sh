@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Set up a fresh Debian machine with Python 3.11 (InfluxDB, Mosquitto and Chromium from Debian, a venv from the
+# Set up a fresh Debian machine with Python 3.11 (InfluxDB and Chromium from Debian, a venv from the
 # development lockfile), then:
 #   ./dev.sh up                 whole pipeline on the embedded stack, fed by the plant simulator, live view
 #   ./dev.sh test [unit|integration] [pytest args]
@@ -19,6 +19,7 @@ as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
 missing=()
 command -v influxd >/dev/null 2>&1 || missing+=(influxdb)
+command -v chromium >/dev/null 2>&1 || missing+=(chromium)  # the console's browser tests (Playwright drives it)
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing ${missing[*]} from Debian" >&2
   as_root apt-get update -qq

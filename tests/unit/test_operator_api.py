@@ -181,3 +181,30 @@ def test_a_thousand_generated_requests_by_every_role_never_get_a_500(data: st.Da
             assert isinstance(body, dict) and body.get("error"), (role, method, payload, body)
         if role == "nobody":
             assert status == 401
+
+
+def test_the_console_is_served_from_the_package_and_sign_in_names_the_role(plant: PlantModel) -> None:
+    alerter = alerter_with(plant, 1)
+
+    async def run() -> list[tuple[int, str]]:
+        async with TestClient(TestServer(build_api(alerter, USERS, "http://grafana:3000"))) as client:
+            pages = []
+            for path, token in (
+                ("/console", None),
+                ("/console/static/console.js", None),
+                ("/me", ROLES["viewer"]),
+                ("/me", None),
+            ):
+                answer = await client.get(path, headers={"Authorization": f"Bearer {token}"} if token else {})
+                pages.append((answer.status, await answer.text()))
+            return pages
+
+    (page, html), (script, js), (me, who), (anonymous, _) = asyncio.run(run())
+    assert page == 200 and 'src="/console/static/console.js"' in html and "http" not in html.replace("http-equiv", "")
+    assert script == 200 and "Authorization" in js and "EventSource" not in js  # the token never goes in a URL
+    assert me == 200 and json.loads(who) == {
+        "user": "viewer-user",
+        "role": "viewer",
+        "grafana_url": "http://grafana:3000",
+    }
+    assert anonymous == 401

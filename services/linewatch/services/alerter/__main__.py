@@ -40,7 +40,7 @@ def main() -> None:
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_api() -> None:
-        runner = web.AppRunner(build_api(alerter, settings.api_tokens))
+        runner = web.AppRunner(build_api(alerter, settings.api_tokens, settings.grafana.url))
         await runner.setup()
         await web.TCPSite(runner, settings.api_host, settings.api_port).start()
 

@@ -7,11 +7,14 @@ keyed by equipment id, and the `evaluate` agent applies it and publishes the aud
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import hmac
+import json
 import logging
 import uuid
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any, get_args
 
 import msgspec
@@ -30,6 +33,7 @@ ACTIONS: tuple[AlarmActionName, ...] = get_args(AlarmActionName)
 # Timed shelving is bounded (ISA-18.2: shelving is temporary); a longer removal is "remove from service".
 MAX_SHELVE_S = 7 * 86_400.0
 PAGE_LIMIT = 1000  # alarms per GET /alarms page at most (and by default)
+CONSOLE = Path(__file__).parent / "console"  # the alarm console's page, script and style: shipped, no CDN
 NEEDS_COMMENT = {"shelve", "remove_from_service"}  # ISA-18.2: say why an alarm is taken away from operators
 
 _ALARM_PROPERTIES = {
@@ -135,6 +139,25 @@ OPENAPI: dict[str, Any] = {
                 },
             }
         },
+        "/me": {
+            "get": {
+                "summary": "Who the token is: user, role, and the Grafana URL the console links to",
+                "responses": {"200": {"description": "OK"}, "401": {"description": "missing or unknown token"}},
+            }
+        },
+        "/alarms/stream": {
+            "get": {
+                "summary": "Server-sent events: the alarms not in the normal state, whenever they change",
+                "responses": {"200": {"description": "text/event-stream"}, "401": {"description": "no token"}},
+            }
+        },
+        "/console": {
+            "get": {
+                "summary": "The alarm console (sign in with your token)",
+                "security": [],
+                "responses": {"200": {"description": "HTML"}},
+            }
+        },
         "/openapi.json": {
             "get": {"summary": "This document", "security": [], "responses": {"200": {"description": "OK"}}}
         },
@@ -193,6 +216,11 @@ def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
         "limit": record.limit,
         "lots": record.lots,
         "shelved_until": until,
+        "raised_at": _iso(record.raised_at),
+        "trail": [
+            {"at": _iso(step.ts), "state": step.state, "cause": step.cause, "user": step.user, "comment": step.comment}
+            for step in record.trail
+        ],
     }
 
 
@@ -201,7 +229,7 @@ def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
     return copy.deepcopy(alarm).act(request.action, ts, "check", request.comment, request.duration_s)
 
 
-def build_api(alerter: Alerter, users: dict[str, ApiUser]) -> web.Application:
+def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | None = None) -> web.Application:
     def user_of(request: web.Request) -> str | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
@@ -224,6 +252,54 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser]) -> web.Application:
     async def openapi(_: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
 
+    def current(everything: bool = False) -> list[dict[str, Any]]:
+        rows = [
+            _describe(alerter, record)
+            for _, unit in alerter.units()
+            for record in unit.alarms.values()
+            if everything or record.alarm.state.value != "normal"
+        ]
+        rows.sort(key=lambda r: (-PRIORITY_RANK.get(r["priority"], 0), r["alarm_id"]))
+        return rows
+
+    def signed_in(request: web.Request) -> str | web.Response:
+        user = user_of(request)
+        if user is None:
+            return _error(401, "missing or unknown bearer token")
+        return denied(user, "read") or user
+
+    async def me(request: web.Request) -> web.Response:
+        user = signed_in(request)
+        if isinstance(user, web.Response):
+            return user
+        return web.json_response({"user": user, "role": users[user].role, "grafana_url": grafana_url})
+
+    async def stream(request: web.Request) -> web.StreamResponse:
+        """Server-sent events over a fetch (the token in a header, never in the URL): the alarm list whenever it
+        changes, checked four times a second, and a comment every 15 s so that proxies keep the line open."""
+        user = signed_in(request)
+        if isinstance(user, web.Response):
+            return user
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-store"})
+        await response.prepare(request)
+        sent, quiet = "", 0
+        try:
+            while True:
+                body = json.dumps(current())
+                if body != sent:
+                    await response.write(f"data: {body}\n\n".encode())
+                    sent, quiet = body, 0
+                elif quiet >= 60:
+                    await response.write(b": still here\n\n")
+                    quiet = 0
+                await asyncio.sleep(0.25)
+                quiet += 1
+        except ConnectionResetError:  # the page went away
+            return response
+
+    async def console(_: web.Request) -> web.FileResponse:
+        return web.FileResponse(CONSOLE / "index.html")
+
     async def list_alarms(request: web.Request) -> web.Response:
         user = user_of(request)
         if user is None:
@@ -238,17 +314,11 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser]) -> web.Application:
             return _error(400, "limit and offset are whole numbers")
         if not 1 <= limit <= PAGE_LIMIT or offset < 0:
             return _error(400, f"limit is 1 to {PAGE_LIMIT} and offset 0 or more")
-        rows = [
-            _describe(alerter, record)
-            for _, unit in alerter.units()
-            for record in unit.alarms.values()
-            if everything or record.alarm.state.value != "normal"
-        ]
+        rows = current(everything)
         for name in ("area", "priority"):
             if name in request.query:
                 wanted = request.query[name].casefold()
                 rows = [r for r in rows if str(r[name] or "").casefold() == wanted]
-        rows.sort(key=lambda r: (-PRIORITY_RANK.get(r["priority"], 0), r["alarm_id"]))
         return web.json_response(rows[offset : offset + limit], headers={"X-Total-Count": str(len(rows))})
 
     async def act(request: web.Request) -> web.Response:
@@ -293,4 +363,8 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser]) -> web.Application:
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/alarms", list_alarms)
     app.router.add_post("/actions", act)
+    app.router.add_get("/me", me)
+    app.router.add_get("/alarms/stream", stream)
+    app.router.add_get("/console", console)
+    app.router.add_static("/console/static", CONSOLE)
     return app

@@ -16,6 +16,19 @@ from linewatch.services.alerter.spc import Chart
 from linewatch.storage.lineprotocol import to_ns
 
 
+class TrailEntry(msgspec.Struct, array_like=True):
+    """One step of an alarm's audit trail: when, into which state, why, who, and what they wrote."""
+
+    ts: float
+    state: str
+    cause: str
+    user: str | None = None
+    comment: str | None = None
+
+
+TRAIL = 20  # audit steps kept with an alarm's state (the whole history is in InfluxDB's alarm_event)
+
+
 class AlarmRecord(msgspec.Struct):
     alarm: Alarm
     condition: AlarmCondition
@@ -26,6 +39,7 @@ class AlarmRecord(msgspec.Struct):
     lots: list[str] = []
     raised_at: float | None = None  # when it last annunciated, for escalation
     escalated: bool = False
+    trail: list[TrailEntry] = []
 
 
 class Exposure(msgspec.Struct):
@@ -83,6 +97,7 @@ class Events:
         comment: str | None,
     ) -> None:
         when = datetime.fromtimestamp(ts, UTC)
+        record.trail = [*record.trail[-(TRAIL - 1) :], TrailEntry(ts, state.value, cause, user, comment)]
         key = (record.alarm.alarm_id, to_ns(when))
         n = self._seen[key] = self._seen.get(key, -1) + 1
         why = self.rationalizer.lookup(record.condition, self.ref.equipment_class, record.sensor)
