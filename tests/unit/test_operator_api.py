@@ -208,3 +208,39 @@ def test_the_console_is_served_from_the_package_and_sign_in_names_the_role(plant
         "grafana_url": "http://grafana:3000",
     }
     assert anonymous == 401
+
+
+def test_alarms_of_other_workers_come_from_their_events_and_take_actions(plant: PlantModel) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from linewatch.core.contract import AlarmEvent, equipment_fields
+
+    alerter = alerter_with(plant, 1)  # this worker holds the first five units
+    other = plant.equipment[7]
+    t0 = datetime(2026, 12, 1, 8, 0, tzinfo=UTC)
+
+    def event(alarm_id: str, unit: Any, state: Any, previous: Any, minute: int, user: str | None = None) -> AlarmEvent:
+        return AlarmEvent(
+            **equipment_fields(unit.ref), schema_version=1, event_id=f"{alarm_id}@{minute}", alarm_id=alarm_id,  # type: ignore[arg-type]
+            ts=t0 + timedelta(minutes=minute), kind="transition", condition="spec_limit", previous=previous,
+            state=state, cause="condition active" if user is None else state, priority="high", annunciate=True,
+            message="too wet", user=user,
+        )  # fmt: skip
+
+    theirs = f"{other.id}/spec_limit/dew_point"
+    alerter.view.apply(event(theirs, other, "unacknowledged", "normal", 1))
+    alerter.view.apply(event(theirs, other, "acknowledged", "unacknowledged", 2, user="olga"))
+    mine = f"{plant.equipment[0].id}/spec_limit/s0"
+    alerter.view.apply(event(mine, plant.equipment[0], "normal", "unacknowledged", 3))  # older news than the table
+    _, rows, headers = call(alerter, "GET", "/alarms")
+    by_id = {row["alarm_id"]: row for row in rows}
+    assert headers["X-Total-Count"] == "6" and by_id[mine]["state"] == "unacknowledged"  # the table wins
+    assert by_id[theirs]["state"] == "acknowledged" and by_id[theirs]["raised_at"] == "2026-12-01T08:01:00+00:00"
+    assert [(s["state"], s["user"]) for s in by_id[theirs]["trail"]] == [
+        ("unacknowledged", None),
+        ("acknowledged", "olga"),
+    ]
+    shelve = {"alarm_id": theirs, "action": "shelve", "comment": "dryer service", "duration_s": 600}
+    assert call(alerter, "POST", "/actions", shelve)[0] == 202  # its owner applies it (or dead-letters it)
+    assert call(alerter, "POST", "/actions", shelve | {"alarm_id": f"{other.id}/spec_limit/nope"})[0] == 404
+    assert call(alerter, "POST", "/actions", {"alarm_id": theirs, "action": "acknowledge"})[0] == 409  # done already

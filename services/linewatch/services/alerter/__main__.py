@@ -17,6 +17,7 @@ from linewatch.services.alerter.notify import Notifier
 from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.settings import AlerterSettings
+from linewatch.services.alerter.view import follow
 
 
 def main() -> None:
@@ -37,6 +38,10 @@ def main() -> None:
         settings.stats_interval_s,
     )
     watch_faust(app, SERVICE, settings, alerter.stats)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def follow_alarms() -> None:
+        await follow(alerter.view, settings.kafka)
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_api() -> None:

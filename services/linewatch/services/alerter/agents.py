@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -30,6 +30,7 @@ from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, 
 from linewatch.services.alerter.notify import DeliveryFailed, Notifier, should_notify
 from linewatch.services.alerter.rationalization import Rationalizer
 from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
+from linewatch.services.alerter.view import AlarmView
 
 SERVICE = "alerter"
 log = logging.getLogger(__name__)
@@ -54,6 +55,7 @@ class Alerter:
     actions_topic: Any
     rationalizer: Rationalizer
     stats: StatsCounter
+    view: AlarmView = field(default_factory=AlarmView)  # every partition's alarms, from their events
 
     def units(self) -> list[tuple[str, UnitState]]:
         """The units of this worker's partitions (one worker: the whole plant)."""

@@ -20,7 +20,7 @@ from typing import Annotated, Any, get_args
 import msgspec
 from aiohttp import web
 
-from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, Text, encoder
+from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, AlarmEvent, Text, encoder
 from linewatch.services.alerter.agents import Alerter
 from linewatch.services.alerter.lifecycle import Alarm, Transition
 from linewatch.services.alerter.rules import PRIORITY_RANK
@@ -224,6 +224,18 @@ def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
     }
 
 
+def _applies(action: str, seen: AlarmEvent | None) -> bool:
+    """Whether an action applies in the state an alarm's latest event shows (the lifecycle's own rules)."""
+    state = seen.state if seen is not None else "normal"
+    return {
+        "acknowledge": state in ("unacknowledged", "rtn_unacknowledged"),
+        "shelve": state != "out_of_service",
+        "unshelve": state == "shelved",
+        "remove_from_service": True,
+        "return_to_service": state == "out_of_service",
+    }[action]
+
+
 def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
     """The action on a copy: whether it would change anything, without touching the real state."""
     return copy.deepcopy(alarm).act(request.action, ts, "check", request.comment, request.duration_s)
@@ -253,12 +265,13 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | No
         return web.json_response(OPENAPI)
 
     def current(everything: bool = False) -> list[dict[str, Any]]:
-        rows = [
-            _describe(alerter, record)
+        """This worker's units from its table (the whole truth), the others' from the view of their events."""
+        mine = {
+            alarm_id: _describe(alerter, record)
             for _, unit in alerter.units()
-            for record in unit.alarms.values()
-            if everything or record.alarm.state.value != "normal"
-        ]
+            for alarm_id, record in unit.alarms.items()
+        }
+        rows = [row for row in (alerter.view.rows() | mine).values() if everything or row["state"] != "normal"]
         rows.sort(key=lambda r: (-PRIORITY_RANK.get(r["priority"], 0), r["alarm_id"]))
         return rows
 
@@ -338,11 +351,15 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | No
             return _error(404, f"no alarm {body.alarm_id}")
         stored = alerter.alarm_state.get(equipment_id.encode())
         found = state_decoder.decode(stored).alarms.get(body.alarm_id) if stored else None
-        if found is None:
+        seen = alerter.view.latest.get(body.alarm_id)
+        if found is None and seen is None:
             return _error(404, f"no alarm {body.alarm_id}")
         now = datetime.now(UTC)
-        if not _trial(found.alarm, body, now.timestamp()):
-            return _error(409, f"{body.action} does not apply to {body.alarm_id} in state {found.alarm.state.value}")
+        # Another worker's alarm, known from its events: judged by its state here, exactly by its owner (which
+        # dead-letters it as action_rejected if it does not apply after all).
+        state = found.alarm.state.value if found else seen.state if seen else "normal"
+        if not (_trial(found.alarm, body, now.timestamp()) if found else _applies(body.action, seen)):
+            return _error(409, f"{body.action} does not apply to {body.alarm_id} in state {state}")
         action = AlarmAction(
             schema_version=ALARM_SCHEMA_VERSION,
             action_id=uuid.uuid4().hex,
