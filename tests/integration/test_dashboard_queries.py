@@ -14,6 +14,7 @@ from typing import Any
 
 from support import faulty_plan, simulate
 
+from linewatch.core.contract import ACTIVE_STATES
 from linewatch.core.plant import PlantModel
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import KafkaSettings
@@ -80,9 +81,23 @@ def test_every_panel_query_returns_data_after_a_faulty_run(
         for panel in document["panels"]:
             for target in panel["targets"]:
                 query = substitute(target["query"], time_filter)
-                rows = sum(len(s.get("values", [])) for s in series(query))
+                found = series(query)
+                rows = sum(len(s.get("values", [])) for s in found)
                 assert rows > 0, f"{document['title']} / {panel['title']} / {target['refId']}: no data for {query}"
                 ran.append(f"{document['title']} / {panel['title']} / {target['refId']}: {rows} rows")
+                states = {
+                    row[s["columns"].index("state")] for s in found if "state" in s["columns"] for row in s["values"]
+                }
+                if panel["title"] == "Active alarms":
+                    assert states <= ACTIVE_STATES, states  # only what is active, not every alarm's last state
+                if panel["title"] == "Alarm states now":
+                    assert "normal" not in states, states
+        for annotation in document["annotations"]["list"]:
+            if "query" in annotation:  # from InfluxDB: there on first start, no Grafana token needed
+                marks = sum(len(s["values"]) for s in series(substitute(annotation["query"], time_filter)))
+                assert marks > 0, f"{document['title']}: annotation {annotation['name']} is empty"
+                ran.append(f"{document['title']} / annotation {annotation['name']}: {marks} marks")
     for line in ran:
         log.info("panel query ran: %s", line)
-    assert len(ran) == sum(len(p["targets"]) for _, d in built() for p in d["panels"])
+    annotations = sum("query" in a for _, d in built() for a in d["annotations"]["list"])
+    assert len(ran) == sum(len(p["targets"]) for _, d in built() for p in d["panels"]) + annotations

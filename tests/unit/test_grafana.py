@@ -58,3 +58,18 @@ def test_provisioning_files_are_valid() -> None:
     refs = {d["refId"]: d for d in rule["data"]}
     assert rule["condition"] in refs and refs["A"]["datasourceUid"] == DATASOURCE["uid"]
     assert "'critical'" in refs["A"]["model"]["query"]
+
+
+def test_without_a_grafana_token_the_alerter_annotates_nothing_and_dashboards_read_influxdb() -> None:
+    from pydantic import SecretStr
+
+    from linewatch.services.alerter.annotations import Annotator
+    from linewatch.services.alerter.settings import GrafanaSettings
+
+    # First start: Grafana's URL is known, no service-account token exists yet: no dead letter per alarm event.
+    assert not Annotator(GrafanaSettings(url="http://grafana:3000")).enabled
+    assert Annotator(GrafanaSettings(url="http://grafana:3000", token=SecretStr("glsa_0123456789abcdef"))).enabled
+    for _, document in built():
+        queries = [a for a in document["annotations"]["list"] if "query" in a]
+        if document["annotations"]["list"]:
+            assert queries and all("alarm_event" in a["query"] and "$timeFilter" in a["query"] for a in queries)

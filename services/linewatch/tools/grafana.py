@@ -12,6 +12,7 @@ from typing import Any
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import REPO_ROOT
 from linewatch.storage.measurements import (
+    ACTIVE,
     ALARM_EVENT,
     ALARM_KPI,
     ANOMALY,
@@ -116,13 +117,24 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
     if "equipment" in dashboard.variables:
         variables.append(_sensor_variable())
     annotations = [
+        # From InfluxDB: works on first start, before anyone can make the token the alerter's annotations need.
         {
-            "name": "Alarms",
-            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "name": "Alarms raised",
+            "datasource": DATASOURCE,
             "enable": True,
             "iconColor": "red",
+            "query": f'SELECT "message", "priority" FROM "{ALARM_EVENT}" WHERE "state" = \'unacknowledged\' '
+            "AND \"previous\" <> 'unacknowledged' AND $timeFilter",
+            "textColumn": "message",
+            "tagsColumn": "priority",
+        },
+        {
+            "name": "Alarm regions (alerter)",
+            "datasource": {"type": "grafana", "uid": "-- Grafana --"},
+            "enable": True,
+            "iconColor": "orange",
             "target": {"type": "tags", "tags": ["linewatch", "alarm"], "matchAny": False, "limit": 200},
-        }
+        },
     ]
     return {
         "uid": dashboard.uid,
@@ -162,7 +174,8 @@ DASHBOARDS = [
             Panel(
                 "Active alarms",
                 [
-                    f'SELECT last("state") AS "state", last("message") AS "message", last("corrective_action") AS "action", last("active") AS "active" FROM "{ALARM_EVENT}" WHERE $timeFilter GROUP BY "alarm_id", "priority", "area"'
+                    # Each alarm's last state, then only the active ones (InfluxQL filters a last() in a subquery).
+                    f'SELECT "state", "message", "action" FROM (SELECT last("state") AS "state", last("message") AS "message", last("corrective_action") AS "action" FROM "{ALARM_EVENT}" WHERE $timeFilter GROUP BY "alarm_id", "priority", "area") WHERE {ACTIVE} GROUP BY "alarm_id", "priority", "area"'
                 ],
                 kind="table",
                 width=24,
@@ -241,7 +254,7 @@ DASHBOARDS = [
             Panel(
                 "Alarm states now",
                 [
-                    f'SELECT last("state") AS "state", last("message") AS "message", last("lots") AS "lots" FROM "{ALARM_EVENT}" WHERE $timeFilter GROUP BY "alarm_id", "priority", "area"'
+                    f'SELECT "state", "message", "lots" FROM (SELECT last("state") AS "state", last("message") AS "message", last("lots") AS "lots" FROM "{ALARM_EVENT}" WHERE $timeFilter GROUP BY "alarm_id", "priority", "area") WHERE "state" <> \'normal\' GROUP BY "alarm_id", "priority", "area"'
                 ],
                 kind="table",
                 width=24,
