@@ -73,3 +73,20 @@ def test_without_a_grafana_token_the_alerter_annotates_nothing_and_dashboards_re
         queries = [a for a in document["annotations"]["list"] if "query" in a]
         if document["annotations"]["list"]:
             assert queries and all("alarm_event" in a["query"] and "$timeFilter" in a["query"] for a in queries)
+
+
+def test_panels_say_their_units_draw_thresholds_where_grafana_reads_them_and_link_each_other() -> None:
+    for _, document in built():
+        assert document["links"][0]["tags"] == ["linewatch"] and document["links"][0]["keepTime"]
+        for panel in document["panels"]:
+            where = f"{document['title']} / {panel['title']}"
+            assert panel["fieldConfig"]["defaults"]["unit"], where
+            assert "thresholds" not in panel["options"], f"{where}: a timeseries ignores options.thresholds"
+            formats = {t["resultFormat"] for t in panel["targets"]}
+            if panel["type"] in ("timeseries", "state-timeline"):
+                assert formats == {"time_series"}, f"{where}: one frame per series"
+    [score] = [p for _, d in built() for p in d["panels"] if p["title"].startswith("Anomaly score")]
+    defaults = score["fieldConfig"]["defaults"]
+    assert (
+        defaults["thresholds"]["steps"][-1]["value"] == 1.0 and defaults["custom"]["thresholdsStyle"]["mode"] == "line"
+    )

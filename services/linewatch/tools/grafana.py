@@ -34,8 +34,9 @@ class Panel:
     kind: str = "timeseries"
     width: int = 12
     height: int = 8
-    unit: str | None = None
+    unit: str = "short"  # Grafana's unit id: every panel says what its numbers are
     options: dict[str, Any] = field(default_factory=dict)
+    threshold: float | None = None  # a red line (timeseries draw thresholds from fieldConfig, not options)
 
 
 @dataclass(frozen=True)
@@ -90,7 +91,13 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
     for index, panel in enumerate(dashboard.panels, start=1):
         if x + panel.width > 24:
             x, y = 0, y + 8
-        defaults: dict[str, Any] = {"unit": panel.unit} if panel.unit else {}
+        defaults: dict[str, Any] = {"unit": panel.unit}
+        if panel.threshold is not None:
+            steps = [{"color": "green", "value": None}, {"color": "red", "value": panel.threshold}]
+            defaults |= {
+                "thresholds": {"mode": "absolute", "steps": steps},
+                "custom": {"thresholdsStyle": {"mode": "line"}},
+            }
         panels.append(
             {
                 "id": index,
@@ -106,7 +113,8 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
                         "datasource": DATASOURCE,
                         "rawQuery": True,
                         "query": q,
-                        "resultFormat": "time_series" if panel.kind == "timeseries" else "table",
+                        # One frame per series for charts and timelines; one row per series for tables and bars.
+                        "resultFormat": "time_series" if panel.kind in ("timeseries", "state-timeline") else "table",
                     }
                     for i, q in enumerate(panel.queries)
                 ],
@@ -147,6 +155,17 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
         "refresh": "30s",
         "timezone": "utc",
         "templating": {"list": variables},
+        # Every linewatch dashboard one click away, at the same time range and with the same area, line, equipment.
+        "links": [
+            {
+                "type": "dashboards",
+                "tags": ["linewatch"],
+                "asDropdown": True,
+                "title": "linewatch dashboards",
+                "keepTime": True,
+                "includeVars": True,
+            }
+        ],
         "annotations": {"list": annotations if dashboard.annotations else []},
         "panels": panels,
     }
@@ -193,12 +212,14 @@ DASHBOARDS = [
                 [
                     f'SELECT count("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND $timeFilter GROUP BY time(1m), "area" fill(0)'
                 ],
+                unit="cpm",
             ),
             Panel(
                 "Anomalous samples per minute by area",
                 [
                     f'SELECT count("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND "anomalous" = true AND $timeFilter GROUP BY time(1m), "area" fill(0)'
                 ],
+                unit="cpm",
             ),
         ],
         variables=("area",),
@@ -218,22 +239,19 @@ DASHBOARDS = [
                 width=24,
             ),
             Panel(
-                "Every sensor (mean)",
-                [f'SELECT mean(*) FROM "{TELEMETRY}" WHERE {EQUIPMENT} AND $timeFilter GROUP BY time($__interval)'],
-                width=24,
-            ),
-            Panel(
                 "Anomaly score (1.0 = threshold)",
                 [
                     f'SELECT max("score") AS "score" FROM "{ANOMALY}" WHERE {EQUIPMENT} AND "role" = \'active\' AND $timeFilter GROUP BY time($__interval)'
                 ],
-                options={"thresholds": 1.0},
+                unit="none",
+                threshold=1.0,
             ),
             Panel(
                 "Detector scores",
                 [
                     f'SELECT max("t2") AS "T2", max("spe") AS "SPE", max("drift") AS "drift", max("iforest") AS "iforest", max("univariate") AS "univariate" FROM "{ANOMALY}" WHERE {EQUIPMENT} AND "role" = \'active\' AND $timeFilter GROUP BY time($__interval)'
                 ],
+                unit="none",
             ),
             Panel(
                 "Alarm events",
@@ -349,6 +367,7 @@ DASHBOARDS = [
                 [
                     f'SELECT non_negative_derivative(last("samples_valid"), 1s) AS "validator", non_negative_derivative(last("samples_scored"), 1s) AS "scorer", non_negative_derivative(last("points_written"), 1s) AS "writer" FROM "{SERVICE_STATS}" WHERE $timeFilter GROUP BY time($__interval), "service"'
                 ],
+                unit="cps",
             ),
             Panel(
                 "Records taken in per stage (a widening gap is consumer lag)",
@@ -364,6 +383,7 @@ DASHBOARDS = [
                 [
                     f'SELECT non_negative_derivative(last("dead_letters"), 1m) FROM "{SERVICE_STATS}" WHERE $timeFilter GROUP BY time($__interval), "service"'
                 ],
+                unit="cpm",
             ),
             Panel(
                 "InfluxDB write retries",
