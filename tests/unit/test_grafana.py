@@ -83,8 +83,7 @@ def test_panels_say_their_units_draw_thresholds_where_grafana_reads_them_and_lin
             assert panel["fieldConfig"]["defaults"]["unit"], where
             assert "thresholds" not in panel["options"], f"{where}: a timeseries ignores options.thresholds"
             formats = {t["resultFormat"] for t in panel["targets"]}
-            if panel["type"] in ("timeseries", "state-timeline"):
-                assert formats == {"time_series"}, f"{where}: one frame per series"
+            assert formats == {"table" if panel["type"] == "table" else "time_series"}, f"{where}: frames"
     [score] = [p for _, d in built() for p in d["panels"] if p["title"].startswith("Anomaly score")]
     defaults = score["fieldConfig"]["defaults"]
     assert (

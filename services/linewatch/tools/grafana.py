@@ -113,8 +113,9 @@ def render(dashboard: Dashboard) -> dict[str, Any]:
                         "datasource": DATASOURCE,
                         "rawQuery": True,
                         "query": q,
-                        # One frame per series for charts and timelines; one row per series for tables and bars.
-                        "resultFormat": "time_series" if panel.kind in ("timeseries", "state-timeline") else "table",
+                        # Tables want one frame with tags as columns; charts, timelines, bars and stats one frame
+                        # per series (a bar gauge over a table frame would draw one bar for every series).
+                        "resultFormat": "table" if panel.kind == "table" else "time_series",
                     }
                     for i, q in enumerate(panel.queries)
                 ],
