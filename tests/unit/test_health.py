@@ -154,3 +154,11 @@ def test_libraries_share_a_budget_of_a_few_lines_a_second() -> None:
     assert len(let) == 5  # 18 lines of 6 kinds in one burst
     ours = records("linewatch.core.health", "broker unreachable", 1)[0]
     assert limit.filter(ours)  # ours never wait for the libraries' budget
+
+
+def test_an_unreadable_report_is_kept_aside_and_does_not_stop_the_watch(tmp_path: Path) -> None:
+    (tmp_path / f"writer.{PENDING_REPORT}").write_text("{half a report")
+    watch = BrokerWatch("writer", KafkaSettings(), [], StatsCounter("writer"), HealthSettings(state_dir=tmp_path))
+    watch._send_pending_report()  # returns without a broker: nothing to send
+    assert not (tmp_path / f"writer.{PENDING_REPORT}").exists()
+    assert (tmp_path / "writer.broker-loss-report.unreadable").read_text() == "{half a report"

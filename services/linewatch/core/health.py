@@ -118,7 +118,7 @@ class BrokerWatch(threading.Thread):
         if lost:
             self._lost(lost, ids)
             return
-        self._topic_ids = ids
+        self._topic_ids |= ids  # a topic answering with a passing error keeps the id it had
         partitions = [
             TopicPartition(t["name"], p["partition_index"])
             for t in described
@@ -209,7 +209,12 @@ class BrokerWatch(threading.Thread):
         pending = self.settings.state_dir / f"{self.service}.{PENDING_REPORT}"
         if not pending.is_file():
             return
-        letters = json.loads(pending.read_text())
+        try:
+            letters = [str(letter) for letter in json.loads(pending.read_text())]
+        except (ValueError, TypeError) as exc:  # not ours to fix: keep it aside, say so, go on
+            pending.replace(pending.with_suffix(".unreadable"))
+            log.error("broker-loss report unreadable, kept aside", extra={"error": str(exc)})
+            return
         producer = RecordProducer(self.kafka.bootstrap_servers)
         for letter in letters:
             producer.send(self.kafka.topics.deadletter, -1, self.service.encode(), letter.encode())
