@@ -22,7 +22,7 @@ from aiohttp import web
 
 from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, AlarmEvent, Text, encoder
 from linewatch.services.alerter.agents import Alerter
-from linewatch.services.alerter.lifecycle import Alarm, Transition
+from linewatch.services.alerter.lifecycle import Alarm, State, Transition
 from linewatch.services.alerter.rules import PRIORITY_RANK
 from linewatch.services.alerter.settings import ROLE_NEEDED, ApiUser
 from linewatch.services.alerter.state import AlarmRecord, state_decoder
@@ -224,16 +224,16 @@ def _describe(alerter: Alerter, record: AlarmRecord) -> dict[str, Any]:
     }
 
 
-def _applies(action: str, seen: AlarmEvent | None) -> bool:
-    """Whether an action applies in the state an alarm's latest event shows (the lifecycle's own rules)."""
-    state = seen.state if seen is not None else "normal"
-    return {
-        "acknowledge": state in ("unacknowledged", "rtn_unacknowledged"),
-        "shelve": state != "out_of_service",
-        "unshelve": state == "shelved",
-        "remove_from_service": True,
-        "return_to_service": state == "out_of_service",
-    }[action]
+def _as_seen(seen: AlarmEvent) -> Alarm:
+    """Another worker's alarm as far as its latest event tells, for `_trial` to judge an action by the lifecycle's
+    own rules (its owner judges it exactly)."""
+    state = State(seen.state)
+    alarm = Alarm(
+        seen.alarm_id, state=state, acknowledged=state not in (State.UNACKNOWLEDGED, State.RTN_UNACKNOWLEDGED)
+    )
+    alarm.shelved_one_shot = state == State.SHELVED
+    alarm.out_of_service = state == State.OUT_OF_SERVICE
+    return alarm
 
 
 def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
@@ -314,11 +314,8 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | No
         return web.FileResponse(CONSOLE / "index.html")
 
     async def list_alarms(request: web.Request) -> web.Response:
-        user = user_of(request)
-        if user is None:
-            return _error(401, "missing or unknown bearer token")
-        if refusal := denied(user, "read"):
-            return refusal
+        if isinstance(user := signed_in(request), web.Response):
+            return user
         everything = request.query.get("all", "false").lower() == "true"
         try:
             limit = int(request.query.get("limit", PAGE_LIMIT))
@@ -352,14 +349,14 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | No
         stored = alerter.alarm_state.get(equipment_id.encode())
         found = state_decoder.decode(stored).alarms.get(body.alarm_id) if stored else None
         seen = alerter.view.latest.get(body.alarm_id)
-        if found is None and seen is None:
+        # Another worker's alarm, known from its events, is judged by the state they show; its owner dead-letters
+        # the action as action_rejected if it does not apply after all.
+        alarm = found.alarm if found is not None else _as_seen(seen) if seen is not None else None
+        if alarm is None:
             return _error(404, f"no alarm {body.alarm_id}")
         now = datetime.now(UTC)
-        # Another worker's alarm, known from its events: judged by its state here, exactly by its owner (which
-        # dead-letters it as action_rejected if it does not apply after all).
-        state = found.alarm.state.value if found else seen.state if seen else "normal"
-        if not (_trial(found.alarm, body, now.timestamp()) if found else _applies(body.action, seen)):
-            return _error(409, f"{body.action} does not apply to {body.alarm_id} in state {state}")
+        if not _trial(alarm, body, now.timestamp()):
+            return _error(409, f"{body.action} does not apply to {body.alarm_id} in state {alarm.state.value}")
         action = AlarmAction(
             schema_version=ALARM_SCHEMA_VERSION,
             action_id=uuid.uuid4().hex,
