@@ -39,7 +39,9 @@ def influx_counts(influxd: Influxd, database: str = "linewatch") -> dict[str, di
         counts[series["tags"]["equipment"]] = {
             column.removeprefix("count_"): int(value)
             for column, value in zip(columns, values, strict=True)
-            if column.startswith("count_") and value and column not in ("count_state", "count_lot_id", "count_recipe")
+            if column.startswith("count_")
+            and value
+            and column not in ("count_state", "count_lot_id", "count_recipe", "count_uncertain")
         }
     return counts
 

@@ -158,7 +158,7 @@ def test_optional_fields_default_to_none_in_both() -> None:
 
 
 # Schemas of files rather than messages, each with its own test (tests/unit/test_alarm_philosophy.py).
-FILE_SCHEMAS = {"alarm-database.v1"}
+FILE_SCHEMAS = {"alarm-database.v1", "plant.v1"}
 
 
 def test_schemas_folder_has_an_example_per_schema() -> None:

@@ -87,3 +87,79 @@ def test_sensor_names_follow_the_contract_name_rule(tmp_path: Path, plant: Plant
     path.write_text(yaml.safe_dump(document, sort_keys=False))
     with pytest.raises(ValueError, match="pattern"):
         load_plant(path)
+
+
+# -- issue 13: the plant file for any plant: schema, addresses, validate ------------------------------------------
+
+
+def test_the_schema_file_is_the_models_schema_and_accepts_the_reference_plant(plant: PlantModel) -> None:
+    import json
+
+    import jsonschema
+    import yaml
+
+    from linewatch.core.plant import json_schema
+    from linewatch.core.settings import DEFAULT_PLANT_FILE, REPO_ROOT
+
+    schema = json.loads((REPO_ROOT / "schemas" / "plant.v1.schema.json").read_text())
+    assert schema == json_schema(), "regenerate schemas/plant.v1.schema.json from linewatch.core.plant.json_schema()"
+    jsonschema.Draft202012Validator(schema).validate(yaml.safe_load(DEFAULT_PLANT_FILE.read_text()))
+
+
+def test_addresses_come_from_the_unit_then_the_sensor_then_the_plant_template(tmp_path: Path) -> None:
+    import yaml
+
+    document = {
+        "site": "s1",
+        "sources": {"opcua": "ns=2;s={equipment}.{sensor}", "sparkplug": "{site}/{line}/{equipment}/{sensor}"},
+        "classes": {
+            "press": {
+                "sensors": {
+                    "force": {"unit": "kN", "normal": [0, 10]},
+                    "temp": {"unit": "degC", "normal": [0, 90], "source": {"opcua": "/2:{equipment}/2:Temperature"}},
+                }
+            }
+        },
+        "areas": [
+            {
+                "name": "a",
+                "lines": [
+                    {
+                        "name": "l1",
+                        "equipment": [
+                            {
+                                "class": "press",
+                                "ids": ["P1", "P2"],
+                                "sources": {"P2": {"force": {"opcua": "ns=3;i=17"}}},
+                            }
+                        ],
+                    }
+                ],
+            }
+        ],
+    }
+    path = tmp_path / "plant.yaml"
+    path.write_text(yaml.safe_dump(document))
+    plant = load_plant(path)
+    p1, p2 = plant.equipment
+    assert plant.address(p1, "force", "opcua") == "ns=2;s=P1.force"
+    assert plant.address(p2, "force", "opcua") == "ns=3;i=17"
+    assert plant.address(p2, "temp", "opcua") == "/2:P2/2:Temperature"
+    assert plant.address(p1, "temp", "sparkplug") == "s1/l1/P1/temp"
+    assert plant.address(p1, "temp", "mqtt") is None
+
+
+def test_plant_validate_names_the_line_and_field_of_each_mistake(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    path = tmp_path / "plant.yaml"
+    path.write_text(
+        "site: x\nclasses:\n  press:\n    sensors:\n      force: {unit: kN, normal: [0, 10], deadband: -1}\nareas: []\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-m", "linewatch.tools.cli", "plant", "validate", str(path)], capture_output=True, text=True
+    )
+    assert done.returncode == 1
+    assert f"{path}:5: classes.press.sensors.force.deadband: Input should be greater than or equal to 0" in done.stdout
+    assert "Traceback" not in done.stderr

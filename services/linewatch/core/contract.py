@@ -27,11 +27,13 @@ EquipmentState = Literal["running", "idle", "maintenance", "setup", "fault"]
 
 # gc=False: the cyclic collector need not track what cannot form a cycle (a time and a dict of floats);
 # with a hundred samples a record it otherwise costs a third of decoding.
-class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False):
+class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False, omit_defaults=True):
     ts: UtcTime
     # Sensor names are checked against the plant model by the validator; a pattern here would cost
     # more than the rest of decoding together (a regex per value).
     values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
+    # Added in 1.1: values the source marked Uncertain (OPC UA status); usable, but not to be trusted alone.
+    uncertain: list[str] = []
 
 
 class EquipmentRef(msgspec.Struct, forbid_unknown_fields=True, frozen=True, kw_only=True):

@@ -1,22 +1,31 @@
 """The plant model (`deploy/plant/*.yaml`, LINEWATCH_PLANT_FILE): sites, areas, lines, equipment and classes,
-sensors with unit, normal range, spec limits and critical-to-quality flag. The simulator's parameters (nominal,
-noise, dynamics, lots, faults) are optional: a real plant's file needs none of them."""
+sensors with unit, normal range, spec limits, critical-to-quality flag, sample period and source address (where
+the gateway reads it: an OPC UA node, a Sparkplug B metric, an MQTT topic and JSON field). The simulator's
+parameters (nominal, noise, dynamics, lots, faults) are optional: a real plant's file needs none of them.
+`schemas/plant.v1.schema.json` is generated from these models; `linewatch plant validate FILE` checks a file."""
 
 from __future__ import annotations
 
 import math
 from functools import cached_property
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.contract import NAME_PATTERN, EquipmentRef
+from linewatch.core.yamlfile import FileProblems, load_model
 
 # The contract's name rule; it also makes sensor names safe line-protocol field keys as they are.
 SensorName = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=NAME_PATTERN)]
+
+Protocol = Literal["opcua", "sparkplug", "mqtt"]
+# Where a sensor is read, per protocol. A template may name {site} {area} {line} {equipment} {class} {sensor}:
+#   opcua:     a NodeId ("ns=2;s={equipment}.{sensor}") or a browse path from Objects ("/2:Mill01/2:Speed")
+#   sparkplug: GROUP/EDGE_NODE/DEVICE/METRIC ("{site}/{line}/{equipment}/{sensor}")
+#   mqtt:      TOPIC#FIELD, a JSON object's field, dots for nesting ("plant/{equipment}#{sensor}")
+Sources = dict[Protocol, Annotated[str, StringConstraints(min_length=1, max_length=512)]]
 
 
 class _Strict(BaseModel):
@@ -30,6 +39,10 @@ class Sensor(_Strict):
     critical: bool = False
     # A controlled process value and its setpoint sensor: the control deviation is a quality signal.
     tracks: str | None = None
+    # What the gateway asks for: a sample period (default: the plant's) and a deadband (absolute, in `unit`).
+    sample_period_s: float | None = Field(default=None, gt=0)
+    deadband: float = Field(default=0.0, ge=0)
+    source: Sources = {}  # overrides the plant's `sources` template for this sensor
     # Simulation only. The value it is simulated around (default: the middle of the normal range) and noise.
     nominal: float = math.nan
     noise: float = Field(default=0.0, ge=0)
@@ -75,7 +88,16 @@ class EquipmentClass(_Strict):
 
 class EquipmentGroup(_Strict):
     equipment_class: str = Field(alias="class")
-    ids: list[str]
+    ids: list[SensorName]
+    # Addresses of single units that no template gives (e.g. numeric NodeIds): unit id -> sensor -> sources.
+    sources: dict[SensorName, dict[SensorName, Sources]] = {}
+
+    @model_validator(mode="after")
+    def _sources_name_units(self) -> EquipmentGroup:
+        unknown = set(self.sources) - set(self.ids)
+        if unknown:
+            raise ValueError(f"sources name units that are not in ids: {sorted(unknown)}")
+        return self
 
 
 class Line(_Strict):
@@ -118,6 +140,7 @@ class Equipment(_Strict):
 class PlantModel(_Strict):
     site: str
     sample_period_s: float = Field(default=1.0, gt=0)
+    sources: Sources = {}  # address templates per protocol, for every sensor that does not give its own
     classes: dict[str, EquipmentClass]
     areas: list[Area]
     # Simulation only: lot windows, cells per lot and the fault catalogue.
@@ -134,6 +157,11 @@ class PlantModel(_Strict):
             if equipment.id in seen:
                 raise ValueError(f"equipment id {equipment.id} appears twice")
             seen.add(equipment.id)
+        for group in (g for area in self.areas for line in area.lines for g in line.equipment):
+            for unit, addressed in group.sources.items():
+                unknown = set(addressed) - set(self.classes[group.equipment_class].sensors)
+                if unknown:
+                    raise ValueError(f"sources of {unit}: {group.equipment_class} has no sensor {sorted(unknown)}")
         for name, fault in self.faults.items():
             if fault.equipment_class is not None:
                 sensors = self.classes[fault.equipment_class].sensors
@@ -166,10 +194,43 @@ class PlantModel(_Strict):
     def sensor_count(self) -> int:
         return sum(len(self.classes[e.equipment_class].sensors) for e in self.equipment)
 
+    @cached_property
+    def _unit_sources(self) -> dict[str, dict[str, Sources]]:
+        return {
+            unit: sensors
+            for area in self.areas
+            for line in area.lines
+            for group in line.equipment
+            for unit, sensors in group.sources.items()
+        }
+
+    def address(self, equipment: Equipment, sensor: str, protocol: Protocol) -> str | None:
+        """Where the gateway reads this unit's sensor over `protocol`: the unit's own address, else the sensor's
+        template, else the plant's; None when none is given."""
+        own = self._unit_sources.get(equipment.id, {}).get(sensor, {}).get(protocol)
+        if own is not None:
+            return own
+        template = self.classes[equipment.equipment_class].sensors[sensor].source.get(protocol)
+        template = template or self.sources.get(protocol)
+        if template is None:
+            return None
+        return template.format(
+            site=equipment.site,
+            area=equipment.area,
+            line=equipment.line,
+            equipment=equipment.id,
+            sensor=sensor,
+            **{"class": equipment.equipment_class},
+        )
+
+    def period_s(self, equipment: Equipment, sensor: str) -> float:
+        own = self.classes[equipment.equipment_class].sensors[sensor].sample_period_s
+        return own if own is not None else self.sample_period_s
+
 
 def load_plant(path: Path) -> PlantModel:
-    with path.open(encoding="utf-8") as handle:
-        return PlantModel.model_validate(yaml.safe_load(handle))
+    """The plant model; FileProblems names each mistake's line and field."""
+    return load_model(path, PlantModel)
 
 
 def read_plant(path: Path) -> PlantModel:
@@ -180,10 +241,21 @@ def read_plant(path: Path) -> PlantModel:
         raise UsageError(
             f"no plant file {path}: set LINEWATCH_PLANT_FILE (`linewatch plant draft` writes one)"
         ) from None
-    except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not YAML: {exc}".replace("\n", " ")) from None
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        where = ".".join(str(part) for part in first["loc"]) or "top level"
-        more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
-        raise UsageError(f"{path}: {where}: {first['msg']}{more}") from None
+    except FileProblems as exc:
+        extra = len(exc.problems) - 1
+        more = f" (and {extra} more: `linewatch plant validate {path}`)" if extra else ""
+        raise UsageError(exc.problems[0] + more) from None
+
+
+def json_schema() -> dict[str, Any]:
+    """The plant file's JSON Schema (schemas/plant.v1.schema.json is this)."""
+    schema = PlantModel.model_json_schema(by_alias=True)
+    nominal = schema["$defs"]["Sensor"]["properties"]["nominal"]
+    nominal.pop("default")  # NaN, "the middle of the normal range": no JSON value says that
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://linewatch.dev/schemas/plant.v1.schema.json",
+        "title": "PlantModel",
+        "description": (__doc__ or "").split("\n\n")[0].replace("\n", " "),
+        **{k: v for k, v in schema.items() if k not in ("title", "description")},
+    }

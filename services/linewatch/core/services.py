@@ -53,6 +53,15 @@ SERVICES: tuple[Service, ...] = (
         pipeline=False,
     ),
     Service(
+        "gateway",
+        "OPC UA and MQTT (Sparkplug B, JSON) -> telemetry frames on the raw topic, stored and forwarded",
+        "settings:GatewaySettings",
+        inputs=(),
+        outputs=("raw", "deadletter", "stats"),
+        shown=(("values_in", "values read"), ("values_sent", "values sent"), ("buffered_records", "frames buffered")),
+        pipeline=False,
+    ),
+    Service(
         "validator",
         "raw frames -> valid frames, or dead letters with a reason",
         "settings:ValidatorSettings",

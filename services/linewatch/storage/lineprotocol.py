@@ -157,6 +157,7 @@ def stats_lines(payload: bytes) -> list[bytes]:
 class _WireSample(msgspec.Struct, gc=False):
     ts: str
     values: msgspec.Raw
+    uncertain: list[str] = []
 
 
 class _WireFrame(msgspec.Struct):
@@ -240,5 +241,7 @@ def telemetry_lines(payload: bytes, ns_of: TimestampCache) -> list[bytes]:
             fields = raw.translate(_JSON_TO_FIELDS, _JSON_NOISE)
         else:  # names that need escaping, or JSON with spaces: the slow, exact path
             fields = ",".join(f"{escape_key(k)}={v!r}" for k, v in _values_decoder.decode(raw).items()).encode()
+        if sample.uncertain:  # which values the source doubted, beside them (a field: no new series)
+            fields += f",uncertain={field_value(','.join(sample.uncertain))}".encode()
         lines.append(b"".join((prefix, fields, suffix, ns_of(sample.ts))))
     return lines

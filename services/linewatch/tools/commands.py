@@ -80,6 +80,61 @@ def _plant_draft(args: argparse.Namespace) -> int:
     return 0
 
 
+def _plant_validate(args: argparse.Namespace) -> int:
+    from linewatch.core.console import out
+    from linewatch.core.plant import Protocol, load_plant
+    from linewatch.core.yamlfile import FileProblems
+
+    try:
+        plant = load_plant(args.file)
+    except FileNotFoundError:
+        raise UsageError(f"no plant file {args.file}") from None
+    except FileProblems as exc:
+        for problem in exc.problems:
+            out(problem)
+        out(f"{args.file}: {len(exc.problems)} problem(s); schema: schemas/plant.v1.schema.json")
+        return 1
+    protocols: tuple[Protocol, ...] = ("opcua", "sparkplug", "mqtt")
+    addressed = {
+        p: sum(
+            plant.address(e, s, p) is not None
+            for e in plant.equipment
+            for s in plant.classes[e.equipment_class].sensors
+        )
+        for p in protocols
+    }
+    sources = ", ".join(f"{n} with a {p} address" for p, n in addressed.items() if n) or "no source addresses"
+    out(
+        f"{args.file}: valid: {len(plant.equipment)} units of {len(plant.classes)} classes, "
+        f"{plant.sensor_count()} sensors ({sources})"
+    )
+    return 0
+
+
+def _plant_discover(args: argparse.Namespace) -> int:
+    from linewatch.core.console import out
+    from linewatch.tools.discover import discover
+
+    document, notes = discover(args.endpoint, args.root, args.output)
+    for note in notes[:20]:
+        out(f"note: {note}")
+    if len(notes) > 20:
+        out(f"note: and {len(notes) - 20} more")
+    units = sum(len(g["ids"]) for a in document["areas"] for line in a["lines"] for g in line["equipment"])
+    sensors = sum(len(c["sensors"]) for c in document["classes"].values())
+    out(
+        f"wrote {args.output}: {units} units of {len(document['classes'])} classes ({sensors} sensor kinds); "
+        f"check it with `linewatch plant validate {args.output}`"
+    )
+    return 0
+
+
+def _bench_gateway(args: argparse.Namespace) -> int:
+    from linewatch.tools.gatewaybench import bench_gateway
+
+    return bench_gateway(messages=int(args.messages), metrics=int(args.metrics))
+
+
 def register(commands: Commands) -> None:
     up = commands.add("up", "embedded broker + InfluxDB, all services and the simulator, live view", _up)
     up.add_argument("--speed", type=float, default=10.0, help="simulated seconds per wall second")
@@ -102,7 +157,18 @@ def register(commands: Commands) -> None:
     bench.add_argument("--samples", type=int, default=600_000)
     bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
     commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
-    commands.group("plant", "plant files: draft one from a CSV export")
+    gateway = commands.add(
+        "bench gateway", "Sparkplug B over MQTT into Kafka against the raw MQTT receive rate", _bench_gateway
+    )
+    gateway.add_argument("--messages", type=int, default=20_000, help="DDATA messages to publish")
+    gateway.add_argument("--metrics", type=int, default=10, help="metrics per DDATA message")
+    commands.group("plant", "plant files: check one, draft one from a CSV export or an OPC UA server")
+    check = commands.add("plant validate", "check a plant file; each mistake with its line and field", _plant_validate)
+    check.add_argument("file", type=Path)
+    found = commands.add("plant discover", "browse an OPC UA server and write a draft plant file", _plant_discover)
+    found.add_argument("endpoint", help="opc.tcp://HOST:PORT")
+    found.add_argument("--root", help="browse path under Objects to start from, e.g. /2:Plant")
+    found.add_argument("-o", "--output", type=Path, default=Path("discovered-plant.yaml"))
     draft = commands.add("plant draft", "write a plant file for equipment known only from a CSV export", _plant_draft)
     add_csv_arguments(draft, labels=True)
     draft.add_argument("-o", "--output", type=Path, required=True, help="the plant file to write (YAML)")

@@ -104,6 +104,46 @@ class Broker:
         stop_process(self.process)
 
 
+@dataclass
+class Mosquitto:
+    """Debian's mosquitto on a free loopback port, no persistence, no queue bound (the default 1000 drops QoS 1
+    messages for a slow subscriber without a word: platform notes)."""
+
+    port: int = field(default_factory=free_port)
+    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="linewatch-mosquitto-")))
+    process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout_s: float = 10.0) -> Mosquitto:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not os.path.exists(binary):
+            raise FileNotFoundError("mosquitto not found: install Debian's package with `apt-get install -y mosquitto`")
+        config = self.root / "mosquitto.conf"
+        config.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
+            "max_inflight_messages 0\nuser root\n"
+        )
+        log_file = (self.root / "mosquitto.log").open("ab")
+        self.process = subprocess.Popen(
+            [binary, "-c", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
+        )
+        log_file.close()
+        wait_until(f"mosquitto on 127.0.0.1:{self.port}", self._accepts, timeout_s)
+        return self
+
+    def _accepts(self) -> bool:
+        if self.process is not None and self.process.poll() is not None:
+            raise RuntimeError(f"mosquitto exited with {self.process.returncode}, see {self.root}/mosquitto.log")
+        try:
+            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
+                return True
+        except OSError:
+            return False
+
+    def stop(self) -> None:
+        stop_process(self.process)
+        shutil.rmtree(self.root, ignore_errors=True)
+
+
 _INFLUXD_CONFIG = """\
 reporting-disabled = true
 bind-address = "127.0.0.1:{rpc_port}"

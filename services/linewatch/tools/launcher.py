@@ -166,7 +166,7 @@ class Supervisor:
         self.reset()
         made = []
         for process in self.processes:
-            if process.process is not None and process.process.returncode == 0:
+            if process not in running and process.process is not None and process.process.returncode == 0:
                 continue  # it had finished its work (a simulator run) before the loss
             made.append(Restart(process.name, EXIT_BROKER_STATE_LOST, datetime.now(UTC)))  # the cause, for all
             process.start()

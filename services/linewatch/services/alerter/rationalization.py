@@ -10,12 +10,12 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, Self
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from linewatch.core.contract import AlarmCondition
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import REPO_ROOT
+from linewatch.core.yamlfile import FileProblems, load_model
 from linewatch.services.alerter.lifecycle import Priority
 
 DEFAULT_ALARM_DATABASE = REPO_ROOT / "deploy" / "alerter" / "alarms.yaml"
@@ -190,53 +190,12 @@ class Rationalizer:
         return UNRATIONALIZED
 
 
-class AlarmDatabaseError(ValueError):
-    """A database file that does not validate; the message names each wrong field and its line."""
+# A database file that does not validate; the message names each wrong field and its line.
+AlarmDatabaseError = FileProblems
 
 
 def load_alarm_database(path: Path = DEFAULT_ALARM_DATABASE) -> AlarmDatabase:
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = yaml.safe_load(text)
-        return AlarmDatabase.model_validate(data)
-    except yaml.YAMLError as exc:
-        raise AlarmDatabaseError(f"{path}: not YAML: {exc}") from None
-    except ValidationError as exc:
-        lines = _line_numbers(text)
-        problems = []
-        for error in exc.errors():
-            where = ".".join(str(part) for part in error["loc"]) or "(top level)"
-            line = _nearest_line(lines, tuple(error["loc"]))
-            problems.append(f"{path}:{line}: {where}: {error['msg']}")
-        raise AlarmDatabaseError("\n".join(problems)) from None
-
-
-def _line_numbers(text: str) -> dict[tuple[Any, ...], int]:
-    """Path of every mapping key and list item in the YAML text -> its 1-based line."""
-    found: dict[tuple[Any, ...], int] = {}
-
-    def walk(node: yaml.Node, path: tuple[Any, ...]) -> None:
-        found[path] = node.start_mark.line + 1
-        if isinstance(node, yaml.MappingNode):
-            for key, value in node.value:
-                found[(*path, key.value)] = key.start_mark.line + 1
-                walk(value, (*path, key.value))
-        elif isinstance(node, yaml.SequenceNode):
-            for index, item in enumerate(node.value):
-                walk(item, (*path, index))
-
-    root = yaml.compose(text)
-    if root is not None:
-        walk(root, ())
-    return found
-
-
-def _nearest_line(lines: dict[tuple[Any, ...], int], loc: tuple[Any, ...]) -> int:
-    """The line of the error's field, or of its closest enclosing entry when the field is missing."""
-    for end in range(len(loc), -1, -1):
-        if loc[:end] in lines:
-            return lines[loc[:end]]
-    return 1
+    return load_model(path, AlarmDatabase)
 
 
 def json_schema() -> dict[str, Any]:

@@ -1,0 +1,129 @@
+"""From single values to the contract: which plant sensor an address is, and values gathered into telemetry frames
+per equipment (samples by source timestamp, many samples a frame)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from linewatch.core.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, encoder, equipment_fields
+from linewatch.core.plant import Equipment, PlantModel, Protocol
+
+
+@dataclass(frozen=True)
+class Point:
+    """One plant sensor as the gateway reads it."""
+
+    equipment: Equipment
+    sensor: str
+    address: str
+    period_s: float
+    deadband: float
+
+
+def bindings(plant: PlantModel, protocol: Protocol) -> dict[str, Point]:
+    """Address -> sensor for every sensor the plant file gives an address over `protocol`."""
+    found: dict[str, Point] = {}
+    for equipment in plant.equipment:
+        for sensor, spec in plant.classes[equipment.equipment_class].sensors.items():
+            address = plant.address(equipment, sensor, protocol)
+            if address is None:
+                continue
+            if address in found:
+                other = found[address]
+                raise ValueError(
+                    f"{protocol} address {address!r} is both {other.equipment.id}.{other.sensor} and "
+                    f"{equipment.id}.{sensor}: give each sensor its own"
+                )
+            found[address] = Point(equipment, sensor, address, plant.period_s(equipment, sensor), spec.deadband)
+    return found
+
+
+@dataclass
+class OutFrame:
+    equipment_id: str
+    payload: bytes
+    values: int
+    last_ts: datetime
+
+
+class Assembler:
+    """Gathers values from every source (the MQTT thread, the OPC UA loop) into samples per equipment and source
+    timestamp. A sample is held `hold_s` after its first value arrived, so values of one instant that come in
+    separate notifications travel together; a value that comes later still goes out, as another sample with the
+    same timestamp (InfluxDB merges the two)."""
+
+    def __init__(self, plant: PlantModel, frame_max_samples: int) -> None:
+        self._units = {
+            name: {sensor: spec.unit for sensor, spec in cls.sensors.items()} for name, cls in plant.classes.items()
+        }
+        self._equipment = plant.equipment_by_id
+        self._max = frame_max_samples
+        self._lock = threading.Lock()
+        # equipment -> ts -> (first arrival, values, uncertain sensors)
+        self._open: dict[str, dict[datetime, tuple[float, dict[str, float], set[str]]]] = defaultdict(dict)
+        self._letters: list[tuple[bytes, bytes]] = []  # (key, dead letter) from any source thread
+
+    def reject(self, key: str, letter: bytes) -> None:
+        """A dead letter from a source; it goes out with the next frames, through the same buffer."""
+        with self._lock:
+            self._letters.append((key.encode(), letter))
+
+    def take_letters(self) -> list[tuple[bytes, bytes]]:
+        with self._lock:
+            letters, self._letters = self._letters, []
+        return letters
+
+    def add(self, equipment_id: str, ts: datetime, values: dict[str, float], uncertain: set[str] | None = None) -> None:
+        with self._lock:
+            samples = self._open[equipment_id]
+            held = samples.get(ts)
+            if held is None:
+                samples[ts] = (time.monotonic(), dict(values), set(uncertain or ()))
+            else:
+                held[1].update(values)
+                if uncertain:
+                    held[2].update(uncertain)
+                else:
+                    held[2].difference_update(values)
+
+    def drain(self, hold_s: float) -> list[OutFrame]:
+        """The frames of every sample held at least `hold_s` (all of them with 0), oldest samples first."""
+        cutoff = time.monotonic() - hold_s
+        ready: dict[str, list[tuple[datetime, dict[str, float], set[str]]]] = {}
+        with self._lock:
+            for equipment_id, held in self._open.items():
+                due = [ts for ts, (arrived, _, _) in held.items() if arrived <= cutoff]
+                if due:
+                    ready[equipment_id] = [(ts, *held.pop(ts)[1:]) for ts in due]
+        frames = []
+        seq = time.time_ns() // 1000  # grows across restarts without a stored counter
+        for equipment_id, samples in ready.items():
+            samples.sort(key=lambda item: item[0])
+            equipment = self._equipment[equipment_id]
+            units = self._units[equipment.equipment_class]
+            for start in range(0, len(samples), self._max):
+                chunk = samples[start : start + self._max]
+                present = {sensor for _, values, _ in chunk for sensor in values}
+                frame = TelemetryFrame(
+                    schema_version=TELEMETRY_SCHEMA_VERSION,
+                    seq=seq,
+                    state="running",
+                    units={sensor: units[sensor] for sensor in sorted(present)},
+                    samples=[
+                        Sample(ts=ts, values=values, uncertain=sorted(uncertain)) for ts, values, uncertain in chunk
+                    ],
+                    **equipment_fields(equipment.ref),
+                )
+                seq += 1
+                frames.append(
+                    OutFrame(equipment_id, encoder.encode(frame), sum(len(v) for _, v, _ in chunk), chunk[-1][0])
+                )
+        return frames
+
+
+def utc_from_ms(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)

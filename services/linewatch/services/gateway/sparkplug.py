@@ -1,0 +1,201 @@
+"""Sparkplug B host logic, without the network: births (aliases), data, deaths (the equipment's sensors go stale),
+sequence numbers (a gap asks the edge node to rebirth), and malformed payloads as dead letters."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from google.protobuf.message import DecodeError
+
+from linewatch.core import sparkplug
+from linewatch.core.contract import SourcePosition, dead_letter, encoder
+from linewatch.core.stats import StatsCounter
+from linewatch.services.gateway.frames import Assembler, Point, utc_from_ms
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class EdgeNode:
+    born: bool = False
+    next_seq: int | None = None
+    bdseq: int | None = None
+    aliases: dict[str, dict[int, str]] = field(default_factory=lambda: defaultdict(dict))  # device -> alias -> name
+    rebirth_asked_at: float = -1e9
+
+
+class SparkplugHost:
+    """Feed it every message under spBv1.0/...; `handle` returns the rebirth requests to publish (topic, payload)."""
+
+    def __init__(
+        self, points: dict[str, Point], assembler: Assembler, stats: StatsCounter, rebirth_interval_s: float
+    ) -> None:
+        self.points = points
+        self.assembler = assembler
+        self.stats = stats
+        self.rebirth_interval_s = rebirth_interval_s
+        self.nodes: dict[tuple[str, str], EdgeNode] = defaultdict(EdgeNode)
+        self.stale: set[str] = set()  # equipment whose edge node or device is dead
+        self._device_units: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        for point in points.values():
+            group, node, device, _ = _split(point.address)
+            self._device_units[(group, node, device)].add(point.equipment.id)
+
+    def groups(self) -> set[str]:
+        return {_split(address)[0] for address in self.points}
+
+    def handle(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
+        parts = topic.split("/")
+        if len(parts) not in (4, 5) or parts[0] != sparkplug.NAMESPACE:
+            return []
+        group, kind, node_id = parts[1], parts[2], parts[3]
+        device = parts[4] if len(parts) == 5 else ""
+        if kind in ("NCMD", "DCMD", "STATE"):
+            return []
+        try:
+            message = sparkplug.Payload.FromString(payload)
+        except DecodeError as exc:
+            self._reject(topic, payload, "malformed_sparkplug", f"not a Sparkplug B payload: {exc}")
+            return []
+        node = self.nodes[(group, node_id)]
+        requests: list[tuple[str, bytes]] = []
+        if kind == "NBIRTH":
+            node.born, node.next_seq = True, (message.seq + 1) % 256
+            node.aliases.clear()
+            node.bdseq = _bdseq(message)
+            self._alive(group, node_id, None)
+        elif kind == "NDEATH":
+            if node.bdseq is None or _bdseq(message) in (None, node.bdseq):
+                node.born, node.next_seq = False, None
+                self._dead(group, node_id, None)
+            return []
+        else:
+            if not node.born:
+                self.stats.counters["sparkplug_before_birth"] += 1
+                requests += self._rebirth(group, node_id, node, "data before its birth")
+            elif message.HasField("seq") and node.next_seq is not None and message.seq != node.next_seq:
+                self.stats.counters["sparkplug_sequence_gaps"] += 1
+                log.warning(
+                    "Sparkplug B sequence gap",
+                    extra={"edge_node": f"{group}/{node_id}", "expected": node.next_seq, "got": message.seq},
+                )
+                requests += self._rebirth(group, node_id, node, "sequence gap")
+            if message.HasField("seq"):
+                node.next_seq = (message.seq + 1) % 256
+            if kind == "DBIRTH":
+                node.aliases[device].clear()
+                self._alive(group, node_id, device)
+            elif kind == "DDEATH":
+                self._dead(group, node_id, device)
+                return requests
+        self._values(group, node_id, device, node, message, topic, kind.endswith("BIRTH"))
+        return requests
+
+    def _values(
+        self, group: str, node_id: str, device: str, node: EdgeNode, message: object, topic: str, birth: bool
+    ) -> None:
+        aliases = node.aliases[device]
+        default_ms = getattr(message, "timestamp", 0) or int(time.time() * 1000)
+        samples: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+        unknown: list[str] = []
+        unplaced = 0
+        for metric in getattr(message, "metrics", ()):
+            name = metric.name
+            if birth and name and metric.HasField("alias"):
+                aliases[metric.alias] = name
+            if not name:
+                name = aliases.get(metric.alias, "")
+                if not name:
+                    unplaced += 1
+                    continue
+            if metric.is_null:
+                continue
+            point = self.points.get(f"{group}/{node_id}/{device}/{name}")
+            if point is None:
+                if name not in (sparkplug.BDSEQ_METRIC, sparkplug.REBIRTH_METRIC) and not name.startswith(
+                    "Node Control/"
+                ):
+                    unknown.append(name)
+                continue
+            value = sparkplug.metric_value(metric)
+            if value is None:
+                self._reject(
+                    topic, b"", "not_a_number", f"{name}: a {metric.WhichOneof('value') or 'null'} is not a number"
+                )
+                continue
+            samples[(point.equipment.id, metric.timestamp or default_ms)][point.sensor] = value
+        for (equipment_id, ms), values in samples.items():
+            self.assembler.add(equipment_id, utc_from_ms(ms), values)
+            self.stats.counters["values_in"] += len(values)
+        if unknown:
+            self.stats.counters["unknown_tags"] += len(unknown)
+            log.warning(
+                "Sparkplug B metrics not in the plant file: not read", extra={"topic": topic, "metrics": unknown[:10]}
+            )
+        if unplaced:
+            self.stats.counters["sparkplug_unknown_alias"] += unplaced
+            self._reject(topic, b"", "unknown_alias", f"{unplaced} metric(s) by alias with no birth that names them")
+
+    def _rebirth(self, group: str, node_id: str, node: EdgeNode, why: str) -> list[tuple[str, bytes]]:
+        now = time.monotonic()
+        if now - node.rebirth_asked_at < self.rebirth_interval_s:
+            return []
+        node.rebirth_asked_at = now
+        self.stats.counters["sparkplug_rebirth_requests"] += 1
+        log.info("asking a Sparkplug B edge node to rebirth", extra={"edge_node": f"{group}/{node_id}", "why": why})
+        ms = int(time.time() * 1000)
+        return [(sparkplug.topic(group, "NCMD", node_id), sparkplug.rebirth_request(ms))]
+
+    def _alive(self, group: str, node_id: str, device: str | None) -> None:
+        units = self._units(group, node_id, device)
+        if units & self.stale:
+            self.stale -= units
+            log.info("equipment reporting again", extra={"equipment": sorted(units)})
+        self.stats.counters["equipment_stale"] = len(self.stale)
+
+    def _dead(self, group: str, node_id: str, device: str | None) -> None:
+        units = self._units(group, node_id, device)
+        self.stale |= units
+        self.stats.counters["sparkplug_deaths"] += 1
+        self.stats.counters["equipment_stale"] = len(self.stale)
+        log.warning(
+            "Sparkplug B death: the equipment's sensors are stale",
+            extra={"edge_node": f"{group}/{node_id}", "device": device, "equipment": sorted(units)},
+        )
+
+    def _units(self, group: str, node_id: str, device: str | None) -> set[str]:
+        return {
+            unit
+            for (g, n, d), units in self._device_units.items()
+            if g == group and n == node_id and (device is None or d == device)
+            for unit in units
+        }
+
+    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
+        self.stats.counters["dead_letters"] += 1
+        letter = dead_letter(
+            stage="gateway",
+            reason=reason,
+            detail=detail,
+            source=SourcePosition(topic=f"mqtt:{topic}", partition=-1, offset=-1),
+            source_bytes=payload,
+        )
+        self.assembler.reject(topic, encoder.encode(letter))
+
+
+def _split(address: str) -> tuple[str, str, str, str]:
+    """GROUP/EDGE_NODE/DEVICE/METRIC; a metric name may hold '/' ("Node Control/Rebirth"), the others may not."""
+    parts = address.split("/", 3)
+    if len(parts) != 4:
+        raise ValueError(f"Sparkplug B address {address!r}: use GROUP/EDGE_NODE/DEVICE/METRIC")
+    return parts[0], parts[1], parts[2], parts[3]
+
+
+def _bdseq(message: object) -> int | None:
+    for metric in getattr(message, "metrics", ()):
+        if metric.name == sparkplug.BDSEQ_METRIC:
+            return int(sparkplug.metric_value(metric) or 0)
+    return None
