@@ -10,7 +10,9 @@ COPY schemas ./schemas
 COPY deploy/plant ./deploy/plant
 COPY deploy/alerter ./deploy/alerter
 RUN pip install --no-cache-dir --no-deps -e . \
-    && groupadd --system --gid 10001 linewatch && useradd --system --uid 10001 --gid 10001 --no-create-home linewatch
+    && groupadd --system --gid 10001 linewatch && useradd --system --uid 10001 --gid 10001 --no-create-home linewatch \
+    && install -d -o 10001 -g 10001 /var/lib/linewatch
+# /var/lib/linewatch: the gateway's store-and-forward buffer (a volume takes the directory's owner).
 # Numeric, so that Kubernetes can check runAsNonRoot (a name it cannot resolve is refused).
 USER 10001
 ENTRYPOINT ["linewatch"]

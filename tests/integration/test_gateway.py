@@ -12,7 +12,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Coroutine
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -25,6 +25,7 @@ from support import influx_counts, read_dead_letters
 
 from linewatch.core import sparkplug
 from linewatch.core.plant import PlantModel, load_plant
+from linewatch.core.settings import KafkaSettings
 from linewatch.simulation.opcua_server import PlantServer
 from linewatch.tools.devstack import DevStack, Mosquitto, free_port
 from linewatch.tools.launcher import ServiceProcess, Supervisor
@@ -241,7 +242,9 @@ class EdgeNode:
         self.client.disconnect()
 
 
-def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(stack: DevStack, log_dir: Path) -> None:
+def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(
+    stack: DevStack, kafka: KafkaSettings, log_dir: Path
+) -> None:
     document = synthetic_plant(units=2, sensors=5, sources={"sparkplug": "{site}/{line}/{equipment}/{sensor}"})
     plant_file = log_dir / "plant.yaml"
     plant_file.write_text(yaml.safe_dump(document))
@@ -296,7 +299,7 @@ def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(stack: De
             counts = influx_counts(stack.influxd)
             stored = {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
             assert stored == expected, "every metric stored once"
-            reasons = Counter(letter.reason for letter in read_dead_letters(stack_kafka(stack), at_least=2))
+            reasons = Counter(letter.reason for letter in read_dead_letters(kafka, at_least=2))
             assert reasons["malformed_sparkplug"] == 1 and reasons["not_a_number"] == 1, reasons
             log = (log_dir / "gateway.log").read_text()
             assert "Sparkplug B sequence gap" in log
@@ -310,7 +313,95 @@ def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(stack: De
         mosquitto.stop()
 
 
-def stack_kafka(stack: DevStack) -> Any:
-    from linewatch.core.settings import KafkaSettings
+def test_opcua_secured_session_status_codes_and_a_server_that_vanishes(
+    stack: DevStack, kafka: KafkaSettings, log_dir: Path
+) -> None:
+    from asyncua import ua
+    from asyncua.crypto.cert_gen import setup_self_signed_certificate
+    from cryptography.x509.oid import ExtendedKeyUsageOID
+    from support import read_all
 
-    return KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+    from linewatch.core.contract import telemetry_decoder
+    from linewatch.simulation.opcua_server import ServerSecurity
+
+    plant = PlantModel.model_validate(
+        synthetic_plant(units=1, sensors=3, sources={"opcua": "ns=2;s={equipment}.{sensor}"})
+    )
+    plant_file = log_dir / "plant.yaml"
+    plant_file.write_text(yaml.safe_dump(synthetic_plant(1, 3, {"opcua": "ns=2;s={equipment}.{sensor}"})))
+    trusted = log_dir / "trusted"
+    trusted.mkdir()
+    certs = {}
+    for who, uri, use in (
+        ("server", "urn:linewatch:plant-simulator", ExtendedKeyUsageOID.SERVER_AUTH),
+        ("gateway", "urn:linewatch:gateway", ExtendedKeyUsageOID.CLIENT_AUTH),
+    ):
+        key, cert = log_dir / f"{who}-key.pem", (trusted if who == "gateway" else log_dir) / f"{who}-cert.der"
+        asyncio.run(setup_self_signed_certificate(key, cert, uri, "127.0.0.1", [use], {"commonName": who}))
+        certs[who] = (cert, key)
+    security = ServerSecurity(certs["server"][0], certs["server"][1], trusted, users={"linewatch": "s3cret-plant"})
+    port = free_port()
+
+    def server() -> ServerThread:
+        thread = ServerThread(plant)
+        thread.server = PlantServer(plant, port, security=security)
+        return thread
+
+    env = stack.service_env() | {
+        "LINEWATCH_PLANT_FILE": str(plant_file),
+        "LINEWATCH_OPCUA__ENDPOINT": f"opc.tcp://127.0.0.1:{port}/linewatch/",
+        "LINEWATCH_OPCUA__SECURITY_POLICY": "Basic256Sha256",
+        "LINEWATCH_OPCUA__CERTIFICATE": str(certs["gateway"][0]),
+        "LINEWATCH_OPCUA__PRIVATE_KEY": str(certs["gateway"][1]),
+        "LINEWATCH_OPCUA__SERVER_CERTIFICATE": str(certs["server"][0]),
+        "LINEWATCH_OPCUA__USERNAME": "linewatch",
+        "LINEWATCH_OPCUA__MAX_BACKOFF_S": "1",
+        "LINEWATCH_BUFFER__PATH": str(log_dir / "gateway-buffer.sqlite"),
+    }
+
+    def wait_for(text: str, log: Path, count: int = 1, timeout_s: float = 30) -> None:
+        deadline = time.monotonic() + timeout_s
+        while log.read_text().count(text) < count:
+            assert time.monotonic() < deadline, f"not in {log.name}: {text}"
+            time.sleep(0.2)
+
+    start = datetime.fromtimestamp(round(time.time()), UTC)
+    at = [start + timedelta(seconds=n) for n in range(6)]
+    first = server().__enter__()
+    try:
+        refused = ServiceProcess(
+            "gateway", env | {"LINEWATCH_OPCUA__PASSWORD": "wrong-password"}, log_dir / "refused.log"
+        )
+        refused.start()
+        wait_for("OPC UA session lost or refused", log_dir / "refused.log")
+        refused.stop()
+        assert "OPC UA connected" not in (log_dir / "refused.log").read_text()
+
+        gateway = ServiceProcess(
+            "gateway", env | {"LINEWATCH_OPCUA__PASSWORD": "s3cret-plant"}, log_dir / "gateway.log"
+        )
+        gateway.start()
+        wait_for("OPC UA connected", log_dir / "gateway.log")
+        write = first.server.write
+        first.call(write("u00", "s00", 1.0, at[1]))
+        first.call(write("u00", "s01", 2.0, at[1], ua.StatusCodes.UncertainLastUsableValue))
+        first.call(write("u00", "s02", 3.0, at[1], ua.StatusCodes.BadSensorFailure))
+        time.sleep(1.5)
+    finally:
+        first.__exit__()
+    wait_for("OPC UA session lost or refused", log_dir / "gateway.log")
+    second = server().__enter__()  # the server back, after the gateway noticed it gone
+    try:
+        wait_for("OPC UA connected", log_dir / "gateway.log", count=2)
+        second.call(second.server.write("u00", "s00", 4.0, at[3]))
+        time.sleep(1.5)
+        frames = [telemetry_decoder.decode(v) for v in read_all(kafka, kafka.topics.raw)]
+        letters = [letter.reason for letter in read_dead_letters(kafka, at_least=1)]
+    finally:
+        gateway.stop()
+        second.__exit__()
+    samples = {(s.ts, k): (v, k in s.uncertain) for f in frames for s in f.samples for k, v in s.values.items()}
+    assert samples[(at[1], "s00")] == (1.0, False)
+    assert samples[(at[1], "s01")] == (2.0, True)  # Uncertain: kept, and marked
+    assert (at[1], "s02") not in samples and letters.count("opcua_bad_status") == 1
+    assert samples[(at[3], "s00")] == (4.0, False)  # read again after the server came back

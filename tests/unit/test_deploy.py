@@ -96,6 +96,10 @@ def test_compose_each_container_gets_only_the_secrets_it_reads(compose: dict[str
     assert given["validator"] == set() and given["simulator"] == set()
     assert given["scorer"] == {"MODEL_SIGNING_KEY"}
     assert given["writer"] == {"INFLUX_WRITER_PASSWORD"}
+    assert given["gateway"] == {"OPCUA_ENDPOINT", "OPCUA_USERNAME", "OPCUA_PASSWORD", "MQTT_HOST", "MQTT_PORT"} | {
+        "MQTT_USERNAME",
+        "MQTT_PASSWORD",
+    }
     assert given["alerter"] == {
         "ALARM_API_TOKENS",
         "NOTIFY_WEBHOOK_URL",
@@ -153,8 +157,9 @@ def test_kustomization_lists_every_manifest() -> None:
     manifests = {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
     assert set(kustomization["resources"]) == manifests
     generated = {g["name"]: g["envs"] for g in kustomization["secretGenerator"]}
-    assert generated == {f"{name}-secrets": [f"secrets/{name}.env"] for name in ("scorer", "alerter", "writer")}
-    for name in ("scorer", "alerter", "writer"):
+    with_secrets = ("scorer", "alerter", "writer", "gateway")
+    assert generated == {f"{name}-secrets": [f"secrets/{name}.env"] for name in with_secrets}
+    for name in with_secrets:
         assert (K8S / "secrets" / f"{name}.env.example").is_file(), name
 
 
@@ -196,6 +201,19 @@ def test_k8s_deployments_run_real_services_with_variables_they_read() -> None:
         assert all(reads(s, variable) for s in SETTINGS.values()), f"not every service reads {variable}"
     [service] = [d for d in documents if d["kind"] == "Service"]
     assert service["spec"]["ports"][0]["targetPort"] == "api"
+
+
+def test_k8s_gateway_keeps_its_buffer_on_its_own_volume() -> None:
+    [gateway] = [d for d in k8s_documents() if d["kind"] == "StatefulSet"]
+    assert gateway["metadata"]["name"] == "gateway" and gateway["spec"]["replicas"] == 1
+    [container] = gateway["spec"]["template"]["spec"]["containers"]
+    assert container["args"] == ["service", "gateway"]
+    env = {e["name"]: e["value"] for e in container["env"]}
+    for variable in [*env, *k8s_secrets("gateway")]:
+        assert reads(SETTINGS["gateway"], variable), f"gateway does not read {variable}"
+    [claim] = gateway["spec"]["volumeClaimTemplates"]
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}[claim["metadata"]["name"]]
+    assert env["LINEWATCH_BUFFER__PATH"].startswith(mount + "/") and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_k8s_topics_and_partitions_agree_with_the_code() -> None:

@@ -5,10 +5,16 @@ sensor with EngineeringUnits and EURange, NodeIds `ns=2;s={equipment}.{sensor}` 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
 
 from asyncua import ua
 from asyncua.common.node import Node
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.crypto.truststore import TrustStore
+from asyncua.crypto.validator import CertificateValidator
 from asyncua.server.server import Server
 
 from linewatch.core.plant import PlantModel
@@ -17,12 +23,42 @@ NAMESPACE = "urn:linewatch:plant"
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ServerSecurity:
+    """Basic256Sha256 SignAndEncrypt only, users by name and password, and clients only with a trusted certificate."""
+
+    certificate: Path  # DER, its URI the server's application URI
+    private_key: Path  # PEM
+    trusted: Path  # a directory of trusted client certificates (DER)
+    users: dict[str, str]
+    application_uri: str = "urn:linewatch:plant-simulator"
+
+
+class _Users:
+    def __init__(self, users: dict[str, str]) -> None:
+        self._users = users
+
+    def get_user(
+        self, iserver: Any, username: str | None = None, password: str | None = None, certificate: Any = None
+    ) -> Any:
+        known = username is not None and password is not None and self._users.get(username) == password
+        return User(role=UserRole.User, name=username) if known else None
+
+
 class PlantServer:
-    def __init__(self, plant: PlantModel, port: int, history: timedelta = timedelta(hours=1)) -> None:
+    def __init__(
+        self,
+        plant: PlantModel,
+        port: int,
+        history: timedelta = timedelta(hours=1),
+        bind: str = "127.0.0.1",
+        security: ServerSecurity | None = None,
+    ) -> None:
         self.plant = plant
-        self.endpoint = f"opc.tcp://127.0.0.1:{port}/linewatch/"
+        self.endpoint = f"opc.tcp://{bind}:{port}/linewatch/"
         self.history = history
-        self.server = Server()
+        self.security = security
+        self.server = Server(user_manager=_Users(security.users)) if security else Server()
         self.variables: dict[tuple[str, str], Node] = {}
 
     async def start(self) -> PlantServer:
@@ -31,6 +67,15 @@ class PlantServer:
         await self.server.init()
         self.server.set_endpoint(self.endpoint)
         self.server.set_server_name("linewatch plant simulator")
+        if self.security is not None:
+            await self.server.set_application_uri(self.security.application_uri)
+            self.server.set_security_policy([ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt])
+            self.server.set_security_IDs(["Username"])
+            await self.server.load_certificate(str(self.security.certificate))
+            await self.server.load_private_key(str(self.security.private_key))
+            store = TrustStore([self.security.trusted], [])
+            await store.load()
+            self.server.set_certificate_validator(CertificateValidator(trust_store=store).validate)
         index = await self.server.register_namespace(NAMESPACE)
         objects = self.server.nodes.objects
         plant = await objects.add_folder(ua.NodeId(self.plant.site, index), f"{index}:{self.plant.site}")

@@ -143,6 +143,13 @@ def register(commands: Commands) -> None:
     up.add_argument("--malformed-share", type=float, default=0.002)
     up.add_argument("--for-s", type=float, help="stop after this many seconds (default: until Ctrl-C)")
     up.add_argument("--train-hours", type=float, default=6.0, help="simulated normal hours to train on first")
+    up.add_argument(
+        "--source",
+        choices=("kafka", "opcua", "sparkplug"),
+        default="kafka",
+        help="how readings reach linewatch: simulator frames on Kafka, or the plant served over OPC UA or "
+        "Sparkplug B (mosquitto) and read by the gateway",
+    )
     service = commands.add("service", "run one service in the foreground", _service)
     service.add_argument("name", choices=[s.name for s in SERVICES])
     drill = commands.add("drill", "a simulated stretch of plant operation, then the alarm KPIs", _drill)

@@ -17,7 +17,7 @@ from linewatch.core.health import EXIT_BROKER_STATE_LOST
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import KafkaSettings
-from linewatch.tools.devstack import DevStack, free_port
+from linewatch.tools.devstack import DevStack, Mosquitto, free_port
 from linewatch.tools.drill import pipeline_env, train
 from linewatch.tools.launcher import ServiceProcess, Supervisor
 from linewatch.tools.liveview import AlarmFeed, PipelineView, StatsReader
@@ -25,6 +25,20 @@ from linewatch.tools.liveview import AlarmFeed, PipelineView, StatsReader
 
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt  # the same clean stop as Ctrl-C: every service, the broker and influxd by PID
+
+
+def _equipment_source(source: str, run_dir: Path) -> tuple[dict[str, str], Mosquitto | None]:
+    """With --source opcua|sparkplug the simulator serves the plant over that protocol and the gateway reads it:
+    the gateway's settings (and the port for the simulator), and the MQTT broker Sparkplug B needs."""
+    if source == "kafka":
+        return {}, None
+    env = {"LINEWATCH_BUFFER__PATH": str(run_dir / "gateway-buffer.sqlite")}
+    if source == "opcua":
+        opcua = free_port()
+        return env | {"LINEWATCH_OPCUA__ENDPOINT": f"opc.tcp://127.0.0.1:{opcua}/linewatch/", "port": str(opcua)}, None
+    mosquitto = Mosquitto().start()
+    mqtt = str(mosquitto.port)
+    return env | {"LINEWATCH_MQTT__HOST": "127.0.0.1", "LINEWATCH_MQTT__PORT": mqtt, "port": mqtt}, mosquitto
 
 
 def up(args: argparse.Namespace) -> int:
@@ -40,13 +54,18 @@ def up(args: argparse.Namespace) -> int:
         ensure_topics(kafka, kafka.topics.all())
         console.print(f"training anomaly models on {args.train_hours:g} h of simulated normal operation ...")
         train(env, args.train_hours)
-        simulator_args = (
+        simulator_args: tuple[str, ...] = (
             *("--speed", str(args.speed), "--duration-s", str(args.duration_s)),
             *("--random-faults", str(args.random_faults), "--malformed-share", str(args.malformed_share)),
             *("--labels", str(run_dir / "fault-labels.jsonl")),
         )
+        gateway_env, mosquitto = _equipment_source(args.source, run_dir)
+        if gateway_env:
+            simulator_args += ("--serve", args.source, "--port", gateway_env.pop("port"))
+        names = [*PIPELINE, "gateway"] if gateway_env else list(PIPELINE)
         processes = [
-            ServiceProcess(name, env, run_dir / f"{name}.log", health_port=free_port()).start() for name in PIPELINE
+            ServiceProcess(name, env | gateway_env, run_dir / f"{name}.log", health_port=free_port()).start()
+            for name in names
         ]
         simulator = ServiceProcess("simulator", env, run_dir / "simulator.log", simulator_args).start()
         supervisor = Supervisor([*processes, simulator], reset=stack.broker.restart)
@@ -93,5 +112,7 @@ def up(args: argparse.Namespace) -> int:
             alarms.close()
             for process in [simulator, *reversed(processes)]:
                 process.stop()
+            if mosquitto is not None:
+                mosquitto.stop()
     console.print(f"stopped; logs kept in {run_dir}")
     return 0

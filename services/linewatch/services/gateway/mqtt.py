@@ -13,6 +13,8 @@ from typing import Any
 
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from linewatch.core import sparkplug
 from linewatch.core.contract import SourcePosition, dead_letter, encoder
@@ -101,12 +103,12 @@ class MqttSource:
         self.sparkplug = sparkplug_host
         self.json = json_topics
         self.stats = stats
-        protocol = paho.MQTTv5 if settings.protocol == "5" else paho.MQTTv311
+        self.v5 = settings.protocol == "5"
         self.client = paho.Client(
             CallbackAPIVersion.VERSION2,
             client_id=settings.client_id,
-            protocol=protocol,
-            clean_session=None if protocol == paho.MQTTv5 else True,
+            protocol=paho.MQTTv5 if self.v5 else paho.MQTTv311,
+            clean_session=None if self.v5 else not settings.persistent_session,
         )
         if settings.username:
             password = settings.password.get_secret_value() if settings.password else None
@@ -131,7 +133,14 @@ class MqttSource:
         return topics + (sorted(self.json.fields) if self.json else [])
 
     def start(self) -> None:
-        self.client.connect_async(self.settings.host or "", self.settings.port, keepalive=self.settings.keepalive_s)
+        session: dict[str, Any] = {}
+        if self.v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            properties.SessionExpiryInterval = self.settings.session_expiry_s if self.settings.persistent_session else 0
+            session = {"clean_start": not self.settings.persistent_session, "properties": properties}
+        self.client.connect_async(
+            self.settings.host or "", self.settings.port, keepalive=self.settings.keepalive_s, **session
+        )
         self.client.loop_start()
 
     def stop(self) -> None:

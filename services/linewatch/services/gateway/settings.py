@@ -43,6 +43,10 @@ class MqttSettings(BaseModel):
     certificate: Path | None = None
     private_key: Path | None = None
     keepalive_s: int = Field(default=30, gt=0)
+    # The broker keeps the gateway's subscriptions and queues QoS 1 messages while it is away (a restart, an
+    # upgrade): they arrive when it is back. MQTT 5: the session lasts `session_expiry_s`.
+    persistent_session: bool = True
+    session_expiry_s: int = Field(default=86400, ge=0)
     # Plain JSON topics: the field holding the time (ISO 8601, or epoch seconds/milliseconds); absent: arrival.
     timestamp_field: str = "ts"
     # A Sparkplug B edge node that sends data before its birth is asked to rebirth at most this often.

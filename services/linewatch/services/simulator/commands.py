@@ -8,6 +8,7 @@ import math
 import signal
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -54,6 +55,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--labels", type=Path, help="write fault labels (JSON lines) here")
     parser.add_argument("--manifest", type=Path, help="write expected counts and dead letters here")
+    parser.add_argument(
+        "--serve",
+        choices=("kafka", "opcua", "sparkplug"),
+        default="kafka",
+        help="where the readings go: Kafka frames (default), an OPC UA server on --port, or Sparkplug B to the "
+        "MQTT broker on --port (the gateway reads either); lot events go to Kafka",
+    )
+    parser.add_argument("--port", type=int, default=4840, help="with --serve: the OPC UA port, or the MQTT broker's")
 
 
 def parse_fault(spec: str, plant: PlantModel) -> tuple[str, str | None, float | None]:
@@ -115,7 +124,7 @@ def make_plan(args: argparse.Namespace, settings: SimulatorSettings, equipment_c
 
 
 def simulate(args: argparse.Namespace) -> int:
-    from linewatch.services.simulator.runner import KafkaPublisher, Manifest, run, write_labels
+    from linewatch.services.simulator.runner import KafkaPublisher, Manifest, Send, run, write_labels
 
     settings = SimulatorSettings()
     logs.configure(SERVICE, settings.log_level)
@@ -152,7 +161,16 @@ def simulate(args: argparse.Namespace) -> int:
             stats.counters["malformed_sent"] = len(manifest.malformed)
             publisher.send(settings.kafka.topics.stats, -1, SERVICE.encode(), stats.snapshot())
 
-    manifest = run(plant, plan, publisher.send_frame, stop, report, publisher.send_lot)
+    send_frame: Send = publisher.send_frame
+    close_sink: Callable[[], None] = lambda: None  # noqa: E731
+    if args.serve != "kafka":
+        from linewatch.services.simulator.protocols import protocol_sink
+
+        send_frame, close_sink = protocol_sink(args.serve, plant, args.port, stop)
+    try:
+        manifest = run(plant, plan, send_frame, stop, report, publisher.send_lot)
+    finally:
+        close_sink()
     last_report[0] = 0.0
     report(manifest)
     publisher.close()
