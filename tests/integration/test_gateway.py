@@ -324,11 +324,12 @@ def test_opcua_secured_session_status_codes_and_a_server_that_vanishes(
     from linewatch.core.contract import telemetry_decoder
     from linewatch.simulation.opcua_server import ServerSecurity
 
-    plant = PlantModel.model_validate(
-        synthetic_plant(units=1, sensors=3, sources={"opcua": "ns=2;s={equipment}.{sensor}"})
-    )
+    document = synthetic_plant(units=1, sensors=3, sources={"opcua": "ns=2;s={equipment}.{sensor}"})
+    # One sensor by browse path from Objects instead of NodeId: site folder, line folder, unit, variable.
+    document["classes"]["press"]["sensors"]["s02"]["source"] = {"opcua": "/2:site/2:line/2:{equipment}/2:s02"}
+    plant = PlantModel.model_validate(document)
     plant_file = log_dir / "plant.yaml"
-    plant_file.write_text(yaml.safe_dump(synthetic_plant(1, 3, {"opcua": "ns=2;s={equipment}.{sensor}"})))
+    plant_file.write_text(yaml.safe_dump(document))
     trusted = log_dir / "trusted"
     trusted.mkdir()
     certs = {}

@@ -167,7 +167,7 @@ def register(commands: Commands) -> None:
     gateway = commands.add(
         "bench gateway", "Sparkplug B over MQTT into Kafka against the raw MQTT receive rate", _bench_gateway
     )
-    gateway.add_argument("--messages", type=int, default=20_000, help="DDATA messages to publish")
+    gateway.add_argument("--messages", type=int, default=50_000, help="DDATA messages to publish")
     gateway.add_argument("--metrics", type=int, default=10, help="metrics per DDATA message")
     commands.group("plant", "plant files: check one, draft one from a CSV export or an OPC UA server")
     check = commands.add("plant validate", "check a plant file; each mistake with its line and field", _plant_validate)

@@ -18,7 +18,6 @@ from linewatch.services.gateway.buffer import Buffer
 from linewatch.services.gateway.forwarder import Forwarder
 from linewatch.services.gateway.frames import Assembler, bindings
 from linewatch.services.gateway.mqtt import JsonTopics, MqttSource
-from linewatch.services.gateway.opcua import OpcUaSource
 from linewatch.services.gateway.settings import GatewaySettings
 from linewatch.services.gateway.sparkplug import SparkplugHost
 
@@ -79,6 +78,8 @@ async def run(settings: GatewaySettings, plant: PlantModel) -> None:
     tasks = [asyncio.create_task(forwarder.run(stop), name="forwarder")]
     sources = []
     if settings.opcua.endpoint:
+        from linewatch.services.gateway.opcua import OpcUaSource  # asyncua takes a second to import: only if used
+
         opcua = OpcUaSource(settings.opcua, bindings(plant, "opcua"), assembler, stats, buffer.positions)
         tasks.append(asyncio.create_task(opcua.run(stop), name="opcua"))
         sources.append(f"opcua {settings.opcua.endpoint} ({len(opcua.points)} sensors)")

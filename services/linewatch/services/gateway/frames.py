@@ -78,11 +78,12 @@ class Assembler:
         return letters
 
     def add(self, equipment_id: str, ts: datetime, values: dict[str, float], uncertain: set[str] | None = None) -> None:
+        """Takes `values` as it is (no copy: the hot path builds a new dict for each sample)."""
         with self._lock:
             samples = self._open[equipment_id]
             held = samples.get(ts)
             if held is None:
-                samples[ts] = (time.monotonic(), dict(values), set(uncertain or ()))
+                samples[ts] = (time.monotonic(), values, set(uncertain) if uncertain else set())
             else:
                 held[1].update(values)
                 if uncertain:

@@ -25,6 +25,7 @@ from linewatch.services.gateway.settings import MqttSettings
 from linewatch.services.gateway.sparkplug import SparkplugHost
 
 log = logging.getLogger(__name__)
+SPARKPLUG_PREFIX = sparkplug.NAMESPACE + "/"
 
 
 class JsonTopics:
@@ -164,12 +165,13 @@ class MqttSource:
         log.warning("MQTT disconnected; reconnecting", extra={"reason": str(reason)})
 
     def _on_message(self, client: paho.Client, userdata: Any, message: paho.MQTTMessage) -> None:
+        topic = message.topic  # paho decodes it at every read
         try:
-            if self.sparkplug is not None and message.topic.startswith(sparkplug.NAMESPACE + "/"):
-                for topic, payload in self.sparkplug.handle(message.topic, message.payload):
-                    client.publish(topic, payload, qos=0)
+            if self.sparkplug is not None and topic.startswith(SPARKPLUG_PREFIX):
+                for command, payload in self.sparkplug.handle(topic, message.payload):
+                    client.publish(command, payload, qos=0)
             elif self.json is not None:
-                self.json.handle(message.topic, message.payload)
+                self.json.handle(topic, message.payload)
         except Exception:  # one message must never stop the network thread: say which, go on
             self.stats.counters["errors"] += 1
-            log.exception("MQTT message not handled", extra={"topic": message.topic})
+            log.exception("MQTT message not handled", extra={"topic": topic})

@@ -7,6 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
+from typing import Any
 
 from google.protobuf.message import DecodeError
 
@@ -39,21 +40,26 @@ class SparkplugHost:
         self.rebirth_interval_s = rebirth_interval_s
         self.nodes: dict[tuple[str, str], EdgeNode] = defaultdict(EdgeNode)
         self.stale: set[str] = set()  # equipment whose edge node or device is dead
+        self._topics: dict[str, tuple[str, str, str, str]] = {}  # topic -> (group, kind, edge node, device)
         self._device_units: dict[tuple[str, str, str], set[str]] = defaultdict(set)
+        # (group, edge node, device) -> metric name -> (equipment id, sensor)
+        self._places: dict[tuple[str, str, str], dict[str, tuple[str, str]]] = defaultdict(dict)
         for point in points.values():
-            group, node, device, _ = _split(point.address)
+            group, node, device, metric = _split(point.address)
             self._device_units[(group, node, device)].add(point.equipment.id)
+            self._places[(group, node, device)][metric] = (point.equipment.id, point.sensor)
 
     def groups(self) -> set[str]:
         return {_split(address)[0] for address in self.points}
 
     def handle(self, topic: str, payload: bytes) -> list[tuple[str, bytes]]:
-        parts = topic.split("/")
-        if len(parts) not in (4, 5) or parts[0] != sparkplug.NAMESPACE:
-            return []
-        group, kind, node_id = parts[1], parts[2], parts[3]
-        device = parts[4] if len(parts) == 5 else ""
-        if kind in ("NCMD", "DCMD", "STATE"):
+        parsed = self._topics.get(topic)
+        if parsed is None:
+            parsed = self._topics[topic] = _parse_topic(topic)
+            if len(self._topics) > 100_000:  # topics are few in a plant; garbage topics must not grow this
+                self._topics.clear()
+        group, kind, node_id, device = parsed
+        if kind in ("", "NCMD", "DCMD", "STATE"):
             return []
         try:
             message = sparkplug.Payload.FromString(payload)
@@ -95,41 +101,51 @@ class SparkplugHost:
         return requests
 
     def _values(
-        self, group: str, node_id: str, device: str, node: EdgeNode, message: object, topic: str, birth: bool
+        self, group: str, node_id: str, device: str, node: EdgeNode, message: Any, topic: str, birth: bool
     ) -> None:
+        # The hot path (every DDATA metric): plain dict lookups, a field read, no string building.
         aliases = node.aliases[device]
-        default_ms = getattr(message, "timestamp", 0) or int(time.time() * 1000)
-        samples: dict[tuple[str, int], dict[str, float]] = defaultdict(dict)
+        places = self._places.get((group, node_id, device), {})
+        default_ms = message.timestamp or int(time.time() * 1000)
+        samples: dict[tuple[str, int], dict[str, float]] = {}
         unknown: list[str] = []
         unplaced = 0
-        for metric in getattr(message, "metrics", ()):
+        for metric in message.metrics:
             name = metric.name
-            if birth and name and metric.HasField("alias"):
-                aliases[metric.alias] = name
-            if not name:
+            if name:
+                if birth and metric.HasField("alias"):
+                    aliases[metric.alias] = name
+            else:
                 name = aliases.get(metric.alias, "")
                 if not name:
                     unplaced += 1
                     continue
-            if metric.is_null:
-                continue
-            point = self.points.get(f"{group}/{node_id}/{device}/{name}")
-            if point is None:
-                if name not in (sparkplug.BDSEQ_METRIC, sparkplug.REBIRTH_METRIC) and not name.startswith(
-                    "Node Control/"
-                ):
+            place = places.get(name)
+            if place is None:
+                if name != sparkplug.BDSEQ_METRIC and not name.startswith("Node Control/"):
                     unknown.append(name)
                 continue
-            value = sparkplug.metric_value(metric)
-            if value is None:
-                self._reject(
-                    topic, b"", "not_a_number", f"{name}: a {metric.WhichOneof('value') or 'null'} is not a number"
-                )
+            if metric.is_null:
                 continue
-            samples[(point.equipment.id, metric.timestamp or default_ms)][point.sensor] = value
+            if metric.WhichOneof("value") == "double_value":
+                value = metric.double_value
+            else:
+                other = sparkplug.metric_value(metric)
+                if other is None:
+                    kind = metric.WhichOneof("value") or "null"
+                    self._reject(topic, b"", "not_a_number", f"{name}: a {kind} is not a number")
+                    continue
+                value = other
+            key = (place[0], metric.timestamp or default_ms)
+            sample = samples.get(key)
+            if sample is None:
+                sample = samples[key] = {}
+            sample[place[1]] = value
+        counted = 0
         for (equipment_id, ms), values in samples.items():
             self.assembler.add(equipment_id, utc_from_ms(ms), values)
-            self.stats.counters["values_in"] += len(values)
+            counted += len(values)
+        self.stats.counters["values_in"] += counted
         if unknown:
             self.stats.counters["unknown_tags"] += len(unknown)
             log.warning(
@@ -184,6 +200,14 @@ class SparkplugHost:
             source_bytes=payload,
         )
         self.assembler.reject(topic, encoder.encode(letter))
+
+
+def _parse_topic(topic: str) -> tuple[str, str, str, str]:
+    """spBv1.0/GROUP/KIND/EDGE_NODE[/DEVICE]; kind "" for anything else."""
+    parts = topic.split("/")
+    if len(parts) not in (4, 5) or parts[0] != sparkplug.NAMESPACE:
+        return "", "", "", ""
+    return parts[1], parts[2], parts[3], parts[4] if len(parts) == 5 else ""
 
 
 def _split(address: str) -> tuple[str, str, str, str]:
