@@ -136,14 +136,14 @@ def test_opcua_values_arrive_once_with_source_times_across_broker_outage_and_gat
         try:
             start = time.monotonic()
             broker_down_at = gateway_killed = broker_back_at = None
-            while (elapsed := time.monotonic() - start) < 62:
+            while (elapsed := time.monotonic() - start) < 50:
                 publish_round()
-                if elapsed > 12 and broker_down_at is None:
+                if elapsed > 6 and broker_down_at is None:
                     assert stack.broker.process is not None
                     stack.broker.process.kill()
                     stack.broker.process.wait(10)
                     broker_down_at = elapsed
-                if elapsed > 22 and gateway_killed is None:
+                if elapsed > 14 and gateway_killed is None:
                     gateway.kill()  # SIGKILL while the broker is away: the buffer on disk must carry it
                     gateway_killed = elapsed
                 if broker_down_at is not None and broker_back_at is None and elapsed - broker_down_at >= 30:
@@ -169,7 +169,7 @@ def test_opcua_values_arrive_once_with_source_times_across_broker_outage_and_gat
             extra = {k: stored[k] - n for k, n in expected.items() if stored.get(k, 0) > n}
             assert not lost, f"{sum(lost.values())} values lost, e.g. {list(lost.items())[:5]}"
             assert not extra, f"{sum(extra.values())} duplicates, e.g. {list(extra.items())[:5]}"
-            assert len(expected) == 200 and sum(expected.values()) >= 200 * 55
+            assert len(expected) == 200 and sum(expected.values()) >= 200 * 45
             # Source timestamps, not arrival times: every round's time is a point of every node.
             want = [round(t.timestamp() * 1000) * 1_000_000 for t in times]
             for unit, sensor in [("u00", "s00"), ("u09", "s19"), ("u04", "s07")]:
