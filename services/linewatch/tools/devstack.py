@@ -36,6 +36,17 @@ def wait_until(what: str, predicate: Callable[[], bool], timeout_s: float, poll_
     raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
 
 
+def accepts(process: subprocess.Popen[bytes] | None, port: int, name: str) -> bool:
+    """Whether a server we started takes connections yet; raises if it has exited instead."""
+    if process is not None and process.poll() is not None:
+        raise RuntimeError(f"{name} exited with {process.returncode}")
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
 def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
     """Terminate by PID, escalate to SIGKILL, and reap."""
     if process is None or process.poll() is not None:
@@ -82,13 +93,7 @@ class Broker:
         return self
 
     def _accepts(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"broker exited with {self.process.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return accepts(self.process, self.port, "broker")
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -131,13 +136,7 @@ class Mosquitto:
         return self
 
     def _accepts(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"mosquitto exited with {self.process.returncode}, see {self.root}/mosquitto.log")
-        try:
-            with socket.create_connection(("127.0.0.1", self.port), timeout=0.5):
-                return True
-        except OSError:
-            return False
+        return accepts(self.process, self.port, f"mosquitto (see {self.root}/mosquitto.log)")
 
     def stop(self) -> None:
         stop_process(self.process)

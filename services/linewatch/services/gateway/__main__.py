@@ -34,7 +34,9 @@ async def flush(
     records: list[tuple[str, bytes | None, bytes, int]] = [
         (topics.raw, frame.equipment_id.encode(), frame.payload, frame.values) for frame in frames
     ]
-    records += [(topics.deadletter, key, letter, 0) for key, letter in assembler.take_letters()]
+    letters = assembler.take_letters()
+    stats.counters["dead_letters"] += len(letters)
+    records += [(topics.deadletter, key, letter, 0) for key, letter in letters]
     if not records:
         return
     positions: dict[str, datetime] = {}

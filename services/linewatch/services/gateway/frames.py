@@ -9,7 +9,15 @@ from collections import defaultdict
 from dataclasses import dataclass
 from datetime import UTC, datetime
 
-from linewatch.core.contract import TELEMETRY_SCHEMA_VERSION, Sample, TelemetryFrame, encoder, equipment_fields
+from linewatch.core.contract import (
+    TELEMETRY_SCHEMA_VERSION,
+    Sample,
+    SourcePosition,
+    TelemetryFrame,
+    dead_letter,
+    encoder,
+    equipment_fields,
+)
 from linewatch.core.plant import Equipment, PlantModel, Protocol
 
 
@@ -67,10 +75,18 @@ class Assembler:
         self._open: dict[str, dict[datetime, tuple[float, dict[str, float], set[str]]]] = defaultdict(dict)
         self._letters: list[tuple[bytes, bytes]] = []  # (key, dead letter) from any source thread
 
-    def reject(self, key: str, letter: bytes) -> None:
-        """A dead letter from a source; it goes out with the next frames, through the same buffer."""
+    def reject(self, source: str, reason: str, detail: str, payload: bytes, key: str | None = None) -> None:
+        """Input a source could not use, as a dead letter (`source`: where it came from, e.g. `mqtt:TOPIC` or
+        `opcua:NODE`); it goes out with the next frames, through the same buffer."""
+        letter = dead_letter(
+            stage="gateway",
+            reason=reason,
+            detail=detail,
+            source=SourcePosition(topic=source, partition=-1, offset=-1, key=key),
+            source_bytes=payload,
+        )
         with self._lock:
-            self._letters.append((key.encode(), letter))
+            self._letters.append(((key or source).encode(), encoder.encode(letter)))
 
     def take_letters(self) -> list[tuple[bytes, bytes]]:
         with self._lock:

@@ -17,7 +17,6 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from linewatch.core import sparkplug
-from linewatch.core.contract import SourcePosition, dead_letter, encoder
 from linewatch.core.stats import StatsCounter
 from linewatch.core.timeutil import parse_time
 from linewatch.services.gateway.frames import Assembler, Point
@@ -52,7 +51,7 @@ class JsonTopics:
                 raise ValueError("not a JSON object")
             ts = _time(document.get(self.timestamp_field))
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-            self._reject(topic, payload, "invalid_json", str(exc))
+            self.assembler.reject(f"mqtt:{topic}", "invalid_json", str(exc), payload)
             return
         samples: dict[str, dict[str, float]] = defaultdict(dict)
         for path, point in mapped:
@@ -62,23 +61,14 @@ class JsonTopics:
             if value is None:
                 continue
             if isinstance(value, bool) or not isinstance(value, int | float):
-                self._reject(topic, payload, "not_a_number", f"{'.'.join(path)}: {value!r} is not a number")
+                self.assembler.reject(
+                    f"mqtt:{topic}", "not_a_number", f"{'.'.join(path)}: {value!r} is not a number", payload
+                )
                 continue
             samples[point.equipment.id][point.sensor] = float(value)
         for equipment_id, values in samples.items():
             self.assembler.add(equipment_id, ts, values)
             self.stats.counters["values_in"] += len(values)
-
-    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
-        self.stats.counters["dead_letters"] += 1
-        letter = dead_letter(
-            stage="gateway",
-            reason=reason,
-            detail=detail,
-            source=SourcePosition(topic=f"mqtt:{topic}", partition=-1, offset=-1),
-            source_bytes=payload,
-        )
-        self.assembler.reject(topic, encoder.encode(letter))
 
 
 def _time(value: Any) -> datetime:

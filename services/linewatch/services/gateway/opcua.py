@@ -18,7 +18,6 @@ from asyncua.common.node import Node
 from asyncua.ua.attribute_ids import AttributeIds
 from asyncua.ua.uaerrors import UaStatusCodeError
 
-from linewatch.core.contract import SourcePosition, dead_letter, encoder
 from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.frames import Assembler, Point
 from linewatch.services.gateway.settings import OpcUaSettings
@@ -185,27 +184,17 @@ class OpcUaSource:
         ts = ts.replace(tzinfo=UTC) if ts.tzinfo is None else ts.astimezone(UTC)
         sensor = f"{point.equipment.id}.{point.sensor}"
         if status.is_bad():
-            self._reject(point, "opcua_bad_status", f"{sensor} at {ts.isoformat()}: {status.name}", source)
+            detail = f"{sensor} at {ts.isoformat()}: {status.name}"
+            self.assembler.reject(source, "opcua_bad_status", detail, detail.encode(), point.equipment.id)
             return
         number = value.Value.Value if value.Value is not None else None
         if isinstance(number, bool) or not isinstance(number, int | float):
-            self._reject(point, "not_a_number", f"{sensor} at {ts.isoformat()}: {number!r}", source)
+            detail = f"{sensor} at {ts.isoformat()}: {number!r}"
+            self.assembler.reject(source, "not_a_number", detail, detail.encode(), point.equipment.id)
             return
         uncertain = {point.sensor} if status.is_uncertain() else None
         self.stats.counters["values_in"] += 1
         self.assembler.add(point.equipment.id, ts, {point.sensor: float(number)}, uncertain)
-
-    def _reject(self, point: Point, reason: str, detail: str, source: str) -> None:
-        self.stats.counters["dead_letters"] += 1
-        letter = dead_letter(
-            stage="gateway",
-            reason=reason,
-            detail=detail,
-            source=SourcePosition(topic=source, partition=-1, offset=-1, key=point.equipment.id),
-            source_bytes=b"",
-            payload=detail.encode(),
-        )
-        self.assembler.reject(point.equipment.id, encoder.encode(letter))
 
 
 class _Handler:

@@ -12,7 +12,6 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from linewatch.core import sparkplug
-from linewatch.core.contract import SourcePosition, dead_letter, encoder
 from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.frames import Assembler, Point, utc_from_ms
 
@@ -64,7 +63,7 @@ class SparkplugHost:
         try:
             message = sparkplug.Payload.FromString(payload)
         except DecodeError as exc:
-            self._reject(topic, payload, "malformed_sparkplug", f"not a Sparkplug B payload: {exc}")
+            self.assembler.reject(f"mqtt:{topic}", "malformed_sparkplug", f"not a Sparkplug B payload: {exc}", payload)
             return []
         node = self.nodes[(group, node_id)]
         requests: list[tuple[str, bytes]] = []
@@ -133,7 +132,7 @@ class SparkplugHost:
                 other = sparkplug.metric_value(metric)
                 if other is None:
                     kind = metric.WhichOneof("value") or "null"
-                    self._reject(topic, b"", "not_a_number", f"{name}: a {kind} is not a number")
+                    self.assembler.reject(f"mqtt:{topic}", "not_a_number", f"{name}: a {kind} is not a number", b"")
                     continue
                 value = other
             key = (place[0], metric.timestamp or default_ms)
@@ -153,7 +152,9 @@ class SparkplugHost:
             )
         if unplaced:
             self.stats.counters["sparkplug_unknown_alias"] += unplaced
-            self._reject(topic, b"", "unknown_alias", f"{unplaced} metric(s) by alias with no birth that names them")
+            self.assembler.reject(
+                f"mqtt:{topic}", "unknown_alias", f"{unplaced} metric(s) by alias with no birth names them", b""
+            )
 
     def _rebirth(self, group: str, node_id: str, node: EdgeNode, why: str) -> list[tuple[str, bytes]]:
         now = time.monotonic()
@@ -189,17 +190,6 @@ class SparkplugHost:
             if g == group and n == node_id and (device is None or d == device)
             for unit in units
         }
-
-    def _reject(self, topic: str, payload: bytes, reason: str, detail: str) -> None:
-        self.stats.counters["dead_letters"] += 1
-        letter = dead_letter(
-            stage="gateway",
-            reason=reason,
-            detail=detail,
-            source=SourcePosition(topic=f"mqtt:{topic}", partition=-1, offset=-1),
-            source_bytes=payload,
-        )
-        self.assembler.reject(topic, encoder.encode(letter))
 
 
 def _parse_topic(topic: str) -> tuple[str, str, str, str]:
