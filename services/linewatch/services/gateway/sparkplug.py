@@ -124,15 +124,16 @@ class SparkplugHost:
                 if name != sparkplug.BDSEQ_METRIC and not name.startswith("Node Control/"):
                     unknown.append(name)
                 continue
-            if metric.is_null:
-                continue
-            if metric.WhichOneof("value") == "double_value":
+            kind = metric.WhichOneof("value")
+            if kind == "double_value":
                 value = metric.double_value
             else:
-                other = sparkplug.metric_value(metric)
+                other = sparkplug.metric_value(metric) if kind is not None else None
                 if other is None:
-                    kind = metric.WhichOneof("value") or "null"
-                    self.assembler.reject(f"mqtt:{topic}", "not_a_number", f"{name}: a {kind} is not a number", b"")
+                    if kind is None and metric.is_null:
+                        continue  # a null value, as the edge node says: nothing to store
+                    what = kind or "metric without a value"
+                    self.assembler.reject(f"mqtt:{topic}", "not_a_number", f"{name}: a {what} is not a number", b"")
                     continue
                 value = other
             key = (place[0], metric.timestamp or default_ms)
