@@ -10,7 +10,6 @@ import signal
 from datetime import datetime
 
 from linewatch.core import logs
-from linewatch.core.contract import SourcePosition, dead_letter, encoder
 from linewatch.core.health import beat, start_watch
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.stats import StatsCounter
@@ -51,15 +50,10 @@ async def flush(
             f"{dropped.records} records ({dropped.values} values) of {', '.join(dropped.keys)[:500]}"
         )
         log.error("buffer full: oldest frames dropped", extra={"records": dropped.records, "values": dropped.values})
-        letter = dead_letter(
-            stage=SERVICE,
-            reason="buffer_overflow",
-            detail=detail,
-            source=SourcePosition(topic="gateway-buffer", partition=-1, offset=-1),
-            source_bytes=b"",
-            payload=detail.encode(),
-        )
-        buffer.put([(topics.deadletter, SERVICE.encode(), encoder.encode(letter), 0)], {})
+        assembler.reject("gateway-buffer", "buffer_overflow", detail, detail.encode(), SERVICE)
+        report = assembler.take_letters()  # into the buffer now, as a shutdown's last flush may have no next one
+        stats.counters["dead_letters"] += len(report)
+        buffer.put([(topics.deadletter, key, letter, 0) for key, letter in report], {})
     forwarder.wake.set()
 
 

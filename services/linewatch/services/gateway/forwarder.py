@@ -11,14 +11,13 @@ from typing import Any
 
 from aiokafka import AIOKafkaProducer
 
+from linewatch.core.health import UNKNOWN_TOPIC
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.settings import KafkaSettings
 from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.buffer import Buffer
 
 log = logging.getLogger(__name__)
-
-UNKNOWN_TOPIC = 3
 
 
 class Forwarder:
