@@ -140,6 +140,28 @@ def test_exposure_dose_over_the_limit_raises_a_latched_alarm_for_the_lot(
     assert (done.previous, done.state, done.lots) == ("unacknowledged", "normal", ["EL-SYN1-7"])
 
 
+def test_exposure_lots_are_the_lots_over_the_limit_not_the_lot_the_alarm_cleared_in(
+    plant: PlantModel, engine: AlarmEngine
+) -> None:
+    limit = engine.rules.exposure["dry_room"]["h2s"].limit
+    crossing = int(limit / 0.5 * 3600) + 10
+    ref = plant.equipment_by_id["S1-DRY-01"].ref
+    # Acknowledged while the lot is still in the room: the next lot clears the condition, and is not exposed.
+    unit = UnitState()
+    engine.on_frame(unit, frame(plant, "S1-DRY-01", T0, crossing, lot="EL-SYN1-7", h2s=0.5))
+    engine.on_action(unit, ref, action("S1-DRY-01/h2s/exposure", "quality", "seen", T0 + crossing))
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + crossing, 10, lot="EL-SYN1-8", h2s=0.08))
+    [cleared] = [e for e in events if e.condition == "exposure_dose"]
+    assert (cleared.previous, cleared.state, cleared.lots) == ("acknowledged", "normal", ["EL-SYN1-7"])
+    # Nobody acknowledged the latched alarm and the next lot goes over too: that lot is exposed and reported.
+    unit = UnitState()
+    engine.on_frame(unit, frame(plant, "S1-DRY-01", T0, crossing, lot="EL-SYN1-7", h2s=0.5))
+    assert not engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + crossing, 10, lot="EL-SYN1-8", h2s=0.5))
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + crossing + 10, crossing, lot="EL-SYN1-8", h2s=0.5))
+    [again] = [e for e in events if e.condition == "exposure_dose"]
+    assert (again.previous, again.state, again.lots) == ("unacknowledged", "unacknowledged", ["EL-SYN1-7", "EL-SYN1-8"])
+
+
 def scores(plant: PlantModel, unit: str, t0: float, flags: list[bool], role: str = "active") -> AnomalyScores:
     return AnomalyScores(
         **equipment_fields(plant.equipment_by_id[unit].ref),

@@ -154,7 +154,8 @@ class Alarm:
                 self.chattering = True
             if self.state not in (State.SHELVED, State.SUPPRESSED, State.OUT_OF_SERVICE):
                 self.acknowledged = False
-            return self._move(ts, "condition active")
+            # A latched alarm coming up again before anyone acknowledged it is still news (another lot exposed).
+            return self._move(ts, "condition active", always=self.settings.latching)
         if self.shelved_one_shot:
             return self.unshelve(ts, cause="one-shot shelving ended: condition cleared")
         return self._move(ts, "condition cleared")
@@ -181,9 +182,11 @@ class Alarm:
         # Cleared but not acknowledged: a latching alarm stays in alarm until an operator acknowledges it.
         return State.UNACKNOWLEDGED if self.settings.latching else State.RTN_UNACKNOWLEDGED
 
-    def _move(self, ts: float, cause: str, user: str | None = None, comment: str | None = None) -> list[Transition]:
+    def _move(
+        self, ts: float, cause: str, user: str | None = None, comment: str | None = None, always: bool = False
+    ) -> list[Transition]:
         previous, self.state = self.state, self._target()
-        if previous == self.state and user is None:
+        if previous == self.state and user is None and not always:
             return []  # deduplicated: nothing changed
         annunciate = not self.chattering and self.state in (State.UNACKNOWLEDGED, State.RTN_UNACKNOWLEDGED)
         return [

@@ -9,7 +9,14 @@ from typing import Literal
 
 import msgspec
 
-from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmCondition, AlarmEvent, EquipmentRef, equipment_fields
+from linewatch.core.contract import (
+    ACTIVE_STATES,
+    ALARM_SCHEMA_VERSION,
+    AlarmCondition,
+    AlarmEvent,
+    EquipmentRef,
+    equipment_fields,
+)
 from linewatch.services.alerter.lifecycle import Alarm, State, Transition
 from linewatch.services.alerter.rationalization import Rationalizer
 from linewatch.services.alerter.spc import Chart
@@ -75,8 +82,9 @@ class Events:
 
     def add(self, record: AlarmRecord, transitions: Iterable[Transition], lots: list[str] | None = None) -> None:
         for t in transitions:
+            # A lot is affected when the alarm comes up or is still up in it; not by the alarm clearing in it.
             for lot in lots if lots is not None else self.lots:
-                if lot not in record.lots:
+                if t.state.value in ACTIVE_STATES and lot not in record.lots:
                     record.lots = [*record.lots[-9:], lot]
             self._append(record, t.ts, "transition", t.previous, t.state, t.cause, t.annunciate, t.user, t.comment)
 

@@ -49,6 +49,9 @@ class OpcUaSource:
         self.stats = stats
         self._positions = positions
         self._by_node: dict[ua.NodeId, Point] = {}
+        # Where reading back starts, per unit, until a read-back has gone through: a session lost half way through
+        # must not start again from the values the new subscription has flushed meanwhile.
+        self._unread: dict[str, datetime] = {}
         self.connected = asyncio.Event()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -87,6 +90,9 @@ class OpcUaSource:
             if self.settings.password is not None:
                 client.set_password(self.settings.password.get_secret_value())
         async with client:
+            # Taken before subscribing: what this session receives must not move the start of the read-back.
+            for unit, ts in self._positions().items():
+                self._unread[unit] = min(ts, self._unread.get(unit, ts))
             nodes = await self._resolve(client)
             subscription = await client.create_subscription(self.settings.publishing_interval_ms, _Handler(self))
             await self._monitor(subscription, nodes)
@@ -153,8 +159,9 @@ class OpcUaSource:
                     )
 
     async def _backfill(self, nodes: dict[str, Node]) -> None:
-        """Values the server historized since the newest sample of each unit that reached the buffer."""
-        positions = self._positions()
+        """Values the server historized since the newest sample of each unit that had reached the buffer when the
+        session began."""
+        positions = self._unread
         now = datetime.now(UTC)
         earliest = now - timedelta(seconds=self.settings.max_backfill_s)
         read = 0
@@ -170,10 +177,11 @@ class OpcUaSource:
                     "no history on the OPC UA server: what changed while away is not read back",
                     extra={"endpoint": self.endpoint, "status": type(exc).__name__},
                 )
-                return
+                break
             for value in history:
                 self.take(point, value, f"opcua:{address}")
             read += len(history)
+        self._unread = {}
         self.stats.counters["opcua_backfilled"] += read
         if read:
             log.info("read back what the server kept while the gateway was away", extra={"values": read})
