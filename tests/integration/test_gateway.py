@@ -5,6 +5,7 @@ InfluxDB: every value exactly once, with its source timestamp, across a broker o
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import subprocess
 import sys
@@ -182,6 +183,21 @@ def test_opcua_values_arrive_once_with_source_times_across_broker_outage_and_gat
     assert "gateway started" in log and log.count("gateway started") >= 2
 
 
+def stored_once(stack: DevStack, expected: dict[tuple[str, str], int], timeout_s: float) -> dict[tuple[str, str], int]:
+    """Values per (unit, sensor) in InfluxDB once at least as many as `expected` arrived (or at the timeout),
+    and a moment later, so duplicates would show."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        counts = influx_counts(stack.influxd)
+        stored = {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
+        if sum(stored.values()) >= sum(expected.values()) or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    time.sleep(2)
+    counts = influx_counts(stack.influxd)
+    return {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
+
+
 class EdgeNode:
     """A Sparkplug B edge node with two devices, published with paho as a PLC gateway would: births with aliases,
     alias-only data, sequence numbers, deaths; it answers a rebirth request with its births."""
@@ -192,8 +208,9 @@ class EdgeNode:
         self.rebirths = 0
         self.client = paho.Client(CallbackAPIVersion.VERSION2, client_id="edge-node")
         self.client.on_message = lambda client, userdata, message: self._command(message)
+        self.client.on_connect = lambda client, *_: client.subscribe(sparkplug.topic("site", "NCMD", "line"), qos=1)
+        self.client.reconnect_delay_set(1, 1)
         self.client.connect("127.0.0.1", port)
-        self.client.subscribe(sparkplug.topic("site", "NCMD", "line"), qos=1)
         self.client.loop_start()
         self.sent: Counter[tuple[str, str]] = Counter()
         self.aliases = {
@@ -269,6 +286,19 @@ def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(
             for _ in range(20):
                 for equipment in plant.equipment:
                     edge.publish("DDATA", equipment.id, edge.data(equipment.id))
+            # The broker restarts (an upgrade; this one keeps no sessions, so first everything it holds is taken):
+            # the gateway connects and subscribes again by itself.
+            assert stored_once(stack, dict(edge.sent), 60) == dict(edge.sent)
+            mosquitto.restart()
+            deadline = time.monotonic() + 30
+            while not (
+                (log_dir / "gateway.log").read_text().count("MQTT connected") >= 2 and edge.client.is_connected()
+            ):
+                assert time.monotonic() < deadline, "the gateway did not reconnect to the restarted broker"
+                time.sleep(0.2)
+            for _ in range(5):
+                for equipment in plant.equipment:
+                    edge.publish("DDATA", equipment.id, edge.data(equipment.id))
             edge.seq += 3  # three messages the host never saw: it must ask for the births again
             edge.publish("DDATA", "u00", edge.data("u00"))
             deadline = time.monotonic() + 20
@@ -288,20 +318,11 @@ def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(
             edge.publish("DDEATH", "u01", sparkplug.Payload(timestamp=int(time.time() * 1000)))
 
             expected = dict(edge.sent)
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
-                counts = influx_counts(stack.influxd)
-                stored = {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
-                if sum(stored.values()) >= sum(expected.values()):
-                    break
-                time.sleep(1)
-            time.sleep(2)
-            counts = influx_counts(stack.influxd)
-            stored = {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
-            assert stored == expected, "every metric stored once"
+            assert stored_once(stack, expected, 60) == expected, "every metric stored once"
             reasons = Counter(letter.reason for letter in read_dead_letters(kafka, at_least=2))
             assert reasons["malformed_sparkplug"] == 1 and reasons["not_a_number"] == 1, reasons
             log = (log_dir / "gateway.log").read_text()
+            assert "MQTT disconnected; reconnecting" in log and log.count("MQTT connected") == 2
             assert "Sparkplug B sequence gap" in log
             assert "Sparkplug B death: the equipment's sensors are stale" in log and '"equipment": ["u01"]' in log
             assert "not_in_plant" in log
@@ -311,6 +332,64 @@ def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(
                 process.stop()
     finally:
         mosquitto.stop()
+
+
+def test_mqtt_messages_are_acknowledged_once_stored_so_a_killed_gateway_loses_none(
+    stack: DevStack, log_dir: Path
+) -> None:
+    """Plain JSON topics, QoS 1, a persistent session: the gateway is SIGKILLed after a burst it received but holds
+    in memory, and started again; the broker sends it again what it had not acknowledged."""
+    document = synthetic_plant(units=2, sensors=3, sources={"mqtt": "plant/{equipment}#{sensor}"})
+    plant_file = log_dir / "plant.yaml"
+    plant_file.write_text(yaml.safe_dump(document))
+    mosquitto = Mosquitto().start()
+    env = stack.service_env() | {
+        "LINEWATCH_PLANT_FILE": str(plant_file),
+        "LINEWATCH_MQTT__HOST": "127.0.0.1",
+        "LINEWATCH_MQTT__PORT": str(mosquitto.port),
+        "LINEWATCH_BUFFER__PATH": str(log_dir / "gateway-buffer.sqlite"),
+        "LINEWATCH_HOLD_S": "5",  # a crash then surely finds values received but not yet on disk
+    }
+    services = [ServiceProcess(n, env, log_dir / f"{n}.log").start() for n in ("gateway", "validator", "writer")]
+    gateway = services[0]
+    publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="plc")
+    publisher.connect("127.0.0.1", mosquitto.port)
+    publisher.loop_start()
+    sent: Counter[tuple[str, str]] = Counter()
+    ms = int(time.time() * 1000) - 10_000
+
+    def burst(messages: int) -> None:
+        nonlocal ms
+        infos = []
+        for n in range(messages):
+            ms += 1
+            unit = f"u{n % 2:02d}"
+            values = {f"s{i:02d}": n + i / 10 for i in range(3)}
+            infos.append(publisher.publish(f"plant/{unit}", json.dumps({"ts": ms, **values}), qos=1))
+            sent.update((unit, sensor) for sensor in values)
+        for info in infos:
+            info.wait_for_publish(10)
+
+    try:
+        deadline = time.monotonic() + 30
+        while "MQTT connected" not in (log_dir / "gateway.log").read_text():
+            assert time.monotonic() < deadline, "the gateway did not connect to mosquitto"
+            time.sleep(0.2)
+        burst(200)
+        time.sleep(1.5)  # received by the gateway, held in memory
+        gateway.kill()
+        burst(200)  # queued by the broker for the gateway's session
+        gateway.start()
+        burst(200)
+        expected = dict(sent)
+        assert stored_once(stack, expected, 60) == expected, "every value stored once"
+    finally:
+        publisher.loop_stop()
+        publisher.disconnect()
+        for process in services:
+            process.stop()
+        mosquitto.stop()
+    assert (log_dir / "gateway.log").read_text().count("MQTT connected") == 2
 
 
 def test_opcua_secured_session_status_codes_and_a_server_that_vanishes(

@@ -138,6 +138,11 @@ class Mosquitto:
     def _accepts(self) -> bool:
         return accepts(self.process, self.port, f"mosquitto (see {self.root}/mosquitto.log)")
 
+    def restart(self) -> Mosquitto:
+        """Down and up again on the same port, as a broker upgrade does (without persistence: sessions are gone)."""
+        stop_process(self.process)
+        return self.start()
+
     def stop(self) -> None:
         stop_process(self.process)
         shutil.rmtree(self.root, ignore_errors=True)

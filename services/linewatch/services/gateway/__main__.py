@@ -7,6 +7,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import time
+from collections.abc import Callable
 from datetime import datetime
 
 from linewatch.core import logs
@@ -24,12 +26,23 @@ SERVICE = "gateway"
 log = logging.getLogger(__name__)
 
 
+def _nothing_to_acknowledge(arrived_by: float) -> None:
+    """OPC UA alone: a server that was away is read back (HistoryRead), it needs no acknowledgement."""
+
+
 async def flush(
-    assembler: Assembler, buffer: Buffer, forwarder: Forwarder, settings: GatewaySettings, stats: StatsCounter
+    assembler: Assembler,
+    buffer: Buffer,
+    forwarder: Forwarder,
+    settings: GatewaySettings,
+    stats: StatsCounter,
+    stored: Callable[[float], None],
 ) -> None:
-    """Held samples into frames, frames and dead letters into the buffer, every `flush_interval_s`."""
+    """Held samples into frames, frames and dead letters into the buffer, every `flush_interval_s`; then
+    `stored` learns that what arrived by the cutoff is on disk."""
     topics = settings.kafka.topics
-    frames = assembler.drain(settings.hold_s)
+    cutoff = time.monotonic() - settings.hold_s
+    frames = assembler.drain(cutoff)
     records: list[tuple[str, bytes | None, bytes, int]] = [
         (topics.raw, frame.equipment_id.encode(), frame.payload, frame.values) for frame in frames
     ]
@@ -37,6 +50,7 @@ async def flush(
     stats.counters["dead_letters"] += len(letters)
     records += [(topics.deadletter, key, letter, 0) for key, letter in letters]
     if not records:
+        stored(cutoff)
         return
     positions: dict[str, datetime] = {}
     for frame in frames:
@@ -54,6 +68,7 @@ async def flush(
         report = assembler.take_letters()  # into the buffer now, as a shutdown's last flush may have no next one
         stats.counters["dead_letters"] += len(report)
         buffer.put([(topics.deadletter, key, letter, 0) for key, letter in report], {})
+    stored(cutoff)
     forwarder.wake.set()
 
 
@@ -79,13 +94,14 @@ async def run(settings: GatewaySettings, plant: PlantModel) -> None:
         opcua = OpcUaSource(settings.opcua, bindings(plant, "opcua"), assembler, stats, buffer.positions)
         tasks.append(asyncio.create_task(opcua.run(stop), name="opcua"))
         sources.append(f"opcua {settings.opcua.endpoint} ({len(opcua.points)} sensors)")
-    mqtt = None
+    stored = _nothing_to_acknowledge
     if settings.mqtt.host:
         spb, plain = bindings(plant, "sparkplug"), bindings(plant, "mqtt")
         host = SparkplugHost(spb, assembler, stats, settings.mqtt.rebirth_interval_s) if spb else None
         json_topics = JsonTopics(plain, assembler, stats, settings.mqtt.timestamp_field) if plain else None
         mqtt = MqttSource(settings.mqtt, host, json_topics, stats)
-        mqtt.start()
+        tasks.append(asyncio.create_task(mqtt.run(stop), name="mqtt"))
+        stored = mqtt.stored
         sources.append(f"mqtt {settings.mqtt.host}:{settings.mqtt.port} ({len(spb)} Sparkplug B, {len(plain)} JSON)")
     if not sources:
         log.error("no source configured: set LINEWATCH_OPCUA__ENDPOINT or LINEWATCH_MQTT__HOST")
@@ -97,14 +113,12 @@ async def run(settings: GatewaySettings, plant: PlantModel) -> None:
         while not stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), settings.flush_interval_s)
-            await flush(assembler, buffer, forwarder, settings, stats)
+            await flush(assembler, buffer, forwarder, settings, stats, stored)
             stats.counters["buffered_records"], _ = buffer.counts()
             await forwarder.send_stats(topics.stats, SERVICE.encode(), stats.snapshot())
     finally:
         stop.set()
-        if mqtt is not None:
-            mqtt.stop()
-        await flush(assembler, buffer, forwarder, settings.model_copy(update={"hold_s": 0.0}), stats)
+        await flush(assembler, buffer, forwarder, settings.model_copy(update={"hold_s": 0.0}), stats, stored)
         watch.stop()
         for task in tasks:
             if task.get_name() == "beat":

@@ -107,9 +107,8 @@ class Assembler:
                 else:
                     held[2].difference_update(values)
 
-    def drain(self, hold_s: float) -> list[OutFrame]:
-        """The frames of every sample held at least `hold_s` (all of them with 0), oldest samples first."""
-        cutoff = time.monotonic() - hold_s
+    def drain(self, cutoff: float) -> list[OutFrame]:
+        """The frames of every sample whose first value arrived by `cutoff` (time.monotonic()), oldest first."""
         ready: dict[str, list[tuple[datetime, dict[str, float], set[str]]]] = {}
         with self._lock:
             for equipment_id, held in self._open.items():

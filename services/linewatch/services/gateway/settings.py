@@ -49,6 +49,10 @@ class MqttSettings(BaseModel):
     session_expiry_s: int = Field(default=86400, ge=0)
     # Plain JSON topics: the field holding the time (ISO 8601, or epoch seconds/milliseconds); absent: arrival.
     timestamp_field: str = "ts"
+    # A QoS 1 message is acknowledged to the broker once its values are in the on-disk buffer, so a gateway
+    # killed meanwhile gets it again. The broker must then allow a second's worth of messages in flight per client
+    # (mosquitto: `max_inflight_messages 0`; its default of 20 caps the gateway at about 20 messages a second).
+    ack_when_stored: bool = True
     # A Sparkplug B edge node that sends data before its birth is asked to rebirth at most this often.
     rebirth_interval_s: float = Field(default=5.0, gt=0)
 
