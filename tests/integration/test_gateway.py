@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from support import influx_counts, read_dead_letters
+from support import influx_counts, read_dead_letters, self_signed_tls
 
 from linewatch.core import sparkplug
 from linewatch.core.plant import PlantModel, load_plant
@@ -334,25 +334,32 @@ def test_sparkplug_births_data_gaps_and_deaths_store_every_metric_once(
         mosquitto.stop()
 
 
+@pytest.mark.parametrize(("protocol", "tls"), [("3.1.1", False), ("5", True)], ids=["mqtt3.1.1", "mqtt5-tls"])
 def test_mqtt_messages_are_acknowledged_once_stored_so_a_killed_gateway_loses_none(
-    stack: DevStack, log_dir: Path
+    stack: DevStack, log_dir: Path, protocol: str, tls: bool
 ) -> None:
     """Plain JSON topics, QoS 1, a persistent session: the gateway is SIGKILLed after a burst it received but holds
     in memory, and started again; the broker sends it again what it had not acknowledged."""
     document = synthetic_plant(units=2, sensors=3, sources={"mqtt": "plant/{equipment}#{sensor}"})
     plant_file = log_dir / "plant.yaml"
     plant_file.write_text(yaml.safe_dump(document))
-    mosquitto = Mosquitto().start()
+    certificate = self_signed_tls(log_dir) if tls else None
+    mosquitto = Mosquitto(tls=certificate).start()
     env = stack.service_env() | {
         "LINEWATCH_PLANT_FILE": str(plant_file),
         "LINEWATCH_MQTT__HOST": "127.0.0.1",
         "LINEWATCH_MQTT__PORT": str(mosquitto.port),
         "LINEWATCH_BUFFER__PATH": str(log_dir / "gateway-buffer.sqlite"),
         "LINEWATCH_HOLD_S": "5",  # a crash then surely finds values received but not yet on disk
+        "LINEWATCH_MQTT__PROTOCOL": protocol,
     }
+    if certificate:
+        env |= {"LINEWATCH_MQTT__TLS": "true", "LINEWATCH_MQTT__CA_FILE": str(certificate[0])}
     services = [ServiceProcess(n, env, log_dir / f"{n}.log").start() for n in ("gateway", "validator", "writer")]
     gateway = services[0]
     publisher = paho.Client(CallbackAPIVersion.VERSION2, client_id="plc")
+    if certificate:
+        publisher.tls_set(ca_certs=str(certificate[0]))
     publisher.connect("127.0.0.1", mosquitto.port)
     publisher.loop_start()
     sent: Counter[tuple[str, str]] = Counter()

@@ -117,6 +117,7 @@ class Mosquitto:
     port: int = field(default_factory=free_port)
     root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="linewatch-mosquitto-")))
     process: subprocess.Popen[bytes] | None = None
+    tls: tuple[Path, Path] | None = None  # (certificate, private key) in PEM: the listener speaks TLS only
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
@@ -126,6 +127,7 @@ class Mosquitto:
         config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
             "max_inflight_messages 0\nuser root\n"
+            + (f"certfile {self.tls[0]}\nkeyfile {self.tls[1]}\n" if self.tls else "")
         )
         log_file = (self.root / "mosquitto.log").open("ab")
         self.process = subprocess.Popen(
