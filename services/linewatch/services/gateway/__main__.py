@@ -97,7 +97,7 @@ async def run(settings: GatewaySettings, plant: PlantModel) -> None:
     stored = _nothing_to_acknowledge
     if settings.mqtt.host:
         spb, plain = bindings(plant, "sparkplug"), bindings(plant, "mqtt")
-        host = SparkplugHost(spb, assembler, stats, settings.mqtt.rebirth_interval_s) if spb else None
+        host = SparkplugHost(spb, assembler, stats, settings.mqtt.rebirth_interval_s, buffer) if spb else None
         json_topics = JsonTopics(plain, assembler, stats, settings.mqtt.timestamp_field) if plain else None
         mqtt = MqttSource(settings.mqtt, host, json_topics, stats)
         tasks.append(asyncio.create_task(mqtt.run(stop), name="mqtt"))

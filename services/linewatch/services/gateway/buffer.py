@@ -9,6 +9,7 @@ letter that says how many values of which equipment were lost)."""
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -32,6 +33,9 @@ CREATE TABLE IF NOT EXISTS records (
 CREATE INDEX IF NOT EXISTS records_pending ON records (acked_topic_id, id);
 CREATE TABLE IF NOT EXISTS positions (source TEXT PRIMARY KEY, ts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS topic_ids (topic TEXT PRIMARY KEY, topic_id TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sparkplug_aliases (
+    grp TEXT, edge_node TEXT, aliases TEXT NOT NULL, PRIMARY KEY (grp, edge_node)  -- JSON: device -> alias -> name
+);
 """
 
 
@@ -145,6 +149,20 @@ class Buffer:
         return {
             source: datetime.fromisoformat(ts) for source, ts in self._db.execute("SELECT source, ts FROM positions")
         }
+
+    def load(self) -> dict[tuple[str, str], dict[str, dict[int, str]]]:
+        """Sparkplug B aliases per edge node: device -> alias -> metric name."""
+        return {
+            (group, node): {device: {int(a): n for a, n in names.items()} for device, names in json.loads(text).items()}
+            for group, node, text in self._db.execute("SELECT grp, edge_node, aliases FROM sparkplug_aliases")
+        }
+
+    def keep(self, group: str, edge_node: str, aliases: dict[str, dict[int, str]]) -> None:
+        self._db.execute(
+            "INSERT INTO sparkplug_aliases (grp, edge_node, aliases) VALUES (?, ?, ?) ON CONFLICT(grp, edge_node) "
+            "DO UPDATE SET aliases = excluded.aliases",
+            (group, edge_node, json.dumps(aliases)),
+        )
 
     def counts(self) -> tuple[int, int]:
         """(records waiting, of them bytes)."""

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from google.protobuf.message import DecodeError
 
@@ -16,6 +16,12 @@ from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.frames import Assembler, Point, utc_from_ms
 
 log = logging.getLogger(__name__)
+
+
+class AliasStore(Protocol):
+    def load(self) -> dict[tuple[str, str], dict[str, dict[int, str]]]: ...
+
+    def keep(self, group: str, edge_node: str, aliases: dict[str, dict[int, str]]) -> None: ...
 
 
 @dataclass
@@ -31,13 +37,24 @@ class SparkplugHost:
     """Feed it every message under spBv1.0/...; `handle` returns the rebirth requests to publish (topic, payload)."""
 
     def __init__(
-        self, points: dict[str, Point], assembler: Assembler, stats: StatsCounter, rebirth_interval_s: float
+        self,
+        points: dict[str, Point],
+        assembler: Assembler,
+        stats: StatsCounter,
+        rebirth_interval_s: float,
+        aliases: AliasStore | None = None,
     ) -> None:
         self.points = points
         self.assembler = assembler
         self.stats = stats
         self.rebirth_interval_s = rebirth_interval_s
         self.nodes: dict[tuple[str, str], EdgeNode] = defaultdict(EdgeNode)
+        # The names behind the aliases outlive a gateway restart: what the broker sends again after a crash is
+        # alias-only data from before the rebirth this gateway will ask for.
+        self._aliases = aliases
+        for (group, node_id), devices in (aliases.load() if aliases else {}).items():
+            for device, names in devices.items():
+                self.nodes[(group, node_id)].aliases[device].update(names)
         self.stale: set[str] = set()  # equipment whose edge node or device is dead
         self._topics: dict[str, tuple[str, str, str, str]] = {}  # topic -> (group, kind, edge node, device)
         self._device_units: dict[tuple[str, str, str], set[str]] = defaultdict(set)
@@ -96,7 +113,10 @@ class SparkplugHost:
             elif kind == "DDEATH":
                 self._dead(group, node_id, device)
                 return requests
-        self._values(group, node_id, device, node, message, topic, kind.endswith("BIRTH"))
+        birth = kind.endswith("BIRTH")
+        self._values(group, node_id, device, node, message, topic, birth)
+        if birth and self._aliases is not None:
+            self._aliases.keep(group, node_id, node.aliases)
         return requests
 
     def _values(
