@@ -93,6 +93,10 @@ def test_operator_and_supervisor_handle_an_alarm_in_the_console(
 
             row.get_by_role("button", name="Acknowledge").click()
             expect(row.locator("td.state")).to_have_text("acknowledged", timeout=5000)
+            row.get_by_role("button", name="Comment…").click()  # an operator may add a note; the state stays
+            page.fill("#remove-reason", "maintenance called for the dryer")
+            page.click("#remove-submit")
+            expect(page.locator("#banner")).to_contain_text("comment")
             row.get_by_role("button", name="Shelve…").click()
             page.fill("#remove-reason", "dew point sensor swap")
             page.click("#remove-submit")
@@ -112,6 +116,7 @@ def test_operator_and_supervisor_handle_an_alarm_in_the_console(
             row.locator("summary").click()
             trail = row.locator(".trail")
             expect(trail).to_contain_text("acknowledged — olga")
+            expect(trail).to_contain_text("acknowledged — olga: maintenance called for the dryer")
             expect(trail).to_contain_text("shelved — sam: dew point sensor swap")
             link = row.get_by_role("link", name="Grafana").get_attribute("href") or ""
             page.screenshot(path=str(shots / "3-shelved-with-trail.png"), full_page=True)

@@ -22,6 +22,19 @@ def test_activation_ack_and_return_to_normal() -> None:
     assert states(alarm.observe(10, False)) == [(State.ACKNOWLEDGED, State.NORMAL)]
 
 
+def test_a_comment_is_audited_without_changing_the_state_or_notifying() -> None:
+    alarm = Alarm("a")
+    alarm.observe(0, True)
+    [note] = alarm.act("comment", 5, "ana", "maintenance called")
+    assert (note.previous, note.state, note.user, note.comment) == (
+        State.UNACKNOWLEDGED,
+        State.UNACKNOWLEDGED,
+        "ana",
+        "maintenance called",
+    )
+    assert not note.annunciate and alarm.state == State.UNACKNOWLEDGED and not alarm.acknowledged
+
+
 def test_return_to_normal_unacknowledged_then_ack_or_reactivation() -> None:
     alarm = Alarm("a")
     alarm.observe(0, True)

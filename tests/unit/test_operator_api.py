@@ -115,11 +115,16 @@ def test_each_role_may_do_its_own_actions_and_a_refusal_is_a_403_and_counted(pla
     assert status == 403 and "supervisor" in body["error"]
     assert call(alerter, "POST", "/actions", shelve, role="supervisor")[0] == 202
     assert call(alerter, "POST", "/actions", shelve, role="engineer")[0] == 202
-    assert alerter.stats.counters["actions_denied"] == 2
-    assert len(alerter.actions_topic.values) == 3  # nothing refused went on
+    comment = {"alarm_id": alarm_id, "action": "comment", "comment": "called maintenance"}
+    assert call(alerter, "POST", "/actions", comment, role="viewer")[0] == 403
+    status, body, _ = call(alerter, "POST", "/actions", comment | {"comment": " "}, role="operator")
+    assert status == 400 and "needs a comment" in body["error"]
+    assert call(alerter, "POST", "/actions", comment, role="operator")[0] == 202
+    assert alerter.stats.counters["actions_denied"] == 3
+    assert len(alerter.actions_topic.values) == 4  # nothing refused went on
 
 
-ACTIONS = ["acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service", "reboot", ""]
+ACTIONS = ["acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service", "comment", "reboot", ""]
 TEXT = st.text(alphabet=st.characters(codec="utf-8"), max_size=40)
 NUMBERS = st.one_of(st.floats(allow_nan=False), st.integers(-(10**15), 10**15), st.none(), TEXT)
 

@@ -122,7 +122,7 @@ AlarmState = Literal[
 ]
 AlarmPriority = Literal["low", "medium", "high", "critical"]
 AlarmCondition = Literal["anomaly", "spec_limit", "spc_rule", "exposure_dose"]
-AlarmActionName = Literal["acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service"]
+AlarmActionName = Literal["acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service", "comment"]
 Text = Annotated[str, msgspec.Meta(max_length=2000)]
 
 

@@ -34,7 +34,7 @@ ACTIONS: tuple[AlarmActionName, ...] = get_args(AlarmActionName)
 MAX_SHELVE_S = 7 * 86_400.0
 PAGE_LIMIT = 1000  # alarms per GET /alarms page at most (and by default)
 CONSOLE = Path(__file__).parent / "console"  # the alarm console's page, script and style: shipped, no CDN
-NEEDS_COMMENT = {"shelve", "remove_from_service"}  # ISA-18.2: say why an alarm is taken away from operators
+NEEDS_COMMENT = {"shelve", "remove_from_service", "comment"}  # ISA-18.2: say why an alarm is taken away
 
 _ALARM_PROPERTIES = {
     name: {"type": kind}

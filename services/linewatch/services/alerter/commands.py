@@ -36,6 +36,7 @@ ACTION_COMMANDS = {
     "unshelve": "unshelve",
     "disable": "remove_from_service",
     "enable": "return_to_service",
+    "comment": "comment",
 }
 
 
@@ -50,7 +51,7 @@ def register(commands: Commands) -> None:
         command = commands.add(f"alarms {name}", action.replace("_", " "), _act)
         command.set_defaults(action=action)
         command.add_argument("alarm_id")
-        command.add_argument("-m", "--comment", default="", help="why (required to shelve or disable)")
+        command.add_argument("-m", "--comment", default="", help="why (required to shelve, disable or comment)")
         if name == "shelve":
             command.add_argument("--for-s", type=float, help="timed shelving; without it, until the condition clears")
     report = commands.add("alarms kpi", "ISA-18.2 / EEMUA 191 alarm KPIs, printed and written to InfluxDB", _kpi)

@@ -114,6 +114,11 @@ class Alarm:
         self.out_of_service = False
         return self._move(ts, "returned to service", user, comment)
 
+    def comment_on(self, ts: float, user: str, comment: str) -> list[Transition]:
+        """A note in the audit trail: the state stays, and nobody is notified of it."""
+        priority = self.settings.priority
+        return [Transition(ts, self.alarm_id, self.state, self.state, "comment", priority, False, user, comment)]
+
     def act(
         self, action: str, ts: float, user: str, comment: str = "", duration_s: float | None = None
     ) -> list[Transition]:
@@ -128,6 +133,8 @@ class Alarm:
             return self.remove_from_service(ts, user, comment)
         if action == "return_to_service":
             return self.return_to_service(ts, user, comment)
+        if action == "comment":
+            return self.comment_on(ts, user, comment)
         raise ValueError(f"unknown action {action!r}")
 
     def tick(self, ts: float) -> list[Transition]:

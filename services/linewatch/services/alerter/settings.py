@@ -38,6 +38,7 @@ ROLES: tuple[Role, ...] = ("viewer", "operator", "supervisor", "engineer")
 ROLE_NEEDED = {
     "read": "viewer",
     "acknowledge": "operator",
+    "comment": "operator",
     "shelve": "supervisor",
     "unshelve": "supervisor",
     "remove_from_service": "supervisor",

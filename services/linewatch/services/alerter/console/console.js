@@ -10,7 +10,7 @@ let token = sessionStorage.getItem("linewatch-token");
 let me = null;
 let rows = [];
 let streaming = null;
-let pending = null; // the shelve / out-of-service being confirmed
+let pending = null; // the shelve, out-of-service or comment being confirmed
 
 function raisedAt(row) {
   const raised = (row.trail || []).filter((step) => step.state === "unacknowledged").pop();
@@ -149,6 +149,7 @@ function render() {
     else if (alarm.state !== "out_of_service") actions.append(button("Shelve…", () => confirmRemoval(alarm, "shelve")));
     if (alarm.state === "out_of_service") actions.append(button("Return to service", () => act(alarm.alarm_id, "return_to_service")));
     else actions.append(button("Out of service…", () => confirmRemoval(alarm, "remove_from_service")));
+    actions.append(button("Comment…", () => confirmRemoval(alarm, "comment")));
     const link = grafanaLink(alarm);
     if (link) {
       const a = document.createElement("a");
@@ -178,7 +179,9 @@ function render() {
 
 function confirmRemoval(alarm, action) {
   pending = { alarm_id: alarm.alarm_id, action };
-  $("remove-title").textContent = `${action === "shelve" ? "Shelve" : "Take out of service"} ${alarm.alarm_id}`;
+  const verb = { shelve: "Shelve", remove_from_service: "Take out of service", comment: "Comment on" }[action];
+  $("remove-title").textContent = `${verb} ${alarm.alarm_id}`;
+  $("remove-reason-label").textContent = action === "comment" ? "Comment" : "Reason";
   $("remove-minutes-label").hidden = action !== "shelve";
   $("remove-form").hidden = false;
   $("remove-reason").focus();
