@@ -123,7 +123,7 @@ def test_whatif_paced_reproduces_the_live_alarms_without_notifying_or_touching_l
     threading.Thread(target=hook.serve_forever, daemon=True).start()
     Hook.received = []
     env = pipeline_env(stack, tmp_path) | {"LINEWATCH_NOTIFY__WEBHOOK_URL": f"http://127.0.0.1:{hook.server_port}/hook"}
-    train(env, 2.0)
+    train(env, 1.0)
     live = [ServiceProcess(name, env, tmp_path / f"live-{name}.log").start() for name in PIPELINE]
     try:
         faults = [("furnace_overshoot", "S1-FURN-01", 500), ("seal_temperature_drop", "C2-SEAL-01", 1150)]
@@ -187,7 +187,7 @@ def test_whatif_paced_reproduces_the_live_alarms_without_notifying_or_touching_l
     assert any("alarm KPIs" in line for line in lines)
 
     # Two model versions side by side, at maximum speed, with the run's fault labels.
-    train(env, 1.0)
+    train(env, 0.5)
     second = (Path(env["LINEWATCH_REGISTRY"]) / "ACTIVE").read_text().strip()
     assert second != version
     labels = tmp_path / "labels.jsonl"
