@@ -132,34 +132,33 @@ class MqttSource:
         """paho's network on this event loop through its external-loop callbacks rather than in a thread of its
         own: one thread takes every message, so the hot path never waits for the interpreter lock held by the
         thread that sends to Kafka (measured with `linewatch bench gateway`: ratio 0.37-0.46 with the thread)."""
-        client = self.client
+        client, settings = self.client, self.settings
         _OnLoop(client, asyncio.get_running_loop())
         session: dict[str, Any] = {}
         if self.v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.SessionExpiryInterval = self.settings.session_expiry_s if self.settings.persistent_session else 0
-            session = {"clean_start": not self.settings.persistent_session, "properties": properties}
-        settings = self.settings
+            properties.SessionExpiryInterval = settings.session_expiry_s if settings.persistent_session else 0
+            session = {"clean_start": not settings.persistent_session, "properties": properties}
         client.connect_async(settings.host or "", settings.port, keepalive=settings.keepalive_s, **session)
         backoff = 1.0
         while not stop.is_set():
-            if client.socket() is None:
+            if client.socket() is None:  # never connected, lost, or refused (bad credentials close it too)
                 try:
                     # Off the loop: a broker that does not answer holds the TCP connect up to its timeout.
                     await asyncio.to_thread(client.reconnect)
-                    backoff = 1.0
                 except OSError as exc:
                     log.warning(
                         "MQTT broker unreachable; retrying",
-                        extra={"broker": f"{self.settings.host}:{self.settings.port}", "error": str(exc)},
+                        extra={"broker": f"{settings.host}:{settings.port}", "error": str(exc), "retry_in_s": backoff},
                     )
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(stop.wait(), backoff)
-                    backoff = min(30.0, 2 * backoff)
-                    continue
-            client.loop_misc()  # keep-alive pings; notices a broker that stopped answering
+                wait_s, backoff = backoff, min(30.0, 2 * backoff)
+            else:
+                client.loop_misc()  # keep-alive pings; notices a broker that stopped answering
+                wait_s = 1.0
+                if client.is_connected():
+                    backoff = 1.0
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(stop.wait(), 1.0)
+                await asyncio.wait_for(stop.wait(), wait_s)
         client.disconnect()
         client.loop_write()  # the DISCONNECT, before the loop ends
 
