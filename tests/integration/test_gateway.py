@@ -179,7 +179,9 @@ def test_opcua_values_arrive_once_with_source_times_across_broker_outage_and_gat
             for process in services:
                 process.stop()
     log = (log_dir / "gateway.log").read_text()
-    assert "kafka unreachable: keeping frames on disk" in log
+    # The outage is reported: by the broker watch at once; by the forwarder once a send or topic check fails,
+    # which can come only after the broker is back (kafka-python's bootstrap waits up to 30 s).
+    assert '"broker unreachable"' in log
     assert "gateway started" in log and log.count("gateway started") >= 2
 
 
