@@ -113,7 +113,7 @@ class Forwarder:
         from kafka.admin import KafkaAdminClient
 
         # A client for each check, closed after it: an idle kafka-python client keeps a network thread polling,
-        # which takes the GIL from the MQTT thread (measured: a tenth of the gateway's throughput).
+        # which takes the GIL from the event loop reading MQTT (measured: a tenth of the gateway's throughput).
         admin = KafkaAdminClient(
             bootstrap_servers=self._kafka.bootstrap_servers, client_id="gateway-topics", request_timeout_ms=5000
         )

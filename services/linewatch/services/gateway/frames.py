@@ -3,7 +3,6 @@ per equipment (samples by source timestamp, many samples a frame)."""
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -59,10 +58,10 @@ class OutFrame:
 
 
 class Assembler:
-    """Gathers values from every source (the MQTT thread, the OPC UA loop) into samples per equipment and source
-    timestamp. A sample is held `hold_s` after its first value arrived, so values of one instant that come in
-    separate notifications travel together; a value that comes later still goes out, as another sample with the
-    same timestamp (InfluxDB merges the two)."""
+    """Gathers values from every source (MQTT and OPC UA, both on the gateway's one event loop, so no lock) into
+    samples per equipment and source timestamp. A sample is held `hold_s` after its first value arrived, so values
+    of one instant that come in separate notifications travel together; a value that comes later still goes out,
+    as another sample with the same timestamp (InfluxDB merges the two)."""
 
     def __init__(self, plant: PlantModel, frame_max_samples: int) -> None:
         self._units = {
@@ -70,10 +69,9 @@ class Assembler:
         }
         self._equipment = plant.equipment_by_id
         self._max = frame_max_samples
-        self._lock = threading.Lock()
         # equipment -> ts -> (first arrival, values, uncertain sensors)
         self._open: dict[str, dict[datetime, tuple[float, dict[str, float], set[str]]]] = defaultdict(dict)
-        self._letters: list[tuple[bytes, bytes]] = []  # (key, dead letter) from any source thread
+        self._letters: list[tuple[bytes, bytes]] = []  # (key, dead letter) from any source
 
     def reject(self, source: str, reason: str, detail: str, payload: bytes, key: str | None = None) -> None:
         """Input a source could not use, as a dead letter (`source`: where it came from, e.g. `mqtt:TOPIC` or
@@ -85,36 +83,32 @@ class Assembler:
             source=SourcePosition(topic=source, partition=-1, offset=-1, key=key),
             source_bytes=payload,
         )
-        with self._lock:
-            self._letters.append(((key or source).encode(), encoder.encode(letter)))
+        self._letters.append(((key or source).encode(), encoder.encode(letter)))
 
     def take_letters(self) -> list[tuple[bytes, bytes]]:
-        with self._lock:
-            letters, self._letters = self._letters, []
+        letters, self._letters = self._letters, []
         return letters
 
     def add(self, equipment_id: str, ts: datetime, values: dict[str, float], uncertain: set[str] | None = None) -> None:
         """Takes `values` as it is (no copy: the hot path builds a new dict for each sample)."""
-        with self._lock:
-            samples = self._open[equipment_id]
-            held = samples.get(ts)
-            if held is None:
-                samples[ts] = (time.monotonic(), values, set(uncertain) if uncertain else set())
+        samples = self._open[equipment_id]
+        held = samples.get(ts)
+        if held is None:
+            samples[ts] = (time.monotonic(), values, set(uncertain) if uncertain else set())
+        else:
+            held[1].update(values)
+            if uncertain:
+                held[2].update(uncertain)
             else:
-                held[1].update(values)
-                if uncertain:
-                    held[2].update(uncertain)
-                else:
-                    held[2].difference_update(values)
+                held[2].difference_update(values)
 
     def drain(self, cutoff: float) -> list[OutFrame]:
         """The frames of every sample whose first value arrived by `cutoff` (time.monotonic()), oldest first."""
         ready: dict[str, list[tuple[datetime, dict[str, float], set[str]]]] = {}
-        with self._lock:
-            for equipment_id, held in self._open.items():
-                due = [ts for ts, (arrived, _, _) in held.items() if arrived <= cutoff]
-                if due:
-                    ready[equipment_id] = [(ts, *held.pop(ts)[1:]) for ts in due]
+        for equipment_id, held in self._open.items():
+            due = [ts for ts, (arrived, _, _) in held.items() if arrived <= cutoff]
+            if due:
+                ready[equipment_id] = [(ts, *held.pop(ts)[1:]) for ts in due]
         frames = []
         seq = time.time_ns() // 1000  # grows across restarts without a stored counter
         for equipment_id, samples in ready.items():
