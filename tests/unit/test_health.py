@@ -58,7 +58,7 @@ def test_a_loss_is_kept_for_the_next_start_with_a_dead_letter_per_lost_input(tmp
     kafka = KafkaSettings()
     inputs = [kafka.topics.raw]
     watch = BrokerWatch(
-        "validator", kafka, inputs, StatsCounter("validator"), HealthSettings(state_dir=tmp_path), exits.append
+        "validator", kafka, inputs, StatsCounter("validator"), HealthSettings(state_dir=tmp_path), {}, exits.append
     )
     watch._committed = {(kafka.topics.raw, 0): 41, (kafka.topics.raw, 1): 7}
     watch._lost({kafka.topics.raw: "old-raw", kafka.topics.valid: "old-valid"}, {kafka.topics.raw: "new-raw"})
@@ -158,7 +158,7 @@ def test_libraries_share_a_budget_of_a_few_lines_a_second() -> None:
 
 def test_an_unreadable_report_is_kept_aside_and_does_not_stop_the_watch(tmp_path: Path) -> None:
     (tmp_path / f"writer.{PENDING_REPORT}").write_text("{half a report")
-    watch = BrokerWatch("writer", KafkaSettings(), [], StatsCounter("writer"), HealthSettings(state_dir=tmp_path))
+    watch = BrokerWatch("writer", KafkaSettings(), [], StatsCounter("writer"), HealthSettings(state_dir=tmp_path), {})
     watch._send_pending_report()  # returns without a broker: nothing to send
     assert not (tmp_path / f"writer.{PENDING_REPORT}").exists()
     assert (tmp_path / "writer.broker-loss-report.unreadable").read_text() == "{half a report"

@@ -74,6 +74,7 @@ class BrokerWatch(threading.Thread):
         inputs: list[str],
         stats: StatsCounter,
         settings: HealthSettings,
+        topic_ids: dict[str, str],
         exit_process: Callable[[int], None] = os._exit,
     ) -> None:
         super().__init__(name=f"{service}-broker-watch", daemon=True)
@@ -85,7 +86,10 @@ class BrokerWatch(threading.Thread):
         self.state = HealthState(settings.live_timeout_s)
         self._exit_process = exit_process
         self._admin: Any = None
-        self._topic_ids: dict[str, str] = {}  # as last seen: a new id means the topic was recreated
+        # As last seen: a new id means the topic was recreated. The first ids come from the service's start, before
+        # it consumed anything: a loss before the watch's first check would otherwise pass unseen.
+        self._topic_ids = dict(topic_ids)
+        self._first_check = True
         self._committed: dict[tuple[str, int], int] = {}
         self._unreachable_since: float | None = None
         self._progress_at = time.monotonic()
@@ -106,13 +110,14 @@ class BrokerWatch(threading.Thread):
         from kafka.admin import OffsetSpec
 
         admin = self._connect()
-        if not self._topic_ids:
+        if self._first_check:
             self._send_pending_report()
+            self._first_check = False
         described = admin.describe_topics(self.kafka.topics.all())
         if self._unreachable_since is not None:
             log.warning("broker reachable again", extra={"away_s": round(time.monotonic() - self._unreachable_since)})
             self._unreachable_since = None
-        ids = {t["name"]: t["topic_id"] for t in described if t["error_code"] == 0}
+        ids = {t["name"]: str(t["topic_id"]) for t in described if t["error_code"] == 0}
         known = ids.keys() | {t["name"] for t in described if t["error_code"] == UNKNOWN_TOPIC}  # not a passing error
         lost = {name: was for name, was in self._topic_ids.items() if name in known and ids.get(name) != was}
         if lost:
@@ -258,20 +263,22 @@ async def beat(state: HealthState, interval_s: float = 1.0) -> None:
         await asyncio.sleep(interval_s)
 
 
-def start_watch(service: str, settings: CommonSettings, stats: StatsCounter) -> BrokerWatch:
+def start_watch(service: str, settings: CommonSettings, stats: StatsCounter, topic_ids: dict[str, str]) -> BrokerWatch:
     """The watch on the service's input topics (from the registry) and, when a port is set, its HTTP endpoints;
-    the caller runs `beat(watch.state)` on its event loop."""
+    `topic_ids` are the ids `ensure_topics` found at the start. The caller runs `beat(watch.state)` on its loop."""
     inputs = [getattr(settings.kafka.topics, topic) for topic in registered(service).inputs]
-    watch = BrokerWatch(service, settings.kafka, inputs, stats, settings.health)
+    watch = BrokerWatch(service, settings.kafka, inputs, stats, settings.health, topic_ids)
     if settings.health.port is not None:
         serve_health(watch.state, settings.health.host, settings.health.port)
     watch.start()
     return watch
 
 
-def watch_faust(app: Any, service: str, settings: CommonSettings, stats: StatsCounter) -> None:
+def watch_faust(
+    app: Any, service: str, settings: CommonSettings, stats: StatsCounter, topic_ids: dict[str, str]
+) -> None:
     """The watch starts with the faust worker and beats on its loop."""
 
     @app.task  # type: ignore[untyped-decorator]
     async def watch_broker() -> None:
-        await beat(start_watch(service, settings, stats).state)
+        await beat(start_watch(service, settings, stats, topic_ids).state)

@@ -18,8 +18,9 @@ from linewatch.core.stats import StatsCounter
 log = logging.getLogger(__name__)
 
 
-def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> None:
-    """Create missing topics with kafka-python's admin client (idempotent)."""
+def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> dict[str, str]:
+    """Create missing topics with kafka-python's admin client (idempotent); returns their ids now, which a
+    service's broker watch starts from (see `linewatch.core.health`)."""
     from kafka.admin import KafkaAdminClient, NewTopic
     from kafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -39,6 +40,7 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float =
             with contextlib.suppress(TopicAlreadyExistsError):  # another service won the race
                 admin.create_topics([NewTopic(t, settings.partitions, 1) for t in missing])
             log.info("topics created", extra={"topics": missing, "partitions": settings.partitions})
+        return {t["name"]: str(t["topic_id"]) for t in admin.describe_topics(topics) if t["error_code"] == 0}
     finally:
         admin.close()
 

@@ -25,7 +25,7 @@ def main() -> None:
     logs.configure(SERVICE, settings.log_level)
     rules = load_rules(settings.rules_file)
     plant = load_plant(settings.plant_file)
-    ensure_topics(settings.kafka, settings.kafka.topics.all())
+    topic_ids = ensure_topics(settings.kafka, settings.kafka.topics.all())
     app = faust_app(SERVICE, settings.kafka)
     alerter = register(
         app,
@@ -37,7 +37,7 @@ def main() -> None:
         Annotator(settings.grafana),
         settings.stats_interval_s,
     )
-    watch_faust(app, SERVICE, settings, alerter.stats)
+    watch_faust(app, SERVICE, settings, alerter.stats, topic_ids)
 
     @app.task  # type: ignore[untyped-decorator]
     async def follow_alarms() -> None:

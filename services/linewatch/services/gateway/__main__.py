@@ -107,7 +107,9 @@ async def run(settings: GatewaySettings, plant: PlantModel) -> None:
         log.error("no source configured: set LINEWATCH_OPCUA__ENDPOINT or LINEWATCH_MQTT__HOST")
     waiting, size = buffer.counts()
     log.info("gateway started", extra={"sources": sources, "buffered_records": waiting, "buffered_bytes": size})
-    watch = start_watch(SERVICE, settings, stats)
+    # The forwarder sends again what a broker that lost its state had acknowledged (no consumer position to lose):
+    # the watch learns the ids at its first check.
+    watch = start_watch(SERVICE, settings, stats, topic_ids={})
     tasks.append(asyncio.create_task(beat(watch.state), name="beat"))
     try:
         while not stop.is_set():

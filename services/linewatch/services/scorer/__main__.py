@@ -16,12 +16,12 @@ from linewatch.services.scorer.settings import ScorerSettings
 def main() -> None:
     settings = ScorerSettings()
     logs.configure(SERVICE, settings.log_level)
-    ensure_topics(settings.kafka, settings.kafka.topics.all())
+    topic_ids = ensure_topics(settings.kafka, settings.kafka.topics.all())
     models = ModelSet(settings.registry, settings.signing_key())
     models.refresh()
     app = faust_app(SERVICE, settings.kafka)
     stats = register(app, settings, load_plant(settings.plant_file), models)
-    watch_faust(app, SERVICE, settings, stats)
+    watch_faust(app, SERVICE, settings, stats, topic_ids)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -15,10 +15,10 @@ from linewatch.services.validator.settings import ValidatorSettings
 def main() -> None:
     settings = ValidatorSettings()
     logs.configure(SERVICE, settings.log_level)
-    ensure_topics(settings.kafka, settings.kafka.topics.all())
+    topic_ids = ensure_topics(settings.kafka, settings.kafka.topics.all())
     app = faust_app(SERVICE, settings.kafka)
     stats = register(app, settings, build_validator(settings, load_plant(settings.plant_file)))
-    watch_faust(app, SERVICE, settings, stats)
+    watch_faust(app, SERVICE, settings, stats, topic_ids)
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
 

@@ -28,7 +28,7 @@ async def publish_stats(
             await producer.send(topic, stats.snapshot(), key=SERVICE.encode())
 
 
-async def run(settings: WriterSettings) -> None:
+async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
     kafka = settings.kafka
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -69,7 +69,7 @@ async def run(settings: WriterSettings) -> None:
     await producer.start()
     await consumer.start()
     reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, settings.stats_interval_s, stop))
-    watch = start_watch(SERVICE, settings, stats)
+    watch = start_watch(SERVICE, settings, stats, topic_ids)
     beating = asyncio.create_task(beat(watch.state))
     try:
         await sink.run(stop)
@@ -86,8 +86,7 @@ async def run(settings: WriterSettings) -> None:
 def main() -> None:
     settings = WriterSettings()
     logs.configure(SERVICE, settings.log_level)
-    ensure_topics(settings.kafka, settings.kafka.topics.all())
-    asyncio.run(run(settings))
+    asyncio.run(run(settings, ensure_topics(settings.kafka, settings.kafka.topics.all())))
 
 
 if __name__ == "__main__":
