@@ -163,6 +163,10 @@ def test_alarms_reach_kafka_influx_api_and_cli_and_lots_affected_is_exact(
             assert answer.returncode == 0, answer.stderr
             result = json.loads(answer.stdout)
             assert result["lots"] == [exposed] and result["cells"][exposed] == expected
+        # The same through the operator API, for the console.
+        assert api(env, "GET", f"/lots/{exposed}/cells") == (200, {"lot": exposed, "cells": expected})
+        assert api(env, "GET", "/lots/EL-NOWHERE-1/cells")[0] == 404
+        assert api(env, "GET", "/lots/not%20a%20lot/cells")[0] == 400
         assert all(s.alive() for s in services)
     finally:
         for service in services:

@@ -10,6 +10,7 @@ import logging
 import re
 import shutil
 import time
+import urllib.request
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,7 @@ from linewatch.tools.launcher import ServiceProcess
 pytestmark = [pytest.mark.operators, pytest.mark.browser]
 log = logging.getLogger(__name__)
 OPERATOR, SUPERVISOR = "olga-3f9a1c7e55", "sam-8b2d6e0f14"
+LOT = "EL-SYN1-77"
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 ARGS = [
     "--no-sandbox",
@@ -68,7 +70,14 @@ def test_operator_and_supervisor_handle_an_alarm_in_the_console(
             # The dry room's dew point far above its limit (-35 degC) for a minute: a spec-limit alarm.
             producer = RecordProducer(kafka.bootstrap_servers)
             t0 = time.time() - 90
-            wet = frame(plant, dry_room, t0, 60, dew_point=-20.0)
+            genealogy = (
+                f'lot_genealogy,kind=cells_produced,lot_id=CB-7 input_lots="{LOT}",cells="C-2,C-1,C-3" {int(t0)}'
+            )
+            write = urllib.request.Request(
+                f"{stack.influxd.url}/write?db={stack.database}&precision=s", genealogy.encode()
+            )
+            assert urllib.request.urlopen(write, timeout=10).status == 204
+            wet = frame(plant, dry_room, t0, 60, lot=LOT, dew_point=-20.0)
             producer.send(kafka.topics.raw, -1, dry_room.encode(), encoder.encode(wet))
             producer.close()
             raised: list[str] = []
@@ -118,6 +127,8 @@ def test_operator_and_supervisor_handle_an_alarm_in_the_console(
             expect(trail).to_contain_text("acknowledged — olga")
             expect(trail).to_contain_text("acknowledged — olga: maintenance called for the dryer")
             expect(trail).to_contain_text("shelved — sam: dew point sensor swap")
+            # The lot the alarm affected, and the cells built from it, from the lot genealogy in InfluxDB.
+            expect(row.locator(".cells")).to_contain_text(f"Cells to quarantine from lot {LOT} (3): C-1, C-2, C-3")
             link = row.get_by_role("link", name="Grafana").get_attribute("href") or ""
             page.screenshot(path=str(shots / "3-shelved-with-trail.png"), full_page=True)
             assert OPERATOR not in page.url and SUPERVISOR not in page.url

@@ -22,7 +22,7 @@ import paho.mqtt.client as paho
 import pytest
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
-from support import influx_counts, read_dead_letters, self_signed_tls
+from support import influx_counts, read_dead_letters, self_signed_tls, wait_for_counts
 
 from linewatch.core import sparkplug
 from linewatch.core.health import EXIT_BROKER_STATE_LOST
@@ -190,18 +190,12 @@ def test_opcua_values_arrive_once_with_source_times_across_broker_outage_and_gat
 
 
 def stored_once(stack: DevStack, expected: dict[tuple[str, str], int], timeout_s: float) -> dict[tuple[str, str], int]:
-    """Values per (unit, sensor) in InfluxDB once at least as many as `expected` arrived (or at the timeout),
-    and a moment later, so duplicates would show."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        counts = influx_counts(stack.influxd)
-        stored = {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
-        if sum(stored.values()) >= sum(expected.values()) or time.monotonic() > deadline:
-            break
-        time.sleep(1)
-    time.sleep(2)
-    counts = influx_counts(stack.influxd)
-    return {(u, s): n for u, sensors in counts.items() for s, n in sensors.items()}
+    """Values per (unit, sensor) in InfluxDB once as many as `expected` arrived, and a moment later."""
+    nested: dict[str, dict[str, int]] = {}
+    for (unit, sensor), count in expected.items():
+        nested.setdefault(unit, {})[sensor] = count
+    stored = wait_for_counts(stack.influxd, nested, timeout_s)
+    return {(u, s): n for u, sensors in stored.items() for s, n in sensors.items()}
 
 
 class EdgeNode:

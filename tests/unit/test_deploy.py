@@ -106,6 +106,7 @@ def test_compose_each_container_gets_only_the_secrets_it_reads(compose: dict[str
         "NOTIFY_SMTP_USERNAME",
         "NOTIFY_SMTP_PASSWORD",
         "GRAFANA_API_TOKEN",
+        "INFLUX_ALERTER_PASSWORD",
     }
     assert given["grafana"] == {"GRAFANA_ADMIN_PASSWORD", "INFLUX_GRAFANA_PASSWORD"}
     assert [name for name in services if "INFLUX_ADMIN_TOKEN" in given[name]] == ["influxdb"]
@@ -117,6 +118,8 @@ def test_compose_each_container_gets_only_the_secrets_it_reads(compose: dict[str
     )
     assert re.search(r"--username grafana .*--read-bucket", init)
     assert services["writer"]["environment"]["LINEWATCH_INFLUX__USERNAME"] == "linewatch-writer"
+    assert services["alerter"]["environment"]["LINEWATCH_INFLUX__USERNAME"] == "linewatch-alerter"
+    assert re.search(r"--username linewatch-alerter .*--read-bucket", init)
     source = yaml.safe_load((REPO_ROOT / "deploy/grafana/provisioning/datasources/influxdb.yaml").read_text())
     assert source["datasources"][0]["user"] == "grafana"
 

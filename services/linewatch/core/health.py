@@ -141,6 +141,7 @@ class BrokerWatch(threading.Thread):
         if committed != self._committed or waiting == 0:
             self._committed, self._progress_at = committed, now
         stalled_s = now - self._progress_at
+        self.stats.counters["input_waiting"] = waiting  # consumer lag, for the pipeline-health dashboard
         if stalled_s > self.settings.stall_s:
             self._set(False, f"{waiting} records waiting, none processed for {stalled_s:.0f} s")
         else:
@@ -167,6 +168,7 @@ class BrokerWatch(threading.Thread):
         self._set(False, f"broker unreachable for {time.monotonic() - self._unreachable_since:.0f} s")
 
     def _set(self, ready: bool, reason: str) -> None:
+        self.stats.counters["ready"] = int(ready)  # a gauge beside the counters: the dashboards' up/down
         if ready != self.state.ready:
             log.info("ready" if ready else "not ready", extra={"reason": reason})
         self.state.ready, self.state.reason = ready, reason

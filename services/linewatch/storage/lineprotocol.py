@@ -20,7 +20,15 @@ from linewatch.core.contract import (
     scores_decoder,
     stats_decoder,
 )
-from linewatch.storage.measurements import ALARM_EVENT, ANOMALY, LOT_GENEALOGY, SERVICE_STATS, TELEMETRY
+from linewatch.core.plant import PlantModel
+from linewatch.storage.measurements import (
+    ALARM_EVENT,
+    ANOMALY,
+    LOT_GENEALOGY,
+    PLANT_SENSOR,
+    SERVICE_STATS,
+    TELEMETRY,
+)
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _KEY_ESCAPES = str.maketrans({",": r"\,", "=": r"\=", " ": r"\ ", "\n": r"\n"})
@@ -64,6 +72,26 @@ def equipment_tags(ref: EquipmentRef) -> dict[str, str]:
         "equipment": ref.equipment_id,
         "equipment_class": ref.equipment_class,
     }
+
+
+def plant_sensor_lines(plant: PlantModel, ts_ns: int) -> list[str]:
+    """A point per unit and sensor of the plant model (measurement plant_sensor): unit, normal range, the spec
+    limits it has, whether it is critical to quality."""
+    lines = []
+    for equipment in plant.equipment:
+        tags = equipment_tags(equipment.ref)
+        for name, sensor in plant.classes[equipment.equipment_class].sensors.items():
+            fields: dict[str, float | int | str | bool] = {
+                "unit": sensor.unit,
+                "normal_low": sensor.normal[0],
+                "normal_high": sensor.normal[1],
+                "critical": sensor.critical,
+            }
+            low, high = sensor.spec
+            fields |= {"spec_low": low} if low is not None else {}
+            fields |= {"spec_high": high} if high is not None else {}
+            lines.append(line(PLANT_SENSOR, tags | {"sensor": name}, fields, ts_ns))
+    return lines
 
 
 def score_lines(payload: bytes) -> list[bytes]:

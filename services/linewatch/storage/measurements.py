@@ -11,6 +11,9 @@ ALARM_EVENT = "alarm_event"  # one point per alarm lifecycle event
 ALARM_KPI = "alarm_kpi"  # ISA-18.2 KPIs per area and for the plant
 LOT_GENEALOGY = "lot_genealogy"  # lots made and the cells built from them
 SERVICE_STATS = "service_stats"  # every service's counters
+# The plant model's sensors (unit, normal range, spec limits) per unit, refreshed on the alerter's schedule: what
+# dashboards draw as limit lines and offer as each unit's sensors, whether or not an alarm ever fired.
+PLANT_SENSOR = "plant_sensor"
 
 # The contract's `raises_alarm` as an InfluxQL condition on alarm_event.
 RAISED = f"\"kind\" = 'transition' AND \"state\" = '{RAISED_STATE}' AND \"previous\" <> '{RAISED_STATE}'"

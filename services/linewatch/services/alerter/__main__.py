@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
+from datetime import UTC, datetime, timedelta
+
 import faust
 from aiohttp import web
 
@@ -12,12 +16,16 @@ from linewatch.core.plant import load_plant
 from linewatch.services.alerter.agents import SERVICE, register
 from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.api import build_api
+from linewatch.services.alerter.commands import kpi_report, write_lines
 from linewatch.services.alerter.engine import AlarmEngine
 from linewatch.services.alerter.notify import Notifier
 from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.settings import AlerterSettings
 from linewatch.services.alerter.view import follow
+from linewatch.storage.lineprotocol import plant_sensor_lines, to_ns
+
+log = logging.getLogger(__name__)
 
 
 def main() -> None:
@@ -45,9 +53,25 @@ def main() -> None:
 
     @app.task  # type: ignore[untyped-decorator]
     async def serve_api() -> None:
-        runner = web.AppRunner(build_api(alerter, settings.api_tokens, settings.grafana.url))
+        runner = web.AppRunner(build_api(alerter, settings.api_tokens, settings.grafana.url, settings.influx))
         await runner.setup()
         await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+
+    if settings.kpi_interval_s:
+
+        @app.timer(interval=settings.kpi_interval_s, on_leader=True)  # type: ignore[untyped-decorator]
+        async def dashboard_data() -> None:
+            """The alarm KPIs and the plant's sensor limits, for the dashboards."""
+            end = datetime.now(UTC)
+            start = end - timedelta(hours=settings.kpi_window_h)
+            try:
+                await write_lines(settings.influx, plant_sensor_lines(plant, to_ns(end)))
+                # The KPI query's client is blocking: off the loop that handles alarms.
+                await asyncio.to_thread(kpi_report, settings.influx, plant, start, end)
+            except Exception as exc:  # InfluxDB away: the next round writes them
+                log.warning("alarm KPIs not written", extra={"error": f"{type(exc).__name__}: {exc}"})
+            else:
+                log.info("alarm KPIs and sensor limits written", extra={"window_h": settings.kpi_window_h})
 
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()

@@ -12,6 +12,7 @@ import copy
 import hmac
 import json
 import logging
+import re
 import uuid
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,12 +21,22 @@ from typing import Annotated, Any, get_args
 import msgspec
 from aiohttp import web
 
-from linewatch.core.contract import ALARM_SCHEMA_VERSION, AlarmAction, AlarmActionName, AlarmEvent, Text, encoder
+from linewatch.core.contract import (
+    ALARM_SCHEMA_VERSION,
+    NAME_PATTERN,
+    AlarmAction,
+    AlarmActionName,
+    AlarmEvent,
+    Text,
+    encoder,
+)
+from linewatch.core.settings import InfluxSettings
 from linewatch.services.alerter.agents import Alerter
 from linewatch.services.alerter.lifecycle import Alarm, State, Transition
 from linewatch.services.alerter.rules import PRIORITY_RANK
 from linewatch.services.alerter.settings import ROLE_NEEDED, ApiUser
 from linewatch.services.alerter.state import AlarmRecord, state_decoder
+from linewatch.storage.genealogy import affected_cells
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +127,32 @@ OPENAPI: dict[str, Any] = {
                     },
                     "401": {"description": "missing or unknown token"},
                     "403": {"description": "the token's role may not read alarms"},
+                },
+            }
+        },
+        "/lots/{lot}/cells": {
+            "get": {
+                "summary": "The cells to quarantine for a lot: those of the cell batches built from it (lot genealogy)",
+                "parameters": [{"name": "lot", "in": "path", "required": True, "schema": {"type": "string"}}],
+                "responses": {
+                    "200": {
+                        "description": "the lot and its cells, sorted",
+                        "content": {
+                            "application/json": {
+                                "schema": {
+                                    "type": "object",
+                                    "properties": {
+                                        "lot": {"type": "string"},
+                                        "cells": {"type": "array", "items": {"type": "string"}},
+                                    },
+                                }
+                            }
+                        },
+                    },
+                    "400": {"description": "not a lot id"},
+                    "401": {"description": "missing or unknown token"},
+                    "404": {"description": "the lot genealogy does not name this lot"},
+                    "503": {"description": "InfluxDB, which holds the lot genealogy, is not reachable"},
                 },
             }
         },
@@ -241,7 +278,21 @@ def _trial(alarm: Alarm, request: ActionRequest, ts: float) -> list[Transition]:
     return copy.deepcopy(alarm).act(request.action, ts, "check", request.comment, request.duration_s)
 
 
-def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | None = None) -> web.Application:
+@web.middleware
+async def _json_refusals(request: web.Request, handler: Any) -> web.StreamResponse:
+    """The router's own refusals (no such path, method not allowed) as JSON with the reason, like ours."""
+    try:
+        response: web.StreamResponse = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        return _error(exc.status, f"{exc.reason}: {request.method} {request.path}")
+    return response
+
+
+def build_api(
+    alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | None = None, influx: InfluxSettings | None = None
+) -> web.Application:
     def user_of(request: web.Request) -> str | None:
         header = request.headers.get("Authorization", "")
         if not header.startswith("Bearer "):
@@ -331,6 +382,22 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | No
                 rows = [r for r in rows if str(r[name] or "").casefold() == wanted]
         return web.json_response(rows[offset : offset + limit], headers={"X-Total-Count": str(len(rows))})
 
+    async def lot_cells(request: web.Request) -> web.Response:
+        if isinstance(user := signed_in(request), web.Response):
+            return user
+        lot = request.match_info["lot"]
+        if not re.fullmatch(NAME_PATTERN, lot) or len(lot) > 160:
+            return _error(400, f"not a lot id: {lot[:80]!r}")
+        if influx is None:
+            return _error(503, "no lot genealogy here: LINEWATCH_INFLUX__URL is not set for the alerter")
+        try:  # a blocking client: off the loop
+            affected = await asyncio.to_thread(affected_cells, influx, [lot])
+        except (OSError, ValueError) as exc:
+            return _error(503, f"the lot genealogy (InfluxDB) is not reachable: {type(exc).__name__}")
+        if lot not in affected.known:
+            return _error(404, f"no lot {lot} in the lot genealogy")
+        return web.json_response({"lot": lot, "cells": affected.cells[lot]})
+
     async def act(request: web.Request) -> web.Response:
         user = user_of(request)
         if user is None:
@@ -373,10 +440,11 @@ def build_api(alerter: Alerter, users: dict[str, ApiUser], grafana_url: str | No
         log.info("operator action", extra={"user": user, "action": body.action, "alarm_id": body.alarm_id})
         return web.json_response({"action_id": action.action_id, "user": user}, status=202)
 
-    app = web.Application()
+    app = web.Application(middlewares=[_json_refusals])
     app.router.add_get("/openapi.json", openapi)
     app.router.add_get("/alarms", list_alarms)
     app.router.add_post("/actions", act)
+    app.router.add_get("/lots/{lot}/cells", lot_cells)
     app.router.add_get("/me", me)
     app.router.add_get("/alarms/stream", stream)
     app.router.add_get("/console", console)

@@ -25,6 +25,7 @@ from linewatch.services.alerter import kpi, report
 from linewatch.services.alerter.rationalization import AlarmDatabaseError, load_alarm_database
 from linewatch.services.alerter.rules import load_rules
 from linewatch.services.alerter.settings import AlerterSettings
+from linewatch.storage.genealogy import affected_cells
 from linewatch.storage.influx import InfluxWriter, influxql, quote
 from linewatch.storage.lineprotocol import line, to_ns
 from linewatch.storage.measurements import ALARM_EVENT, ALARM_KPI, LOT_GENEALOGY
@@ -243,6 +244,10 @@ async def _write_kpis(influx: InfluxSettings, report: kpi.KpiReport) -> None:
         "top10_share_pct": report.top10_share_pct,
     }
     lines.append(line(ALARM_KPI, {"area": "plant"}, plant_fields, ts))
+    await write_lines(influx, lines)
+
+
+async def write_lines(influx: InfluxSettings, lines: list[str]) -> None:
     writer = InfluxWriter(influx)
     try:
         await writer.write("\n".join(lines).encode())
@@ -260,34 +265,18 @@ def _lots_affected(args: argparse.Namespace) -> int:
             raise UsageError(f"not an alarm id: {args.alarm!r} (EQUIPMENT/SENSOR/CONDITION, `linewatch alarms list`)")
         found = influxql(settings.influx, f"SELECT lots FROM {ALARM_EVENT} WHERE alarm_id = {quote(alarm)}")
         lots = sorted({lot for s in found for (_, text) in s["values"] for lot in (text or "").split(",") if lot})
-    produced = influxql(
-        settings.influx, f"SELECT input_lots, cells, lot_id FROM {LOT_GENEALOGY} WHERE kind = 'cells_produced'"
-    )
-    known = {
-        lot
-        for series in produced
-        for _, inputs, _, batch in series["values"]
-        for lot in [batch, *(inputs or "").split(",")]
-    }
-    if args.lot and args.lot not in known:
+    affected = affected_cells(settings.influx, lots)
+    if args.lot and args.lot not in affected.known:
         raise UsageError(
             f"no lot {args.lot!r} in the lot genealogy (InfluxDB {settings.influx.url}, measurement {LOT_GENEALOGY})"
         )
-    cells: dict[str, list[str]] = {lot: [] for lot in lots}
-    for series in produced:
-        for _, inputs, built, batch in series["values"]:
-            for lot in lots:
-                # A cell batch is affected when it consumed the lot, or is the lot itself.
-                if lot in (inputs or "").split(",") or lot == batch:
-                    cells[lot].extend(c for c in (built or "").split(",") if c)
     if args.json:
-        out(json.dumps({"lots": lots, "cells": {lot: sorted(set(c)) for lot, c in cells.items()}}, indent=2))
+        out(json.dumps({"lots": lots, "cells": affected.cells}, indent=2))
         return 0
     if not lots:
         out("no lots recorded for this alarm")
-    for lot, built in cells.items():
-        unique = sorted(set(built))
-        out(f"lot {lot}: {len(unique)} cell(s) to quarantine")
-        for cell in unique:
+    for lot, cells in affected.cells.items():
+        out(f"lot {lot}: {len(cells)} cell(s) to quarantine")
+        for cell in cells:
             out(f"  {cell}")
     return 0

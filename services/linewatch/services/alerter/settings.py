@@ -69,6 +69,10 @@ class AlerterSettings(CommonSettings):
     api_tokens: dict[str, Annotated[ApiUser, BeforeValidator(_user)]] = {}
     notify: NotifySettings = NotifySettings()
     grafana: GrafanaSettings = GrafanaSettings()
+    # ISA-18.2 KPIs (measurement alarm_kpi) over the last `kpi_window_h`, every `kpi_interval_s` by the leader
+    # worker, so the dashboards have them without anyone running `linewatch alarms kpi`; 0 turns it off.
+    kpi_interval_s: float = Field(default=600.0, ge=0)
+    kpi_window_h: float = Field(default=24.0, gt=0)
     # For `linewatch alarms` / `linewatch lots`: where the API and InfluxDB are, and the operator's own token.
     api_url: str | None = None
     operator_token: OptionalCredential = None

@@ -11,6 +11,8 @@ let me = null;
 let rows = [];
 let streaming = null;
 let pending = null; // the shelve, out-of-service or comment being confirmed
+const opened = new Set(); // alarms whose trail and lots are open: kept open across updates
+const cellsOf = new Map(); // lot -> {text, at}: the cells to quarantine, asked again after a minute
 
 function raisedAt(row) {
   const raised = (row.trail || []).filter((step) => step.state === "unacknowledged").pop();
@@ -169,12 +171,37 @@ function render() {
       list.append(item);
     }
     const lots = document.createElement("p");
-    lots.textContent = alarm.lots && alarm.lots.length
-      ? `Lots affected: ${alarm.lots.join(", ")} (cells to quarantine: linewatch lots affected ${alarm.lots[0]})`
-      : "No lot affected.";
-    details.append(summary, list, lots);
+    lots.textContent = alarm.lots && alarm.lots.length ? `Lots affected: ${alarm.lots.join(", ")}` : "No lot affected.";
+    const cells = document.createElement("ul");
+    cells.className = "cells";
+    const perLot = (alarm.lots || []).map((lot) => [lot, cells.appendChild(document.createElement("li"))]);
+    details.addEventListener("toggle", () => {
+      if (!details.open) return opened.delete(alarm.alarm_id);
+      opened.add(alarm.alarm_id);
+      for (const [lot, item] of perLot) showCells(lot, item);
+    });
+    details.open = opened.has(alarm.alarm_id);
+    details.append(summary, list, lots, cells);
     actions.append(details);
   }
+}
+
+async function showCells(lot, item) {
+  const known = cellsOf.get(lot);
+  if (known && Date.now() - known.at < 60000) {
+    item.textContent = known.text;
+    return;
+  }
+  item.textContent = `lot ${lot}: looking up its cells…`;
+  const answer = await fetch(`/lots/${encodeURIComponent(lot)}/cells`, { headers: headers() });
+  const reply = await answer.json().catch(() => ({}));
+  if (!answer.ok) {
+    item.textContent = `lot ${lot}: cells not known (${answer.status}: ${reply.error || answer.statusText})`;
+    return;
+  }
+  const text = `Cells to quarantine from lot ${lot} (${reply.cells.length}): ${reply.cells.join(", ") || "none built yet"}`;
+  cellsOf.set(lot, { text, at: Date.now() });
+  item.textContent = text;
 }
 
 function confirmRemoval(alarm, action) {
