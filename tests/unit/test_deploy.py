@@ -265,3 +265,40 @@ def test_kafka_keeps_its_data_on_its_volume_and_lets_host_tools_in(compose: dict
     assert kafka["environment"]["KAFKA_LOG_DIRS"] in mounted
     external = re.search(r"EXTERNAL://localhost:(\d+)", kafka["environment"]["KAFKA_ADVERTISED_LISTENERS"])
     assert external and any(port.endswith(f"{external[1]}:{external[1]}") for port in kafka["ports"])
+
+
+def test_compose_file_is_valid_against_the_compose_specification(compose: dict[str, Any]) -> None:
+    """The Compose Specification's own JSON schema (tests/data/compose-spec.json, vendored from compose-spec
+    through check-jsonschema; Apache-2.0), checked with jsonschema."""
+    import json
+
+    from jsonschema import Draft202012Validator
+
+    schema = json.loads((REPO_ROOT / "tests" / "data" / "compose-spec.json").read_text())
+    validator = Draft202012Validator(schema)
+    assert [e.message for e in validator.iter_errors(compose)] == []
+    broken = compose | {"services": {"writer": {"image": "linewatch:local", "comand": ["service", "writer"]}}}
+    assert any("comand" in e.message for e in validator.iter_errors(broken))  # the check can fail
+
+
+# Strimzi's resources are checked by its operator's CRD schemas in the cluster; kubernetes-validate ships the core.
+CUSTOM_KINDS = {"Kafka", "KafkaTopic", "KafkaNodePool", "KafkaUser"}
+K8S_VERSION = "1.31.0"
+
+
+def test_k8s_manifests_are_valid_against_the_kubernetes_schemas() -> None:
+    """Every core resource against the Kubernetes API's OpenAPI schemas, strict (unknown fields refused), with
+    kubernetes-validate."""
+    import kubernetes_validate
+
+    checked = 0
+    for document in k8s_documents():
+        if document["kind"] in CUSTOM_KINDS or document["kind"] == "Kustomization":
+            continue
+        kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+        checked += 1
+    assert checked >= 9
+    [deployment] = [d for d in k8s_documents() if d["kind"] == "Deployment"][:1]
+    deployment = {**deployment, "spec": {**deployment["spec"], "replicas": "two"}}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
