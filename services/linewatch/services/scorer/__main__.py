@@ -9,6 +9,7 @@ from linewatch.core.health import watch_faust
 from linewatch.core.kafka import ensure_topics, faust_app
 from linewatch.core.plant import load_plant
 from linewatch.services.scorer.agents import SERVICE, register
+from linewatch.services.scorer.learning import learn
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.services.scorer.settings import ScorerSettings
 
@@ -20,8 +21,14 @@ def main() -> None:
     models = ModelSet(settings.registry, settings.signing_key())
     models.refresh()
     app = faust_app(SERVICE, settings.kafka)
-    stats = register(app, settings, load_plant(settings.plant_file), models)
+    plant = load_plant(settings.plant_file)
+    stats = register(app, settings, plant, models)
     watch_faust(app, SERVICE, settings, stats, topic_ids)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def learning_mode() -> None:
+        await learn(settings, plant, stats)
+
     worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
     worker.execute_from_commandline()
 
