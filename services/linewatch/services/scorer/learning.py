@@ -29,7 +29,17 @@ log = logging.getLogger(__name__)
 
 
 async def learn(settings: ScorerSettings, plant: PlantModel, stats: StatsCounter) -> None:
-    if not settings.learn_h or registry.pointed(settings.registry, "ACTIVE") is not None:
+    """Never takes the worker down: a failure is logged, scoring goes on, and the next start tries again."""
+    if not settings.learn_h:
+        return
+    try:
+        await _learn(settings, plant, stats)
+    except Exception as exc:  # the broker, the disk, the registry: whatever it is, the scorer keeps running
+        log.error("learning mode failed; a restart tries again", extra={"error": f"{type(exc).__name__}: {exc}"})
+
+
+async def _learn(settings: ScorerSettings, plant: PlantModel, stats: StatsCounter) -> None:
+    if registry.pointed(settings.registry, "ACTIVE") is not None:
         return
     learning = settings.registry / "learning"
     learning.mkdir(parents=True, exist_ok=True)
