@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import faulty_plan, simulate
 
 from linewatch.core.contract import ACTIVE_STATES
@@ -21,6 +22,7 @@ from linewatch.tools.drill import pipeline_env, train, wait_quiet
 from linewatch.tools.grafana import built
 from linewatch.tools.launcher import ServiceProcess
 
+pytestmark = pytest.mark.operators
 log = logging.getLogger(__name__)
 VALUES = {"area": "electrolyte", "line": "syn-1", "equipment": "S1-DRY-01", "sensor": "dew_point"}
 

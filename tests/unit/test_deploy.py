@@ -18,6 +18,7 @@ from linewatch.services.simulator.commands import add_arguments as simulator_arg
 from linewatch.services.validator.settings import ValidatorSettings
 from linewatch.services.writer.settings import WriterSettings
 
+pytestmark = pytest.mark.production
 SETTINGS: dict[str, type[CommonSettings]] = {s.name: s.settings_class() for s in SERVICES}
 K8S = REPO_ROOT / "deploy" / "k8s"
 

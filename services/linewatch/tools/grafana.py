@@ -55,12 +55,17 @@ class InfluxQL(cogvariants.Dataquery):
         }
 
 
-class _Target(cogbuilder.Builder[cogvariants.Dataquery]):
-    def __init__(self, query: InfluxQL) -> None:
-        self._query = query
+Built = TypeVar("Built")
 
-    def build(self) -> cogvariants.Dataquery:
-        return self._query
+
+class _Ready(cogbuilder.Builder[Built]):
+    """A builder for an object of ours made whole (the SDK's builders take builders)."""
+
+    def __init__(self, built: Built) -> None:
+        self._built = built
+
+    def build(self) -> Built:
+        return self._built
 
 
 class InfluxAnnotation(model.AnnotationQuery):
@@ -72,14 +77,6 @@ class InfluxAnnotation(model.AnnotationQuery):
 
     def to_json(self) -> dict[str, object]:
         return super().to_json() | {"query": self.query, "textColumn": self.text_column, "tagsColumn": self.tags_column}
-
-
-class _Annotation(cogbuilder.Builder[model.AnnotationQuery]):
-    def __init__(self, annotation: model.AnnotationQuery) -> None:
-        self._annotation = annotation
-
-    def build(self) -> model.AnnotationQuery:
-        return self._annotation
 
 
 AnyPanel = TypeVar("AnyPanel", timeseries.Panel, table.Panel, bargauge.Panel, stat.Panel, statetimeline.Panel)
@@ -94,7 +91,7 @@ def _panel(
     result_format: ResultFormat = "table" if isinstance(panel, table.Panel) else "time_series"
     panel.title(title).datasource(_SOURCE).unit(unit).span(width).height(height)
     for index, query in enumerate(queries):
-        panel.with_target(_Target(InfluxQL(chr(ord("A") + index), query, result_format)))
+        panel.with_target(_Ready[cogvariants.Dataquery](InfluxQL(chr(ord("A") + index), query, result_format)))
     return panel
 
 
@@ -161,7 +158,7 @@ def _annotations() -> list[cogbuilder.Builder[model.AnnotationQuery]]:
     )
     return [
         # From InfluxDB: works on first start, before anyone can make the token the alerter's annotations need.
-        _Annotation(InfluxAnnotation("Alarms raised", raised, "message", "priority", "red")),
+        _Ready[model.AnnotationQuery](InfluxAnnotation("Alarms raised", raised, "message", "priority", "red")),
         board.AnnotationQuery()
         .name("Alarm regions (alerter)")
         .datasource(model.DataSourceRef(type_val="grafana", uid="-- Grafana --"))
