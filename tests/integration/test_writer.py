@@ -52,7 +52,9 @@ def test_points_influxdb_refuses_are_dead_lettered_and_the_rest_written(
 
         dry_frames = len(dry_rooms) * math.ceil(plan.duration_s / plan.frame_samples)
         letters = read_dead_letters(kafka, dry_frames)
-        assert len(letters) == dry_frames
+        # At-least-once: a producer retry under load may repeat a letter; every refused frame is there, none other.
+        assert len({letter.source_sha256 for letter in letters}) == dry_frames
+        assert len(letters) <= dry_frames + 5
         assert {(letter.stage, letter.reason) for letter in letters} == {("writer", "influx_rejected")}
         assert {letter.source.key for letter in letters} == dry_rooms
         assert all("type" in letter.detail for letter in letters)

@@ -150,10 +150,13 @@ class BrokerWatch(threading.Thread):
     def _connect(self) -> Any:
         from kafka.admin import KafkaAdminClient
 
+        from linewatch.core.kafka import kafka_python_security
+
         if self._admin is None:
             self._admin = KafkaAdminClient(
                 bootstrap_servers=self.kafka.bootstrap_servers,
                 client_id=f"{self.service}-health",
+                **kafka_python_security(self.kafka),
                 request_timeout_ms=int(self.settings.check_interval_s * 2500),
             )
         return self._admin
@@ -211,7 +214,7 @@ class BrokerWatch(threading.Thread):
     def _send_pending_report(self) -> None:
         """At the first check of a new start: the dead letters a previous run kept when the broker lost its
         state, and the `broker_state_lost` counter; the file goes once Kafka has acknowledged them."""
-        from linewatch.core.kafka import RecordProducer
+        from linewatch.core.kafka import RecordProducer, kafka_python_security
 
         pending = self.settings.state_dir / f"{self.service}.{PENDING_REPORT}"
         if not pending.is_file():
@@ -222,7 +225,7 @@ class BrokerWatch(threading.Thread):
             pending.replace(pending.with_suffix(".unreadable"))
             log.error("broker-loss report unreadable, kept aside", extra={"error": str(exc)})
             return
-        producer = RecordProducer(self.kafka.bootstrap_servers)
+        producer = RecordProducer(self.kafka.bootstrap_servers, kafka_python_security(self.kafka))
         for letter in letters:
             producer.send(self.kafka.topics.deadletter, -1, self.service.encode(), letter.encode())
         producer.close()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import ssl
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, Self
 
 from msgspec import structs
@@ -18,6 +20,68 @@ from linewatch.core.stats import StatsCounter
 log = logging.getLogger(__name__)
 
 
+def kafka_python_security(settings: KafkaSettings) -> dict[str, Any]:
+    """TLS and SASL options for kafka-python clients (admin, observers, record, replay)."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.endswith("SSL"):
+        options |= {
+            "ssl_cafile": _path(settings.ssl_cafile),
+            "ssl_certfile": _path(settings.ssl_certfile),
+            "ssl_keyfile": _path(settings.ssl_keyfile),
+            "ssl_check_hostname": True,
+        }
+    if settings.security_protocol.startswith("SASL"):
+        options |= _sasl(settings)
+    return options
+
+
+def aiokafka_security(settings: KafkaSettings) -> dict[str, Any]:
+    """The same for aiokafka clients (writer, gateway, alerter view, learning)."""
+    options: dict[str, Any] = {"security_protocol": settings.security_protocol}
+    if settings.security_protocol.endswith("SSL"):
+        options["ssl_context"] = tls_context(settings)
+    if settings.security_protocol.startswith("SASL"):
+        options |= _sasl(settings)
+    return options
+
+
+def faust_credentials(settings: KafkaSettings) -> Any:
+    """faust's `broker_credentials`: None for PLAINTEXT."""
+    import faust
+
+    context = tls_context(settings) if settings.security_protocol.endswith("SSL") else None
+    if settings.security_protocol.startswith("SASL"):
+        sasl = _sasl(settings)
+        return faust.SASLCredentials(
+            username=sasl["sasl_plain_username"],
+            password=sasl["sasl_plain_password"],
+            ssl_context=context,
+            mechanism=settings.sasl_mechanism,
+        )
+    return faust.SSLCredentials(context) if context is not None else None
+
+
+def tls_context(settings: KafkaSettings) -> ssl.SSLContext:
+    """Verifies the broker against the CA (the system's when none is set), with a client certificate if set."""
+    context = ssl.create_default_context(cafile=_path(settings.ssl_cafile))
+    if settings.ssl_certfile is not None and settings.ssl_keyfile is not None:
+        context.load_cert_chain(settings.ssl_certfile, settings.ssl_keyfile)
+    return context
+
+
+def _sasl(settings: KafkaSettings) -> dict[str, Any]:
+    assert settings.sasl_username is not None and settings.sasl_password is not None, "checked by the settings"
+    return {
+        "sasl_mechanism": settings.sasl_mechanism,
+        "sasl_plain_username": settings.sasl_username,
+        "sasl_plain_password": settings.sasl_password.get_secret_value(),
+    }
+
+
+def _path(path: Path | None) -> str | None:
+    return None if path is None else str(path)
+
+
 def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float = 30.0) -> dict[str, str]:
     """Create missing topics with kafka-python's admin client (idempotent); returns their ids now, which a
     service's broker watch starts from (see `linewatch.core.health`)."""
@@ -27,7 +91,11 @@ def ensure_topics(settings: KafkaSettings, topics: list[str], timeout_s: float =
     deadline = time.monotonic() + timeout_s
     while True:
         try:
-            admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap_servers, client_id="linewatch-admin")
+            admin = KafkaAdminClient(
+                bootstrap_servers=settings.bootstrap_servers,
+                client_id="linewatch-admin",
+                **kafka_python_security(settings),
+            )
             break
         except KafkaError:
             if time.monotonic() > deadline:
@@ -68,10 +136,13 @@ OBSERVER_FETCH_MAX_WAIT_MS = 200
 
 
 class TopicReader:
-    """Reads a topic with assign() (group joins are slow on Tansu) from the beginning."""
+    """Reads a topic with assign() (group joins are slow on Tansu) from the beginning; `fetch_max_wait_ms` is
+    also how late it may see a record (a benchmark timing arrivals wants a few ms)."""
 
-    def __init__(self, settings: KafkaSettings, topic: str) -> None:
-        self.settings, self.topic = settings, topic
+    def __init__(
+        self, settings: KafkaSettings, topic: str, fetch_max_wait_ms: int = OBSERVER_FETCH_MAX_WAIT_MS
+    ) -> None:
+        self.settings, self.topic, self._fetch_max_wait_ms = settings, topic, fetch_max_wait_ms
         self._consumer = self._open()
 
     def _open(self) -> Any:
@@ -79,8 +150,9 @@ class TopicReader:
 
         consumer = KafkaConsumer(
             bootstrap_servers=self.settings.bootstrap_servers,
-            fetch_max_wait_ms=OBSERVER_FETCH_MAX_WAIT_MS,
+            fetch_max_wait_ms=self._fetch_max_wait_ms,
             enable_auto_commit=False,
+            **kafka_python_security(self.settings),
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 << 20,
         )
@@ -113,11 +185,13 @@ class TopicReader:
 class RecordProducer:
     """kafka-python producer that remembers failed sends; close() flushes and raises if any failed."""
 
-    def __init__(self, bootstrap_servers: str) -> None:
+    def __init__(self, bootstrap_servers: str, security: dict[str, Any] | None = None) -> None:
+        """`security`: `kafka_python_security(settings)` for a TLS or SASL cluster."""
         from kafka import KafkaProducer
 
         self._producer = KafkaProducer(
             bootstrap_servers=bootstrap_servers,
+            **(security or {}),
             acks="all",
             linger_ms=5,
             batch_size=512 * 1024,
@@ -214,6 +288,7 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
         "stream_buffer_maxsize": 4096,
         "consumer_max_fetch_size": 16 * 1024 * 1024,
         "broker_max_poll_records": 2000,
+        "broker_credentials": faust_credentials(settings),
     }
     config.update(overrides)
     return faust.App(settings.group(service), **config)

@@ -6,7 +6,7 @@ import tempfile
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr
+from pydantic import AfterValidator, BaseModel, BeforeValidator, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parents[3]
@@ -69,6 +69,27 @@ class KafkaSettings(BaseModel):
     topics: Topics = Topics()
     # A sandbox (replay, what-if) prefixes its consumer groups too, so it never joins a live group.
     group_prefix: str = ""
+    # Production Kafka: TLS (the cluster's CA; a client certificate for mutual TLS) and SASL/SCRAM users, e.g.
+    # Strimzi's TLS listener with one KafkaUser per service (deploy/k8s). Every client (faust, aiokafka,
+    # kafka-python) takes them through `linewatch.core.kafka`.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    sasl_mechanism: Literal["SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: OptionalCredential = None
+
+    @model_validator(mode="after")
+    def _sasl_has_a_user(self) -> KafkaSettings:
+        if self.security_protocol.startswith("SASL") and (self.sasl_username is None or self.sasl_password is None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs LINEWATCH_KAFKA__SASL_USERNAME and "
+                "LINEWATCH_KAFKA__SASL_PASSWORD"
+            )
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("a client certificate needs both LINEWATCH_KAFKA__SSL_CERTFILE and __SSL_KEYFILE")
+        return self
 
     def group(self, service: str) -> str:
         return f"{self.group_prefix}{service}"

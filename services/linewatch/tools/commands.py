@@ -1,4 +1,4 @@
-"""`linewatch up | service | drill | bench pipeline | grafana build`; handlers load what they need when run."""
+"""`linewatch up | service | drill | bench … | grafana build`; handlers load what they need when run."""
 
 from __future__ import annotations
 
@@ -41,6 +41,12 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     from linewatch.tools.bench import bench_pipeline
 
     return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples)
+
+
+def _bench_latency(args: argparse.Namespace) -> int:
+    from linewatch.tools.latencybench import bench_latency
+
+    return bench_latency(args.load_share, args.seconds, args.rate_hz, args.frame_samples, args.prefill)
 
 
 def _bench_detection(args: argparse.Namespace) -> int:
@@ -163,6 +169,14 @@ def register(commands: Commands) -> None:
     bench = commands.add("bench pipeline", "validator and writer against the InfluxDB ceiling", _bench_pipeline)
     bench.add_argument("--samples", type=int, default=600_000)
     bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
+    latency = commands.add(
+        "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
+    )
+    latency.add_argument("--load-share", type=float, default=0.5, help="share of the measured capacity to load")
+    latency.add_argument("--seconds", type=float, default=60.0, help="seconds of live load")
+    latency.add_argument("--rate-hz", type=float, default=500.0, help="each unit's sample rate")
+    latency.add_argument("--frame-samples", type=int, default=50, help="samples per Kafka record")
+    latency.add_argument("--prefill", type=int, default=300_000, help="samples for the capacity measurement")
     commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
     gateway = commands.add(
         "bench gateway", "Sparkplug B over MQTT into Kafka against the raw MQTT receive rate", _bench_gateway

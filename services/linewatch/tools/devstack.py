@@ -65,6 +65,8 @@ class Broker:
 
     port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
+    # Where clients are told to connect, when something (a TLS terminator, a proxy) stands in front of it.
+    advertised_port: int | None = None
 
     @property
     def bootstrap(self) -> str:
@@ -81,7 +83,7 @@ class Broker:
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.advertised_port or self.port}",
                 "--silent",
             ],
             stdout=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ import math
 import secrets
 import tempfile
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -60,8 +61,15 @@ def past_start_s(span_s: float) -> float:
     return math.floor((time.time() - span_s - 3600) / 7200) * 7200
 
 
-def wait_quiet(kafka: KafkaSettings, processes: list[ServiceProcess], quiet_s: float, timeout_s: float) -> None:
-    """Until no watched service has counted anything new for `quiet_s` (the backlog is worked off)."""
+def wait_quiet(
+    kafka: KafkaSettings,
+    processes: list[ServiceProcess],
+    quiet_s: float,
+    timeout_s: float,
+    on_stats: Callable[[ServiceStats], None] | None = None,
+) -> None:
+    """Until no watched service has counted anything new for `quiet_s` (the backlog is worked off); every
+    report read on the way goes to `on_stats`."""
     reader = StatsReader(kafka)
     topics = kafka.topics.model_dump()
     progress = {p.name: service(p.name).progress_counters(topics) for p in processes}
@@ -73,6 +81,8 @@ def wait_quiet(kafka: KafkaSettings, processes: list[ServiceProcess], quiet_s: f
             updates: list[ServiceStats] = []
             reader.poll(updates.append, 0.5)
             for update in updates:
+                if on_stats is not None:
+                    on_stats(update)
                 if update.service not in progress:
                     continue
                 counts = [update.counters.get(name, 0) for name in progress[update.service]]

@@ -10,6 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from linewatch.core.contract import ACTIVE_STATES, AlarmEvent, alarm_event_decoder, raises_alarm
+from linewatch.core.kafka import aiokafka_security
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.state import TRAIL
 
@@ -73,7 +74,10 @@ async def follow(view: AlarmView, kafka: KafkaSettings) -> None:
     from aiokafka import AIOKafkaConsumer, TopicPartition
 
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False, fetch_max_wait_ms=100
+        bootstrap_servers=kafka.bootstrap_servers,
+        enable_auto_commit=False,
+        fetch_max_wait_ms=100,
+        **aiokafka_security(kafka),
     )
     await consumer.start()
     try:

@@ -12,7 +12,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from linewatch.core.health import UNKNOWN_TOPIC
-from linewatch.core.kafka import ensure_topics
+from linewatch.core.kafka import aiokafka_security, ensure_topics, kafka_python_security
 from linewatch.core.settings import KafkaSettings
 from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.buffer import Buffer
@@ -89,6 +89,7 @@ class Forwarder:
                 linger_ms=5,
                 request_timeout_ms=10_000,
                 max_request_size=4 * 1024 * 1024,
+                **aiokafka_security(self._kafka),
             )
             try:
                 await producer.start()
@@ -115,7 +116,10 @@ class Forwarder:
         # A client for each check, closed after it: an idle kafka-python client keeps a network thread polling,
         # which takes the GIL from the event loop reading MQTT (measured: a tenth of the gateway's throughput).
         admin = KafkaAdminClient(
-            bootstrap_servers=self._kafka.bootstrap_servers, client_id="gateway-topics", request_timeout_ms=5000
+            bootstrap_servers=self._kafka.bootstrap_servers,
+            client_id="gateway-topics",
+            request_timeout_ms=5000,
+            **kafka_python_security(self._kafka),
         )
         try:
             described = admin.describe_topics(self._topics)

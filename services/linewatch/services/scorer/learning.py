@@ -17,6 +17,7 @@ import msgspec
 from aiokafka import AIOKafkaConsumer
 
 from linewatch.core.contract import telemetry_decoder
+from linewatch.core.kafka import aiokafka_security
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.services.scorer import registry
@@ -85,6 +86,7 @@ async def _collect(settings: ScorerSettings, path: Path, stats: StatsCounter) ->
         group_id=None,  # every partition, no offsets committed: learning restarts from the start
         auto_offset_reset="earliest",
         enable_auto_commit=False,
+        **aiokafka_security(settings.kafka),
     )
     await consumer.start()
     first, last = float("inf"), float("-inf")

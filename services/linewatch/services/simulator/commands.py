@@ -18,7 +18,7 @@ import numpy as np
 from linewatch.core import logs
 from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.contract import encoder
-from linewatch.core.kafka import ensure_topics
+from linewatch.core.kafka import ensure_topics, kafka_python_security
 from linewatch.core.plant import PlantModel, load_plant
 from linewatch.core.stats import StatsCounter
 from linewatch.core.timeutil import TIME_FORMATS, utc_time
@@ -137,7 +137,10 @@ def simulate(args: argparse.Namespace) -> int:
         write_labels(args.labels, plan)
 
     ensure_topics(settings.kafka, settings.kafka.topics.all())
-    publisher = KafkaPublisher(settings.kafka.bootstrap_servers, settings.kafka.topics.raw, settings.kafka.topics.lots)
+    kafka = settings.kafka
+    publisher = KafkaPublisher(
+        kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots, kafka_python_security(kafka)
+    )
     stats = StatsCounter(SERVICE)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import numpy as np
@@ -142,8 +143,10 @@ def run(
 class KafkaPublisher(RecordProducer):
     """The simulator's frames and lot events, keyed by equipment id and line, stamped with event time."""
 
-    def __init__(self, bootstrap_servers: str, frames_topic: str, lots_topic: str) -> None:
-        super().__init__(bootstrap_servers)
+    def __init__(
+        self, bootstrap_servers: str, frames_topic: str, lots_topic: str, security: dict[str, Any] | None = None
+    ) -> None:
+        super().__init__(bootstrap_servers, security)
         self._frames_topic = frames_topic
         self._lots_topic = lots_topic
 

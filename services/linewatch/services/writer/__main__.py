@@ -10,7 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from linewatch.core import logs
 from linewatch.core.health import beat, start_watch
-from linewatch.core.kafka import ensure_topics
+from linewatch.core.kafka import aiokafka_security, ensure_topics
 from linewatch.core.stats import StatsCounter
 from linewatch.services.writer.settings import WriterSettings
 from linewatch.services.writer.sink import SERVICE, InfluxSink, telemetry_formatter
@@ -44,8 +44,11 @@ async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
         max_partition_fetch_bytes=8 * 1024 * 1024,
         session_timeout_ms=int(kafka.session_timeout_s * 1000),
         heartbeat_interval_ms=int(kafka.session_timeout_s * 250),
+        **aiokafka_security(kafka),
     )
-    producer = AIOKafkaProducer(bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5)
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=5, **aiokafka_security(kafka)
+    )
     influx = InfluxWriter(settings.influx, max_backoff_s=settings.max_backoff_s)
     stats = StatsCounter(SERVICE)
     formatters = {

@@ -63,7 +63,7 @@ def cmd_record(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from linewatch.core.kafka import RecordProducer, ensure_topics
+    from linewatch.core.kafka import RecordProducer, ensure_topics, kafka_python_security
     from linewatch.tools.recording.recorder import (
         ReplayPlan,
         in_time_order,
@@ -78,7 +78,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     replay_id = args.replay_id or f"replay-{uuid.uuid4().hex[:8]}"
     messages = in_time_order(read_messages(args.recording))
     ensure_topics(settings.kafka, sandbox_topics(replay_id).all())
-    producer = RecordProducer(settings.kafka.bootstrap_servers)
+    producer = RecordProducer(settings.kafka.bootstrap_servers, kafka_python_security(settings.kafka))
     plan = ReplayPlan(None if args.max_speed else args.speed, replay_id, lambda t: sandbox_prefix(replay_id) + t)
     progress = _progress()
     with progress:

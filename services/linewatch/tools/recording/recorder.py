@@ -22,7 +22,7 @@ from linewatch.core.contract import (
     SCORES_SCHEMA_VERSION,
     TELEMETRY_SCHEMA_VERSION,
 )
-from linewatch.core.kafka import OBSERVER_FETCH_MAX_WAIT_MS
+from linewatch.core.kafka import OBSERVER_FETCH_MAX_WAIT_MS, kafka_python_security
 from linewatch.core.settings import KafkaSettings, Topics
 
 REPLAY_HEADER = "linewatch.replay_id"
@@ -137,6 +137,7 @@ def record(
         enable_auto_commit=False,
         fetch_max_wait_ms=OBSERVER_FETCH_MAX_WAIT_MS,
         max_partition_fetch_bytes=8 << 20,
+        **kafka_python_security(settings),
     )
     partitions = [TopicPartition(t, p) for t in plan.topics for p in sorted(consumer.partitions_for_topic(t) or [])]
     consumer.assign(partitions)

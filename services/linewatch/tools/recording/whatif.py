@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import shutil
 import tempfile
+import threading
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -15,7 +16,7 @@ from pathlib import Path
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.contract import AlarmEvent, alarm_event_decoder, raises_alarm
-from linewatch.core.kafka import RecordProducer, TopicReader, ensure_topics
+from linewatch.core.kafka import RecordProducer, TopicReader, ensure_topics, kafka_python_security
 from linewatch.core.plant import PlantModel
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import InfluxSettings, KafkaSettings
@@ -24,7 +25,7 @@ from linewatch.services.scorer import registry as model_registry
 from linewatch.storage.influx import influxql
 from linewatch.tools.devstack import free_port
 from linewatch.tools.drill import fault_alarms, wait_quiet
-from linewatch.tools.launcher import ServiceProcess
+from linewatch.tools.launcher import ServiceProcess, stop_all
 from linewatch.tools.recording.recorder import (
     RecordedMessage,
     ReplayPlan,
@@ -55,9 +56,9 @@ def sandbox_registry(source: Path, version: str, into: Path, key: bytes) -> None
     model_registry.activate(into, key, version)
 
 
-def run_sandbox(
+def run_sandboxes(
     messages: list[RecordedMessage],
-    version: str,
+    versions: list[str],
     kafka: KafkaSettings,
     influx: InfluxSettings,
     registry: Path,
@@ -66,49 +67,71 @@ def run_sandbox(
     run_dir: Path,
     signing_key: bytes,
     base_env: dict[str, str],
-) -> SandboxRun:
-    replay_id = f"whatif-{uuid.uuid4().hex[:8]}"
-    run = SandboxRun(version, replay_id)
-    env = (
-        base_env
-        | sandbox_env(replay_id)
-        | {
-            "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
-            "LINEWATCH_INFLUX__URL": influx.url,
-            "LINEWATCH_INFLUX__API": influx.api,
-            "LINEWATCH_API_PORT": str(free_port()),
-            "LINEWATCH_REGISTRY": str(run_dir / replay_id / "models"),
-            "LINEWATCH_MODEL_SIGNING_KEY": signing_key.decode(),
-        }
-    )
-    if rules_file is not None:
-        env["LINEWATCH_RULES_FILE"] = str(rules_file)
-    sandbox_registry(registry, version, run_dir / replay_id / "models", signing_key)
-    topics = sandbox_topics(replay_id)
-    sandbox_kafka = kafka.model_copy(update={"topics": topics, "group_prefix": sandbox_prefix(replay_id)})
-    ensure_topics(sandbox_kafka, topics.all())
-    database = sandbox_database(replay_id)
-    influxql(influx, f'CREATE DATABASE "{database}"')  # 1.x; on 2.x create the bucket and its DBRP mapping first
-    processes = [ServiceProcess(name, env, run_dir / replay_id / f"{name}.log") for name in PIPELINE]
-    (run_dir / replay_id).mkdir(parents=True, exist_ok=True)
-    for process in processes:
-        process.start()
-    producer = RecordProducer(kafka.bootstrap_servers)
+) -> list[SandboxRun]:
+    """One sandbox per version, all at once: they start up together and, paced, see the replay at the same
+    moments; each has its own topics, groups, database and registry."""
+    runs = [SandboxRun(version, f"whatif-{uuid.uuid4().hex[:8]}") for version in versions]
+    processes: dict[str, list[ServiceProcess]] = {}
+    for run in runs:
+        env = (
+            base_env
+            | sandbox_env(run.replay_id)
+            | {
+                "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
+                "LINEWATCH_INFLUX__URL": influx.url,
+                "LINEWATCH_INFLUX__API": influx.api,
+                "LINEWATCH_API_PORT": str(free_port()),
+                "LINEWATCH_REGISTRY": str(run_dir / run.replay_id / "models"),
+                "LINEWATCH_MODEL_SIGNING_KEY": signing_key.decode(),
+            }
+        )
+        if rules_file is not None:
+            env["LINEWATCH_RULES_FILE"] = str(rules_file)
+        sandbox_registry(registry, run.version, run_dir / run.replay_id / "models", signing_key)
+        ensure_topics(sandbox_kafka(kafka, run), sandbox_topics(run.replay_id).all())
+        influxql(influx, f'CREATE DATABASE "{sandbox_database(run.replay_id)}"')  # 1.x; on 2.x make the bucket first
+        processes[run.replay_id] = [
+            ServiceProcess(name, env, run_dir / run.replay_id / f"{name}.log") for name in PIPELINE
+        ]
+    everyone = [process for group in processes.values() for process in group]
     try:
-        plan = ReplayPlan(speed, replay_id, lambda topic: sandbox_prefix(replay_id) + topic)
-        replay(messages, plan, producer.send)
+        for process in everyone:
+            process.start()
+        producer = RecordProducer(kafka.bootstrap_servers, kafka_python_security(kafka))
+        # The services read their new topics from the start: the replay need not wait for them to be up.
+        replays = [
+            threading.Thread(
+                target=replay,
+                args=(messages, ReplayPlan(speed, run.replay_id, sandbox_prefix(run.replay_id).__add__), producer.send),
+                name=f"replay-{run.replay_id}",
+            )
+            for run in runs
+        ]
+        for thread in replays:
+            thread.start()
+        for thread in replays:
+            thread.join()
         producer.close()
-        wait_quiet(sandbox_kafka, processes, quiet_s=5.0, timeout_s=3600.0)
-        reader = TopicReader(sandbox_kafka, topics.alarms)
-        try:
-            reader.read(lambda value: run.events.append(alarm_event_decoder.decode(value)), 2.0)
-        finally:
-            reader.close()
+        for run in runs:
+            wait_quiet(sandbox_kafka(kafka, run), processes[run.replay_id], quiet_s=5.0, timeout_s=3600.0)
+            reader = TopicReader(sandbox_kafka(kafka, run), sandbox_topics(run.replay_id).alarms)
+            values: list[bytes] = []
+            try:
+                reader.read(values.append, 2.0)
+            finally:
+                reader.close()
+            run.events = [alarm_event_decoder.decode(value) for value in values]
     finally:
-        for process in reversed(processes):
-            process.stop()
-    run.events.sort(key=lambda e: (e.ts, e.event_id))
-    return run
+        stop_all(everyone)
+    for run in runs:
+        run.events.sort(key=lambda e: (e.ts, e.event_id))
+    return runs
+
+
+def sandbox_kafka(kafka: KafkaSettings, run: SandboxRun) -> KafkaSettings:
+    return kafka.model_copy(
+        update={"topics": sandbox_topics(run.replay_id), "group_prefix": sandbox_prefix(run.replay_id)}
+    )
 
 
 @dataclass
@@ -162,15 +185,13 @@ def whatif(
     end = datetime.fromtimestamp(messages[-1].timestamp_ms / 1000 + 3600, UTC)
     labels = [json.loads(line) for line in labels_file.read_text().splitlines()] if labels_file else []
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-whatif-"))
-    runs = []
-    for version in versions:
-        pace = "maximum speed" if speed is None else f"{speed:g}x"
-        out(f"model {version}: replaying {len(messages)} messages into a sandbox at {pace}")
-        run = run_sandbox(
-            messages, version, kafka, influx, registry, rules_file, speed, run_dir, signing_key, base_env or {}
-        )
-        runs.append(run)
-        out(f"model {version}: sandbox {run.replay_id}, {len(run.raised())} alarm(s) would have been raised")
+    pace = "maximum speed" if speed is None else f"{speed:g}x"
+    out(f"replaying {len(messages)} messages into {len(versions)} sandbox(es) at {pace}: {', '.join(versions)}")
+    runs = run_sandboxes(
+        messages, versions, kafka, influx, registry, rules_file, speed, run_dir, signing_key, base_env or {}
+    )
+    for run in runs:
+        out(f"model {run.version}: sandbox {run.replay_id}, {len(run.raised())} alarm(s) would have been raised")
         for event in run.raised()[:40]:
             out(f"  {event.ts:%Y-%m-%d %H:%M:%S}  {event.priority:<8} {event.alarm_id:<36} {event.message[:60]}")
         for text in kpi_lines(run, plant, start, end):

@@ -1,0 +1,245 @@
+"""`linewatch bench latency`: how long after a sample's timestamp its score is in InfluxDB and its alarm event
+on Kafka, with the whole pipeline (validator, scorer, alerter, writer) loaded at a share of its own capacity.
+
+The reference plant is sampled fast (500 Hz by default, settle times zero) so that a handful of units reach
+the load with timestamps that are wall-clock time. In one run:
+1. capacity: the raw topic is pre-filled with past samples, the pipeline started on it, and its steady rate
+   taken from the writer's scored points (first to last report that moved, while every service worked);
+2. latency: the chosen share of that rate is published live, each frame sent once its last sample is due;
+   scores are timed by polling InfluxDB for each unit's newest score every 20 ms (so figures are up to 20 ms
+   high), alarm events by a reader on the alarms topic with a 5 ms fetch wait. A frame counts from its last
+   sample; an alarm event from its own timestamp, which is the sample that completed the rule's on-delay, so
+   on-delay and debounce are not in the figure. The first 10 s are warm-up and not counted.
+"""
+
+from __future__ import annotations
+
+import math
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+from msgspec import structs
+
+from linewatch.core.console import out
+from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, telemetry_decoder
+from linewatch.core.kafka import RecordProducer, TopicReader, ensure_topics
+from linewatch.core.plant import PlantModel, read_plant
+from linewatch.core.services import PIPELINE
+from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
+from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
+from linewatch.simulation.faults import plan_injection
+from linewatch.storage.measurements import ANOMALY
+from linewatch.tools.bench import cpu_seconds
+from linewatch.tools.devstack import DevStack
+from linewatch.tools.drill import pipeline_env, train_into, wait_quiet
+from linewatch.tools.launcher import ServiceProcess
+from linewatch.tools.plantfile import write
+
+WARM_UP_S = 10.0
+POLL_S = 0.02
+
+
+def fast_plant(plant: PlantModel, rate_hz: float) -> PlantModel:
+    """The plant sampled at `rate_hz`, with no settle time (a benchmark of minutes has no time to settle)."""
+    document = plant.model_dump(mode="json", by_alias=True)
+    document["sample_period_s"] = 1.0 / rate_hz
+    for equipment_class in document["classes"].values():
+        equipment_class["settle_s"] = 0.0
+    return PlantModel.model_validate(document)
+
+
+def with_units(plant: PlantModel, keep: set[str]) -> PlantModel:
+    document = plant.model_dump(mode="json", by_alias=True)
+    for line in (line for area in document["areas"] for line in area["lines"]):
+        for group in line["equipment"]:
+            group["ids"] = [unit for unit in group["ids"] if unit in keep]
+            group["sources"] = {unit: s for unit, s in group["sources"].items() if unit in keep}
+        line["equipment"] = [group for group in line["equipment"] if group["ids"]]
+    return PlantModel.model_validate(document)
+
+
+def spread_units(plant: PlantModel, count: int) -> list[str]:
+    """`count` units taken round-robin over the classes, so every class's model and rules are in the path."""
+    by_class: dict[str, list[str]] = defaultdict(list)
+    for equipment in plant.equipment:
+        by_class[equipment.equipment_class].append(equipment.id)
+    chosen: list[str] = []
+    while len(chosen) < min(count, len(plant.equipment)):
+        for units in by_class.values():
+            if units and len(chosen) < count:
+                chosen.append(units.pop(0))
+    return chosen
+
+
+def percentile_ms(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) * 1000 if values else math.nan
+
+
+def measure_capacity(
+    kafka: KafkaSettings, plant: PlantModel, env: dict[str, str], run_dir: Path, samples: int, frame_samples: int
+) -> tuple[float, list[ServiceProcess]]:
+    """Pre-fill the raw topic with past samples, start the pipeline on it, and take its steady rate."""
+    span_s = samples / len(plant.equipment) * plant.sample_period_s
+    publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
+    plan = RunPlan(start_s=time.time() - span_s - 120, duration_s=span_s, frame_samples=frame_samples, speed=None)
+    run(plant, plan, publisher.send_frame)
+    publisher.close()
+    scored = f"points_written.{kafka.topics.scores}"
+    progress: list[tuple[float, int]] = []
+
+    def on_stats(stats: ServiceStats) -> None:
+        if stats.service == "writer" and stats.counters.get(scored, 0) > (progress[-1][1] if progress else 0):
+            progress.append((stats.at.timestamp(), stats.counters[scored]))
+
+    services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in PIPELINE]
+    pids = {service.name: service.pid for service in services}
+    cpu: list[dict[str, float]] = []
+
+    def on_progress(stats: ServiceStats) -> None:
+        on_stats(stats)
+        if len(progress) == 1 and not cpu:
+            cpu.append(cpu_seconds(pids))
+
+    wait_quiet(kafka, services, quiet_s=3.0, timeout_s=600.0, on_stats=on_progress)
+    if len(progress) < 3:
+        raise RuntimeError(f"the pipeline scored too little to measure its rate, see {run_dir}")
+    (first_at, first), (last_at, last) = progress[0], progress[-1]
+    used = cpu_seconds(pids)
+    out(
+        f"capacity    {last - first:,} scored samples stored in {last_at - first_at:.1f} s; CPU a sample: "
+        + ", ".join(f"{name} {(used[name] - cpu[0][name]) / (last - first) * 1e6:.0f} us" for name in pids)
+    )
+    return (last - first) / (last_at - first_at), services
+
+
+def live_frames(plant: PlantModel, seconds: float, frame_samples: int, seed: int) -> list[tuple[float, str, bytes]]:
+    """(last sample's time, unit, payload) of `seconds` of the plant from two seconds after it is made, with a
+    step fault on one unit of each class that has one, a third of the way in."""
+    provisional = time.time() + 86_400  # shifted to the real start once made (making them takes a while)
+    rng = np.random.default_rng(seed)
+    injections = []
+    for name, fault in plant.faults.items():
+        units = [e.id for e in plant.equipment if e.equipment_class == fault.equipment_class]
+        if fault.shape == "step" and units:
+            injections.append(plan_injection(plant, name, units[0], provisional + seconds / 3, rng))
+    made: list[bytes] = []
+    plan = RunPlan(provisional, seconds, frame_samples, speed=None, seed=seed, injections=injections)
+    run(plant, plan, lambda _key, payload, _ts: made.append(payload))
+    shift = timedelta(seconds=time.time() + 2.0 - provisional)
+    frames = []
+    for payload in made:
+        frame = telemetry_decoder.decode(payload)
+        moved = structs.replace(frame, samples=[structs.replace(s, ts=s.ts + shift) for s in frame.samples])
+        frames.append((moved.samples[-1].ts.timestamp(), moved.equipment_id, encoder.encode(moved)))
+    frames.sort(key=lambda f: f[0])
+    return frames
+
+
+def publish_paced(kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], stop: threading.Event) -> None:
+    producer = RecordProducer(kafka.bootstrap_servers)
+    try:
+        for due, unit, payload in frames:
+            wait = due - time.time()
+            if wait > 0 and stop.wait(wait):
+                return
+            producer.send(kafka.topics.raw, -1, unit.encode(), payload, timestamp_ms=int(due * 1000))
+    finally:
+        producer.close()
+
+
+def read_arrivals(kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes]]) -> None:
+    reader = TopicReader(kafka, topic, fetch_max_wait_ms=5)
+    try:
+        while not stop.is_set():
+            reader.read(lambda value: into.append((time.time(), value)), 0.1)
+    finally:
+        reader.close()
+
+
+def score_latencies(
+    query: Callable[[str], dict[str, object]], frames: list[tuple[float, str, bytes]], until: float
+) -> list[tuple[float, float]]:
+    """Poll each unit's newest active score; every frame whose last sample is at or before it is in InfluxDB."""
+    pending: dict[str, list[float]] = defaultdict(list)
+    for due, unit, _ in frames:
+        pending[unit].append(due)
+    start_ns = int(frames[0][0] * 1e9)
+    statement = f'SELECT last("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {start_ns}'  # noqa: S608
+    statement += ' GROUP BY "equipment"'
+    latencies: list[tuple[float, float]] = []  # (frame's last sample, seconds until its score was seen)
+    while time.time() < until and any(pending.values()):
+        result = query(statement)
+        seen_at = time.time()
+        for series in result["results"][0].get("series", []):  # type: ignore[index]
+            unit, newest = series["tags"]["equipment"], series["values"][0][0] / 1e9
+            waiting = pending.get(unit, [])
+            while waiting and waiting[0] <= newest + 1e-6:
+                due = waiting.pop(0)
+                latencies.append((due, seen_at - due))
+        time.sleep(POLL_S)
+    return latencies
+
+
+def bench_latency(load_share: float, seconds: float, rate_hz: float, frame_samples: int, prefill: int) -> int:
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
+    plant = fast_plant(read_plant(DEFAULT_PLANT_FILE), rate_hz)
+    plant_file = run_dir / "plant.yaml"
+    write(plant.model_dump(mode="json", by_alias=True), plant_file)
+    with DevStack() as stack:
+        env = pipeline_env(stack, run_dir) | {
+            "LINEWATCH_PLANT_FILE": str(plant_file),
+            "LINEWATCH_STATS_INTERVAL_S": "0.2",
+        }
+        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+        ensure_topics(kafka, kafka.topics.all())
+        # Each unit gets a few thousand rows: the same few minutes of operation the learning mode would see.
+        train_into(plant, Path(env["LINEWATCH_REGISTRY"]), env["LINEWATCH_MODEL_SIGNING_KEY"].encode(), 8 / 3600, 1)
+        capacity, services = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples)
+        out(f"capacity    {capacity:,.0f} samples/s scored and stored ({prefill:,} samples through all four services)")
+        units = spread_units(plant, max(1, round(capacity * load_share / rate_hz)))
+        load = len(units) * rate_hz
+        out(
+            f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a frame "
+            f"({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
+        )
+        frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3)
+        stop = threading.Event()
+        arrivals: list[tuple[float, bytes]] = []
+        threads = [
+            threading.Thread(target=publish_paced, args=(kafka, frames, stop), daemon=True),
+            threading.Thread(target=read_arrivals, args=(kafka, kafka.topics.alarms, stop, arrivals), daemon=True),
+        ]
+        for thread in threads:
+            thread.start()
+        try:
+            counted_from = frames[0][0] + WARM_UP_S
+            latencies = score_latencies(lambda q: stack.influxd.query(q, stack.database), frames, frames[-1][0] + 30)
+            time.sleep(2.0)  # the last alarm events
+        finally:
+            stop.set()
+            for thread in threads:
+                thread.join(30)
+            for service in services:
+                service.stop()
+    missing = len(frames) - len(latencies)
+    score = [latency for due, latency in latencies if due >= counted_from]
+    alarm = []
+    for received, value in arrivals:
+        event = alarm_event_decoder.decode(value)
+        if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
+            alarm.append(received - event.ts.timestamp())
+    out(f"scores      {len(score):,} frames timed, {missing} never seen in InfluxDB")
+    out(f"alarms      {len(alarm)} alarm events timed (transitions the rules made)")
+    out(f"run directory (logs): {run_dir}")
+    out(
+        f"load_samples_per_s={load:.0f} score_p50_ms={percentile_ms(score, 50):.0f} "
+        f"score_p99_ms={percentile_ms(score, 99):.0f} alarm_p50_ms={percentile_ms(alarm, 50):.0f} "
+        f"alarm_p99_ms={percentile_ms(alarm, 99):.0f}"
+    )
+    return 0

@@ -1,0 +1,134 @@
+"""Kafka over TLS: every client linewatch has (faust in the validator, aiokafka in the writer, kafka-python in
+the simulator, the admin and the observers) reaches the broker only through a TLS listener, verifying it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+from support import per_sensor_mismatches, wait_for_counts
+
+from linewatch.core.kafka import ensure_topics
+from linewatch.core.settings import KafkaSettings
+from linewatch.tools.devstack import Broker, DevStack, free_port
+from linewatch.tools.launcher import ServiceProcess
+
+pytestmark = pytest.mark.production
+
+
+def self_signed(into: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "linewatch test broker")])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(hours=1))
+        .not_valid_after(now + timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = into / "broker.crt", into / "broker.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+    )
+    return cert_path, key_path
+
+
+class TlsListener(threading.Thread):
+    """A TLS listener in front of the broker's plaintext port, as a TLS-terminating load balancer is."""
+
+    def __init__(self, port: int, target_port: int, cert: Path, key: Path) -> None:
+        super().__init__(daemon=True)
+        self.port, self.target_port, self.cert, self.key = port, target_port, cert, key
+        self.loop = asyncio.new_event_loop()
+        self.ready = threading.Event()
+
+    def run(self) -> None:
+        import ssl
+
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, self.key)
+
+        async def pipe(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            with contextlib.suppress(OSError, ConnectionError):
+                while data := await reader.read(65536):
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def handle(client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+            broker_reader, broker_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+            await asyncio.gather(pipe(client_reader, broker_writer), pipe(broker_reader, client_writer))
+
+        async def serve() -> None:
+            server = await asyncio.start_server(handle, "127.0.0.1", self.port, ssl=context)
+            self.ready.set()
+            async with server:
+                await server.serve_forever()
+
+        with contextlib.suppress(asyncio.CancelledError, RuntimeError):
+            self.loop.run_until_complete(serve())
+
+    def stop(self) -> None:
+        for task in asyncio.all_tasks(self.loop):
+            self.loop.call_soon_threadsafe(task.cancel)
+
+
+@pytest.fixture
+def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
+    cert, key = self_signed(tmp_path)
+    listener_port = free_port()
+    broker = Broker(advertised_port=listener_port).start()
+    listener = TlsListener(listener_port, broker.port, cert, key)
+    listener.start()
+    assert listener.ready.wait(10)
+    try:
+        yield listener_port, cert
+    finally:
+        listener.stop()
+        broker.stop()
+
+
+def test_every_client_works_over_tls_and_plaintext_is_refused(
+    stack: DevStack, tls_broker: tuple[int, Path], log_dir: Path, tmp_path: Path
+) -> None:
+    port, ca = tls_broker
+    bootstrap = f"127.0.0.1:{port}"
+    with pytest.raises(Exception):  # noqa: B017,PT011 - a plaintext client cannot even fetch metadata
+        ensure_topics(KafkaSettings(bootstrap_servers=bootstrap), ["plain"], timeout_s=3.0)
+    secure = KafkaSettings(bootstrap_servers=bootstrap, security_protocol="SSL", ssl_cafile=ca)
+    ensure_topics(secure, secure.topics.all())
+
+    env = stack.service_env() | {
+        "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS": bootstrap,
+        "LINEWATCH_KAFKA__SECURITY_PROTOCOL": "SSL",
+        "LINEWATCH_KAFKA__SSL_CAFILE": str(ca),
+    }
+    services = [ServiceProcess(name, env, log_dir / f"{name}.log").start() for name in ("validator", "writer")]
+    try:
+        manifest_path = tmp_path / "manifest.json"
+        simulator_args = ("--samples", "4400", "--max-speed", "--frame-samples", "10", "--manifest", str(manifest_path))
+        ServiceProcess("simulator", env, log_dir / "simulator.log", simulator_args).run(timeout_s=120)
+        expected = json.loads(manifest_path.read_text())["expected_values"]
+        stored = wait_for_counts(stack.influxd, expected, timeout_s=90, alive=lambda: all(s.alive() for s in services))
+        assert per_sensor_mismatches(expected, stored) == []
+    finally:
+        for service in services:
+            service.stop()
