@@ -198,7 +198,7 @@ def test_k8s_deployments_run_real_services_with_variables_they_read() -> None:
             assert reads(SETTINGS[name], variable), f"{name} does not read {variable}"
         ports = {p["name"]: p["containerPort"] for p in container.get("ports", [])}
         if name == "alerter":
-            env = {e["name"]: e["value"] for e in container["env"]}
+            env = {e["name"]: e.get("value") for e in container["env"]}
             assert ports["api"] == int(env["LINEWATCH_API_PORT"])
     assert not any("TOKEN" in v or "PASSWORD" in v or "KEY" in v for v in config["data"]), "no secret in the ConfigMap"
     for variable in config["data"]:
@@ -212,12 +212,56 @@ def test_k8s_gateway_keeps_its_buffer_on_its_own_volume() -> None:
     assert gateway["metadata"]["name"] == "gateway" and gateway["spec"]["replicas"] == 1
     [container] = gateway["spec"]["template"]["spec"]["containers"]
     assert container["args"] == ["service", "gateway"]
-    env = {e["name"]: e["value"] for e in container["env"]}
+    env = {e["name"]: e.get("value") for e in container["env"]}
     for variable in [*env, *k8s_secrets("gateway")]:
         assert reads(SETTINGS["gateway"], variable), f"gateway does not read {variable}"
     [claim] = gateway["spec"]["volumeClaimTemplates"]
     mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}[claim["metadata"]["name"]]
     assert env["LINEWATCH_BUFFER__PATH"].startswith(mount + "/") and claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+
+
+def test_k8s_each_service_signs_in_to_kafka_as_itself_with_only_what_it_does() -> None:
+    documents = k8s_documents()
+    [config] = [d for d in documents if d["kind"] == "ConfigMap"]
+    assert config["data"]["LINEWATCH_KAFKA__SECURITY_PROTOCOL"] == "SASL_SSL"
+    [kafka] = [d for d in documents if d["kind"] == "Kafka"]
+    listeners = kafka["spec"]["kafka"]["listeners"]
+    assert all(listener["tls"] and listener["authentication"]["type"] == "scram-sha-512" for listener in listeners)
+    assert config["data"]["LINEWATCH_KAFKA__BOOTSTRAP_SERVERS"].endswith(f":{listeners[0]['port']}")
+    users = {d["metadata"]["name"]: d["spec"] for d in documents if d["kind"] == "KafkaUser"}
+    workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet")]
+    assert set(users) == {w["metadata"]["name"] for w in workloads}
+    topic = {name: value for name, value in Topics().model_dump().items()}
+    for workload in workloads:
+        name = workload["metadata"]["name"]
+        [container] = workload["spec"]["template"]["spec"]["containers"]
+        env = {e["name"]: e for e in container["env"]}
+        assert env["LINEWATCH_KAFKA__SASL_USERNAME"]["value"] == name
+        # Its own user's password and no other's.
+        assert env["LINEWATCH_KAFKA__SASL_PASSWORD"]["valueFrom"]["secretKeyRef"] == {"name": name, "key": "password"}
+        mounts = {m["mountPath"] for m in container["volumeMounts"]}
+        assert config["data"]["LINEWATCH_KAFKA__SSL_CAFILE"].rsplit("/", 1)[0] in mounts
+        service = next(s for s in SERVICES if s.name == name)
+        acls = users[name]["authorization"]["acls"]
+        on_topics = {a["resource"]["name"]: set(a["operations"]) for a in acls if a["resource"]["type"] == "topic"}
+        readable = {t for t, ops in on_topics.items() if "Read" in ops}
+        writable = {t for t, ops in on_topics.items() if "Write" in ops}
+        assert writable == {topic[t] for t in service.outputs}, name
+        # Its inputs; the alerter also reads back its own alarms (the API's view of every partition).
+        assert readable == {topic[t] for t in service.inputs} | ({topic["alarms"]} if name == "alerter" else set()), name
+        groups = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"}
+        assert groups == ({name} if service.inputs else set())
+        prefixed = {t for t in on_topics if t not in topic.values()}
+        assert prefixed <= {f"{name}-"}, "only its own faust internal topics beyond the contract's"
+
+
+def test_kafka_settings_refuse_sasl_without_a_user() -> None:
+    from linewatch.core.settings import KafkaSettings
+
+    with pytest.raises(ValueError, match="LINEWATCH_KAFKA__SASL_USERNAME"):
+        KafkaSettings(security_protocol="SASL_SSL")
+    with pytest.raises(ValueError, match="SSL_KEYFILE"):
+        KafkaSettings(security_protocol="SSL", ssl_certfile="client.crt")
 
 
 def test_k8s_topics_and_partitions_agree_with_the_code() -> None:

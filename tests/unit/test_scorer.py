@@ -15,6 +15,7 @@ import pytest
 import skops.io
 
 from linewatch.core.commandline import UsageError
+from linewatch.core.contract import AnomalyScores
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import evaluate, registry, training
 from linewatch.services.scorer.agents import scores_for
@@ -22,6 +23,7 @@ from linewatch.services.scorer.engine import PlantScorer
 from linewatch.services.scorer.features import SMOOTH_WARMUP, FeatureLayout, StreamState, stream_block
 from linewatch.services.scorer.models import ClassModel, Targets, isolation_scores, pick, tail_threshold
 from linewatch.services.scorer.rollout import ModelSet
+from linewatch.simulation.faults import plan_injection
 from linewatch.simulation.plant_sim import simulated
 from linewatch.storage import historian
 
@@ -137,14 +139,14 @@ def test_rollout_hot_swaps_shadows_and_keeps_the_last_good_model(
     assert model_set.active.version == version
     engine = PlantScorer(plant)
     frames = [f for f in simulated(plant, START + 3 * 86400, 0.1, seed=3) if f.equipment_id == "S1-DRY-01"]
-    produced = [m for frame in frames for m in scores_for(engine, model_set, frame)]
+    produced = [m for frame in frames for m in scores_for(engine, model_set, [frame])[0]]
     assert produced and {m.role for m in produced} == {"active"}
 
     candidate = registry.save(root, KEY, {"dry_room": models["dry_room"]}, {"source": "candidate"})
     registry.point(root, "CANDIDATE", candidate)
     model_set.refresh()
     later = [f for f in simulated(plant, START + 3 * 86400 + 360, 0.05, seed=3) if f.equipment_id == "S1-DRY-01"]
-    produced = [m for frame in later for m in scores_for(engine, model_set, frame)]
+    produced = [m for frame in later for m in scores_for(engine, model_set, [frame])[0]]
     assert {(m.role, m.model_version) for m in produced} == {("active", version), ("shadow", candidate)}
 
     flip_byte(root / candidate / "dry_room.npz")
@@ -311,3 +313,38 @@ def test_csv_dialects_labels_and_mistakes(plant: PlantModel, tmp_path: Path) -> 
     assert [historian.is_fault(text) for text in ("0.0", "0", "", "normal", "1.0", "2", "valve closed")] == [
         False, False, False, False, True, True, True,
     ]  # fmt: skip
+
+
+def test_frames_scored_in_batches_score_as_one_by_one(root: Path, saved: tuple[Path, str], plant: PlantModel) -> None:
+    registry.point(root, "ACTIVE", saved[1])
+    model_set = ModelSet(root, KEY)
+    model_set.refresh()
+    start = START + 3 * 86400
+    fault = plan_injection(plant, "lamination_pressure_loss", None, start + 900, np.random.default_rng(1))
+    frames = list(simulated(plant, start, 0.5, seed=5, injections=[fault]))
+    # A stop right after a frame that begins in an alarm run: the batch must decide that frame before the stop
+    # clears the unit's debounce.
+    reference = PlantScorer(plant)
+    carried = [
+        i
+        for i, frame in enumerate(frames)
+        for result in scores_for(reference, model_set, [frame])[0]
+        if frame.equipment_id == fault.equipment_id and result.samples[0].anomalous
+    ]
+    assert len(carried) > 2, "the fault makes alarm runs that carry across frames"
+    stop = next(i for i, f in enumerate(frames) if i > carried[1] and f.equipment_id == fault.equipment_id)
+    frames[stop] = msgspec.structs.replace(frames[stop], state="idle")
+    single, batched = PlantScorer(plant), PlantScorer(plant)
+    one_by_one = [scores_for(single, model_set, [frame])[0] for frame in frames]
+    in_batches = [r for i in range(0, len(frames), 500) for r in scores_for(batched, model_set, frames[i : i + 500])]
+    assert len(in_batches) == len(one_by_one)
+
+    def flat(results: list[list[AnomalyScores]]) -> list[tuple[str, float, float, bool]]:
+        return [
+            (r.equipment_id, s.ts.timestamp(), s.score, s.anomalous) for rs in results for r in rs for s in r.samples
+        ]
+
+    expected, got = flat(one_by_one), flat(in_batches)
+    assert sum(anomalous for *_, anomalous in expected) > 0, "some samples are anomalous, so the debounce is tested"
+    assert [(u, t, a) for u, t, _, a in got] == [(u, t, a) for u, t, _, a in expected]
+    assert np.allclose([s for _, _, s, _ in got], [s for _, _, s, _ in expected], atol=1e-3)

@@ -81,7 +81,7 @@ def alarm_events(
     for frame in frames:
         unit = units.setdefault(frame.equipment_id, UnitState())
         yield from engine.on_frame(unit, frame)
-        for scores in scores_for(scorer, models, frame):
+        for scores in scores_for(scorer, models, [frame])[0]:
             yield from engine.on_scores(unit, scores)
 
 

@@ -46,7 +46,7 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 def _bench_latency(args: argparse.Namespace) -> int:
     from linewatch.tools.latencybench import bench_latency
 
-    return bench_latency(args.load_share, args.seconds, args.rate_hz, args.frame_samples, args.prefill)
+    return bench_latency(args.load_share, args.seconds, args.rate_hz, args.frame_samples, args.prefill, args.copies)
 
 
 def _bench_detection(args: argparse.Namespace) -> int:
@@ -174,8 +174,9 @@ def register(commands: Commands) -> None:
     )
     latency.add_argument("--load-share", type=float, default=0.5, help="share of the measured capacity to load")
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of live load")
-    latency.add_argument("--rate-hz", type=float, default=500.0, help="each unit's sample rate")
-    latency.add_argument("--frame-samples", type=int, default=50, help="samples per Kafka record")
+    latency.add_argument("--rate-hz", type=float, default=10.0, help="each unit's sample rate")
+    latency.add_argument("--frame-samples", type=int, default=10, help="samples per Kafka record")
+    latency.add_argument("--copies", type=int, default=12, help="the reference plant's units this many times over")
     latency.add_argument("--prefill", type=int, default=300_000, help="samples for the capacity measurement")
     commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
     gateway = commands.add(

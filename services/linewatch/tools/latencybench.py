@@ -1,13 +1,13 @@
 """`linewatch bench latency`: how long after a sample's timestamp its score is in InfluxDB and its alarm event
 on Kafka, with the whole pipeline (validator, scorer, alerter, writer) loaded at a share of its own capacity.
 
-The reference plant is sampled fast (500 Hz by default, settle times zero) so that a handful of units reach
-the load with timestamps that are wall-clock time. In one run:
+The load is the reference plant's equipment several times over (12 copies of its 44 units by default), sampled
+at 10 Hz in frames of one second, with settle times zero and timestamps that are wall-clock time. In one run:
 1. capacity: the raw topic is pre-filled with past samples, the pipeline started on it, and its steady rate
    taken from the writer's scored points (first to last report that moved, while every service worked);
 2. latency: the chosen share of that rate is published live, each frame sent once its last sample is due;
    scores are timed by polling InfluxDB for each unit's newest score every 20 ms (so figures are up to 20 ms
-   high), alarm events by a reader on the alarms topic with a 5 ms fetch wait. A frame counts from its last
+   high), alarm events by a reader on the alarms topic with a 10 ms fetch wait. A frame counts from its last
    sample; an alarm event from its own timestamp, which is the sample that completed the rule's on-delay, so
    on-delay and debounce are not in the figure. The first 10 s are warm-up and not counted.
 """
@@ -22,12 +22,13 @@ from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from msgspec import structs
 
 from linewatch.core.console import out
-from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, telemetry_decoder
+from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, scores_decoder, telemetry_decoder
 from linewatch.core.kafka import RecordProducer, TopicReader, ensure_topics
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.services import PIPELINE
@@ -42,15 +43,23 @@ from linewatch.tools.launcher import ServiceProcess
 from linewatch.tools.plantfile import write
 
 WARM_UP_S = 10.0
+TRAIN_SAMPLES = 3600  # per unit
 POLL_S = 0.02
+# Tansu holds a fetch for its whole wait: this is how late an arrival may be seen (it loads the broker less
+# than a few ms would, with three readers beside the services).
+OBSERVER_FETCH_WAIT_MS = 10
 
 
-def fast_plant(plant: PlantModel, rate_hz: float) -> PlantModel:
-    """The plant sampled at `rate_hz`, with no settle time (a benchmark of minutes has no time to settle)."""
+def bench_plant(plant: PlantModel, rate_hz: float, copies: int) -> PlantModel:
+    """The plant sampled at `rate_hz`, each line's equipment `copies` times over (ids suffixed .2, .3, ...),
+    with no settle time (a benchmark of minutes has no time to settle)."""
     document = plant.model_dump(mode="json", by_alias=True)
     document["sample_period_s"] = 1.0 / rate_hz
     for equipment_class in document["classes"].values():
         equipment_class["settle_s"] = 0.0
+    for line in (line for area in document["areas"] for line in area["lines"]):
+        for group in line["equipment"]:
+            group["ids"] += [f"{unit}.{copy}" for copy in range(2, copies + 1) for unit in group["ids"]]
     return PlantModel.model_validate(document)
 
 
@@ -65,9 +74,11 @@ def with_units(plant: PlantModel, keep: set[str]) -> PlantModel:
 
 
 def spread_units(plant: PlantModel, count: int) -> list[str]:
-    """`count` units taken round-robin over the classes, so every class's model and rules are in the path."""
+    """`count` units taken round-robin over the classes, so every class's model and rules are in the path;
+    classes with a step fault in the catalogue first (they make the alarms)."""
+    stepped = {f.equipment_class for f in plant.faults.values() if f.shape == "step"}
     by_class: dict[str, list[str]] = defaultdict(list)
-    for equipment in plant.equipment:
+    for equipment in sorted(plant.equipment, key=lambda e: e.equipment_class not in stepped):
         by_class[equipment.equipment_class].append(equipment.id)
     chosen: list[str] = []
     while len(chosen) < min(count, len(plant.equipment)):
@@ -75,6 +86,13 @@ def spread_units(plant: PlantModel, count: int) -> list[str]:
             if units and len(chosen) < count:
                 chosen.append(units.pop(0))
     return chosen
+
+
+def _last_sample(decoder: Any) -> Callable[[tuple[float, bytes]], tuple[float, float]]:
+    def arrival(item: tuple[float, bytes]) -> tuple[float, float]:
+        return item[0], decoder.decode(item[1]).samples[-1].ts.timestamp()
+
+    return arrival
 
 
 def percentile_ms(values: list[float], q: float) -> float:
@@ -154,7 +172,7 @@ def publish_paced(kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], 
 
 
 def read_arrivals(kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes]]) -> None:
-    reader = TopicReader(kafka, topic, fetch_max_wait_ms=5)
+    reader = TopicReader(kafka, topic, fetch_max_wait_ms=OBSERVER_FETCH_WAIT_MS)
     try:
         while not stop.is_set():
             reader.read(lambda value: into.append((time.time(), value)), 0.1)
@@ -164,7 +182,7 @@ def read_arrivals(kafka: KafkaSettings, topic: str, stop: threading.Event, into:
 
 def score_latencies(
     query: Callable[[str], dict[str, object]], frames: list[tuple[float, str, bytes]], until: float
-) -> list[tuple[float, float]]:
+) -> list[tuple[str, float, float]]:
     """Poll each unit's newest active score; every frame whose last sample is at or before it is in InfluxDB."""
     pending: dict[str, list[float]] = defaultdict(list)
     for due, unit, _ in frames:
@@ -172,7 +190,7 @@ def score_latencies(
     start_ns = int(frames[0][0] * 1e9)
     statement = f'SELECT last("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {start_ns}'  # noqa: S608
     statement += ' GROUP BY "equipment"'
-    latencies: list[tuple[float, float]] = []  # (frame's last sample, seconds until its score was seen)
+    latencies: list[tuple[str, float, float]] = []  # (unit, frame's last sample, seconds until it was seen)
     while time.time() < until and any(pending.values()):
         result = query(statement)
         seen_at = time.time()
@@ -181,14 +199,28 @@ def score_latencies(
             waiting = pending.get(unit, [])
             while waiting and waiting[0] <= newest + 1e-6:
                 due = waiting.pop(0)
-                latencies.append((due, seen_at - due))
+                latencies.append((unit, due, seen_at - due))
         time.sleep(POLL_S)
     return latencies
 
 
-def bench_latency(load_share: float, seconds: float, rate_hz: float, frame_samples: int, prefill: int) -> int:
+def scored_samples(query: Callable[[str], dict[str, object]], since: float) -> set[tuple[str, int]]:
+    """(unit, millisecond) of every active score from `since`."""
+    statement = f'SELECT "score" FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {int(since * 1e9)}'  # noqa: S608
+    result = query(statement + ' GROUP BY "equipment"')
+    return {
+        (series["tags"]["equipment"], round(row[0] / 1e6))
+        for series in result["results"][0].get("series", [])  # type: ignore[index]
+        for row in series["values"]
+    }
+
+
+def bench_latency(
+    load_share: float, seconds: float, rate_hz: float, frame_samples: int, prefill: int, copies: int
+) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
-    plant = fast_plant(read_plant(DEFAULT_PLANT_FILE), rate_hz)
+    reference = read_plant(DEFAULT_PLANT_FILE)
+    plant = bench_plant(reference, rate_hz, copies)
     plant_file = run_dir / "plant.yaml"
     write(plant.model_dump(mode="json", by_alias=True), plant_file)
     with DevStack() as stack:
@@ -198,22 +230,31 @@ def bench_latency(load_share: float, seconds: float, rate_hz: float, frame_sampl
         }
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
-        # Each unit gets a few thousand rows: the same few minutes of operation the learning mode would see.
-        train_into(plant, Path(env["LINEWATCH_REGISTRY"]), env["LINEWATCH_MODEL_SIGNING_KEY"].encode(), 8 / 3600, 1)
+        # One model per class, trained on the reference units only (the copies are more of the same).
+        train_into(
+            bench_plant(reference, rate_hz, 1),
+            Path(env["LINEWATCH_REGISTRY"]),
+            env["LINEWATCH_MODEL_SIGNING_KEY"].encode(),
+            TRAIN_SAMPLES / rate_hz / 3600,
+            1,
+        )
         capacity, services = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples)
         out(f"capacity    {capacity:,.0f} samples/s scored and stored ({prefill:,} samples through all four services)")
         units = spread_units(plant, max(1, round(capacity * load_share / rate_hz)))
         load = len(units) * rate_hz
+        if load < capacity * load_share * 0.9:
+            out(f"note        {len(plant.equipment)} units are too few for the load asked: raise --copies")
         out(
             f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a frame "
             f"({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
         )
         frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3)
         stop = threading.Event()
-        arrivals: list[tuple[float, bytes]] = []
-        threads = [
-            threading.Thread(target=publish_paced, args=(kafka, frames, stop), daemon=True),
-            threading.Thread(target=read_arrivals, args=(kafka, kafka.topics.alarms, stop, arrivals), daemon=True),
+        arrivals: dict[str, list[tuple[float, bytes]]] = {"valid": [], "scores": [], "alarms": []}
+        topics = {"valid": kafka.topics.valid, "scores": kafka.topics.scores, "alarms": kafka.topics.alarms}
+        threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop), daemon=True)] + [
+            threading.Thread(target=read_arrivals, args=(kafka, topics[name], stop, into), daemon=True)
+            for name, into in arrivals.items()
         ]
         for thread in threads:
             thread.start()
@@ -221,6 +262,8 @@ def bench_latency(load_share: float, seconds: float, rate_hz: float, frame_sampl
             counted_from = frames[0][0] + WARM_UP_S
             latencies = score_latencies(lambda q: stack.influxd.query(q, stack.database), frames, frames[-1][0] + 30)
             time.sleep(2.0)  # the last alarm events
+            # Only frames whose own last sample was scored count (a unit's first frames fill its feature window).
+            scored = scored_samples(lambda q: stack.influxd.query(q, stack.database), frames[0][0])
         finally:
             stop.set()
             for thread in threads:
@@ -228,13 +271,21 @@ def bench_latency(load_share: float, seconds: float, rate_hz: float, frame_sampl
             for service in services:
                 service.stop()
     missing = len(frames) - len(latencies)
-    score = [latency for due, latency in latencies if due >= counted_from]
+    score = [latency for unit, due, latency in latencies if due >= counted_from and (unit, round(due * 1e3)) in scored]
     alarm = []
-    for received, value in arrivals:
+    for received, value in arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
             alarm.append(received - event.ts.timestamp())
-    out(f"scores      {len(score):,} frames timed, {missing} never seen in InfluxDB")
+    # On the way: when each frame's last sample was readable on the valid and the scores topic.
+    valid = [t - last for t, last in map(_last_sample(telemetry_decoder), arrivals["valid"]) if last >= counted_from]
+    on_scores = [t - last for t, last in map(_last_sample(scores_decoder), arrivals["scores"]) if last >= counted_from]
+    for name, values in (("valid", valid), ("scores", on_scores), ("in InfluxDB", score), ("alarm event", alarm)):
+        out(
+            f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
+            f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"
+        )
+    out(f"scores      {len(score):,} frames timed (last sample scored, after warm-up), {missing} never seen")
     out(f"alarms      {len(alarm)} alarm events timed (transitions the rules made)")
     out(f"run directory (logs): {run_dir}")
     out(

@@ -101,30 +101,58 @@ class PlantScorer:
                 )
 
     def decide(self, equipment_id: str, prepared: Prepared, model: ClassModel, role: str) -> Decision | None:
-        """Batched detection on the scoreable samples, then the debounce along them (carried per role)."""
-        self.advance(equipment_id, prepared, [model])
-        block = prepared.blocks.get(model.layout.key)
-        unit = self.units[equipment_id]
-        usable = block.warm & (block.position >= model.settle) if block is not None else None
-        if block is None or usable is None or not usable.any():
-            return None
-        scored = block.take(np.flatnonzero(usable))
-        rows = np.flatnonzero(prepared.scoreable)[usable]
-        detection = model.detect(scored)
-        score = np.where(scored.missing.any(axis=1), np.maximum(detection.score, DATA_QUALITY_SCORE), detection.score)
-        run = unit.runs.get(role, 0)
-        anomalous = np.zeros(len(score), dtype=bool)
-        for i, above in enumerate((score >= 1.0).tolist()):
-            run = run + 1 if above else 0
-            anomalous[i] = run >= model.debounce
-        unit.runs[role] = run
-        return Decision(rows, detection, scored.missing, score, anomalous)
+        return self.decide_many([(equipment_id, prepared)], model, role)[0]
+
+    def decide_many(self, frames: list[tuple[str, Prepared]], model: ClassModel, role: str) -> list[Decision | None]:
+        """Frames (equipment id, prepared, in arrival order) scored by one model in one detection call, since
+        scikit-learn's cost is per call; then the debounce runs along each unit's samples in that order."""
+        taken: list[tuple[int, np.ndarray, FeatureBlock]] = []
+        for index, (equipment_id, prepared) in enumerate(frames):
+            self.advance(equipment_id, prepared, [model])
+            block = prepared.blocks.get(model.layout.key)
+            if block is None:
+                continue
+            usable = block.warm & (block.position >= model.settle)
+            if usable.any():
+                taken.append((index, np.flatnonzero(prepared.scoreable)[usable], block.take(np.flatnonzero(usable))))
+        decisions: list[Decision | None] = [None] * len(frames)
+        if not taken:
+            return decisions
+        together = model.detect(FeatureBlock.concat([scored for _, _, scored in taken]))
+        start = 0
+        for index, rows, scored in taken:
+            detection = Detection(
+                *(getattr(together, name)[start : start + len(rows)] for name in Detection.__dataclass_fields__)
+            )
+            start += len(rows)
+            score = np.where(
+                scored.missing.any(axis=1), np.maximum(detection.score, DATA_QUALITY_SCORE), detection.score
+            )
+            unit = self.units[frames[index][0]]
+            run = unit.runs.get(role, 0)
+            anomalous = np.zeros(len(score), dtype=bool)
+            for i, above in enumerate((score >= 1.0).tolist()):
+                run = run + 1 if above else 0
+                anomalous[i] = run >= model.debounce
+            unit.runs[role] = run
+            decisions[index] = Decision(rows, detection, scored.missing, score, anomalous)
+        return decisions
 
     def score(self, frame: TelemetryFrame, prepared: Prepared, model: ClassModel, role: str) -> list[SampleScore]:
-        decision = self.decide(frame.equipment_id, prepared, model, role)
-        if decision is None:
-            return []
-        detection, sensors = decision.detection, model.sensors
+        return self.score_many([(frame, prepared)], model, role)[0]
+
+    def score_many(
+        self, frames: list[tuple[TelemetryFrame, Prepared]], model: ClassModel, role: str
+    ) -> list[list[SampleScore]]:
+        decisions = self.decide_many([(frame.equipment_id, prepared) for frame, prepared in frames], model, role)
+        return [
+            [] if decision is None else self._samples(prepared, decision, model.sensors)
+            for (_, prepared), decision in zip(frames, decisions, strict=True)
+        ]
+
+    @staticmethod
+    def _samples(prepared: Prepared, decision: Decision, sensors: list[str]) -> list[SampleScore]:
+        detection = decision.detection
         flagged = decision.missing | detection.flatline
         contribution = detection.contribution + 100.0 * flagged
         top = np.argsort(-contribution, axis=1)[:, :3].tolist()
