@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -231,7 +232,7 @@ def test_k8s_each_service_signs_in_to_kafka_as_itself_with_only_what_it_does() -
     users = {d["metadata"]["name"]: d["spec"] for d in documents if d["kind"] == "KafkaUser"}
     workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet")]
     assert set(users) == {w["metadata"]["name"] for w in workloads}
-    topic = {name: value for name, value in Topics().model_dump().items()}
+    topic = Topics().model_dump()
     for workload in workloads:
         name = workload["metadata"]["name"]
         [container] = workload["spec"]["template"]["spec"]["containers"]
@@ -248,7 +249,8 @@ def test_k8s_each_service_signs_in_to_kafka_as_itself_with_only_what_it_does() -
         writable = {t for t, ops in on_topics.items() if "Write" in ops}
         assert writable == {topic[t] for t in service.outputs}, name
         # Its inputs; the alerter also reads back its own alarms (the API's view of every partition).
-        assert readable == {topic[t] for t in service.inputs} | ({topic["alarms"]} if name == "alerter" else set()), name
+        read_back = {topic["alarms"]} if name == "alerter" else set()
+        assert readable == {topic[t] for t in service.inputs} | read_back, name
         groups = {a["resource"]["name"] for a in acls if a["resource"]["type"] == "group"}
         assert groups == ({name} if service.inputs else set())
         prefixed = {t for t in on_topics if t not in topic.values()}
@@ -261,7 +263,7 @@ def test_kafka_settings_refuse_sasl_without_a_user() -> None:
     with pytest.raises(ValueError, match="LINEWATCH_KAFKA__SASL_USERNAME"):
         KafkaSettings(security_protocol="SASL_SSL")
     with pytest.raises(ValueError, match="SSL_KEYFILE"):
-        KafkaSettings(security_protocol="SSL", ssl_certfile="client.crt")
+        KafkaSettings(security_protocol="SSL", ssl_certfile=Path("client.crt"))
 
 
 def test_k8s_topics_and_partitions_agree_with_the_code() -> None:
