@@ -5,20 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import ipaddress
 import json
 import threading
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from kafka.errors import KafkaError
-from support import per_sensor_mismatches, wait_for_counts
+from support import per_sensor_mismatches, self_signed_tls, wait_for_counts
 
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.settings import KafkaSettings
@@ -26,30 +20,6 @@ from linewatch.tools.devstack import Broker, DevStack, free_port
 from linewatch.tools.launcher import ServiceProcess
 
 pytestmark = pytest.mark.production
-
-
-def self_signed(into: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "linewatch test broker")])
-    now = datetime.now(UTC)
-    certificate = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(hours=1))
-        .not_valid_after(now + timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), False)
-        .add_extension(x509.BasicConstraints(ca=True, path_length=None), True)
-        .sign(key, hashes.SHA256())
-    )
-    cert_path, key_path = into / "broker.crt", into / "broker.key"
-    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
-    )
-    return cert_path, key_path
 
 
 class TlsListener(threading.Thread):
@@ -94,7 +64,7 @@ class TlsListener(threading.Thread):
 
 @pytest.fixture
 def tls_broker(tmp_path: Path) -> Iterator[tuple[int, Path]]:
-    cert, key = self_signed(tmp_path)
+    cert, key = self_signed_tls(tmp_path)
     listener_port = free_port()
     broker = Broker(advertised_port=listener_port).start()
     listener = TlsListener(listener_port, broker.port, cert, key)
