@@ -73,7 +73,7 @@ def wait_quiet(
     reader = StatsReader(kafka)
     topics = kafka.topics.model_dump()
     progress = {p.name: service(p.name).progress_counters(topics) for p in processes}
-    seen: dict[str, list[int]] = {}
+    seen: dict[tuple[str, str], list[int]] = {}  # per worker: a service may run several
     changed = time.monotonic()
     deadline = changed + timeout_s
     try:
@@ -86,9 +86,9 @@ def wait_quiet(
                 if update.service not in progress:
                     continue
                 counts = [update.counters.get(name, 0) for name in progress[update.service]]
-                if seen.get(update.service) != counts:
-                    seen[update.service], changed = counts, time.monotonic()
-            if time.monotonic() - changed > quiet_s and len(seen) == len(progress):
+                if seen.get((update.service, update.instance)) != counts:
+                    seen[(update.service, update.instance)], changed = counts, time.monotonic()
+            if time.monotonic() - changed > quiet_s and {name for name, _ in seen} == set(progress):
                 return
             dead = [p.name for p in processes if not p.alive()]
             if dead:
