@@ -38,7 +38,7 @@ BATCH_WITHIN_S = 0.01
 def scores_for(engine: PlantScorer, models: ModelSet, frames: list[TelemetryFrame]) -> list[list[AnomalyScores]]:
     """Each frame's scores by the active model (and the shadow beside it), in the frames' order; the units'
     streams advance frame by frame, the detection runs once per model for the lot."""
-    roles = [(role, loaded) for role, loaded in (("active", models.active), ("shadow", models.candidate))]
+    roles = (("active", models.active), ("shadow", models.candidate))
     results: list[list[AnomalyScores]] = [[] for _ in frames]
     pending: dict[tuple[str, int], tuple[ClassModel, str, list[tuple[int, Prepared]]]] = {}
     waiting: set[str] = set()  # units with frames in `pending`
@@ -59,16 +59,16 @@ def scores_for(engine: PlantScorer, models: ModelSet, frames: list[TelemetryFram
                         )
                     )
         pending.clear()
+        waiting.clear()
 
     for index, frame in enumerate(frames):
         if frame.state != "running" and frame.equipment_id in waiting:
             flush()  # a stop clears the unit's debounce: its earlier frames are decided first
-            waiting.clear()
         prepared = engine.prepare(frame)
         if prepared is None:
             continue
         for role, loaded in roles:
-            model = pick(loaded.models, frame.equipment_class, frame.recipe) if loaded.version is not None else None
+            model = pick(loaded.models, frame.equipment_class, frame.recipe)
             if model is None or loaded.version is None:
                 continue
             engine.advance(frame.equipment_id, prepared, [model])
@@ -89,6 +89,10 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
     # valid topic: after a restart or a rebalance scoring resumes where it was, not after a new settle time.
     units = app.Table("scorer-state", partitions=settings.kafka.partitions, key_type=bytes, value_type=bytes)
 
+    def stored_state(key: bytes) -> UnitState:
+        stored = units.get(key)
+        return unit_decoder.decode(stored) if stored else UnitState()
+
     async def dead_letter(event: Any, exc: Exception) -> None:
         # An exception would make faust skip the frame and commit past it: dead-letter it instead.
         reason = "invalid_frame" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
@@ -108,8 +112,7 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                     frame = telemetry_decoder.decode(event.value or b"")
                     key = frame.equipment_id.encode()
                     if key not in touched:
-                        stored = units.get(key)
-                        touched[key] = unit_decoder.decode(stored) if stored else UnitState()
+                        touched[key] = stored_state(key)
                 except Exception as exc:
                     await dead_letter(event, exc)
                     continue
@@ -121,7 +124,10 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
             try:
                 results = scores_for(engine, models, [frame for _, frame in taken])
             except Exception:
-                # One bad frame must not cost the others: score them one by one and dead-letter the culprit.
+                # One bad frame must not cost the others: score them one by one and dead-letter the culprit, from
+                # the units' states as stored (the failed batch may have advanced some of them).
+                for key in touched:
+                    touched[key] = engine.units[key.decode()] = stored_state(key)
                 results = []
                 for event, frame in taken:
                     try:

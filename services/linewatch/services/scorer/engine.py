@@ -138,9 +138,6 @@ class PlantScorer:
             decisions[index] = Decision(rows, detection, scored.missing, score, anomalous)
         return decisions
 
-    def score(self, frame: TelemetryFrame, prepared: Prepared, model: ClassModel, role: str) -> list[SampleScore]:
-        return self.score_many([(frame, prepared)], model, role)[0]
-
     def score_many(
         self, frames: list[tuple[TelemetryFrame, Prepared]], model: ClassModel, role: str
     ) -> list[list[SampleScore]]:
