@@ -21,7 +21,8 @@ from linewatch.services.writer.settings import WriterSettings
 
 pytestmark = pytest.mark.production
 SETTINGS: dict[str, type[CommonSettings]] = {s.name: s.settings_class() for s in SERVICES}
-K8S = REPO_ROOT / "deploy" / "k8s"
+DEPLOY = REPO_ROOT / "deploy"
+K8S = DEPLOY / "k8s"
 
 
 def reads(settings: type[BaseModel], variable: str) -> bool:
@@ -150,11 +151,16 @@ def test_compose_ports_partitions_and_health(compose: dict[str, Any]) -> None:
     assert "deploy/grafana/provisioning" in mounts and "deploy/grafana/dashboards" in mounts
 
 
-def k8s_documents() -> list[dict[str, Any]]:
+def k8s_documents(folder: Path = K8S) -> list[dict[str, Any]]:
     documents = []
-    for path in sorted(K8S.glob("*.yaml")):
+    for path in sorted(folder.glob("*.yaml")):
         documents += [d for d in yaml.safe_load_all(path.read_text()) if d]
     return documents
+
+
+def all_k8s_documents() -> list[dict[str, Any]]:
+    """What `kubectl apply -k deploy` applies: linewatch and Kafka (k8s/), InfluxDB and Grafana (k8s/platform/)."""
+    return k8s_documents() + k8s_documents(K8S / "platform")
 
 
 def test_kustomization_lists_every_manifest() -> None:
@@ -299,9 +305,83 @@ def test_images_run_as_a_numeric_non_root_user_and_build_from_sources_only() -> 
     dockerfile = (REPO_ROOT / "Dockerfile").read_text()
     [user] = re.findall(r"^USER (\S+)$", dockerfile, re.MULTILINE)
     assert user.isdigit() and int(user) > 0, "the kubelet checks runAsNonRoot only for a numeric user"
-    for deployment in (d for d in k8s_documents() if d["kind"] == "Deployment"):
-        context = deployment["spec"]["template"]["spec"]["securityContext"]
-        assert context["runAsNonRoot"] is True and context["runAsUser"] == int(user), deployment["metadata"]["name"]
+    workloads = [d for d in all_k8s_documents() if d["kind"] in ("Deployment", "StatefulSet")]
+    assert {w["metadata"]["name"] for w in workloads} == {*PIPELINE, "gateway", "influxdb", "grafana"}
+    for workload in workloads:
+        name, pod = workload["metadata"]["name"], workload["spec"]["template"]["spec"]
+        context = pod["securityContext"]
+        assert context["runAsNonRoot"] is True and context["runAsUser"] > 0, name
+        if pod["containers"][0]["image"] == "linewatch":
+            assert context["runAsUser"] == int(user), name
+        for container in pod["containers"]:
+            assert container["livenessProbe"]["httpGet"] and container["readinessProbe"]["httpGet"], name
+    ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
+    assert {".venv/", ".git/", ".env", "models/"} <= set(ignored)
+
+
+def test_k8s_data_lives_on_volumes_and_the_first_model_is_learned() -> None:
+    documents = all_k8s_documents()
+    claims = {d["metadata"]["name"]: d["spec"] for d in documents if d["kind"] == "PersistentVolumeClaim"}
+    data_paths = {"scorer": "/models", "influxdb": "/var/lib/influxdb2", "grafana": "/var/lib/grafana"}
+    for workload in (d for d in documents if d["kind"] in ("Deployment", "StatefulSet")):
+        if workload["metadata"]["name"] not in data_paths:
+            continue
+        name, pod = workload["metadata"]["name"], workload["spec"]["template"]["spec"]
+        claimed = {
+            v["name"]: v["persistentVolumeClaim"]["claimName"]
+            for v in pod.get("volumes", [])
+            if "persistentVolumeClaim" in v
+        }
+        claimed |= {
+            t["metadata"]["name"]: t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])
+        }
+        claims |= {t["metadata"]["name"]: t["spec"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        mounts = {m["mountPath"]: m for m in pod["containers"][0]["volumeMounts"]}
+        volume = mounts[data_paths[name]]
+        assert volume["name"] in claimed and not volume.get("readOnly"), name
+        # ReadWriteOnce: what every storage class offers.
+        assert claims[claimed[volume["name"]]]["accessModes"] == ["ReadWriteOnce"], name
+    [scorer] = [d for d in documents if d["kind"] == "Deployment" and d["metadata"]["name"] == "scorer"]
+    env = {e["name"]: e.get("value") for e in scorer["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert float(env["LINEWATCH_LEARN_H"]) > 0 and env["LINEWATCH_REGISTRY"] == "/models"
+    # One ReadWriteOnce volume for all replicas: they must share its node.
+    [term] = scorer["spec"]["template"]["spec"]["affinity"]["podAffinity"][
+        "requiredDuringSchedulingIgnoredDuringExecution"
+    ]
+    assert term["topologyKey"] == "kubernetes.io/hostname"
+    assert term["labelSelector"]["matchLabels"] == scorer["spec"]["selector"]["matchLabels"]
+
+
+def test_k8s_platform_provides_influxdb_and_grafana_from_the_files_compose_uses() -> None:
+    kustomization = yaml.safe_load((DEPLOY / "kustomization.yaml").read_text())
+    assert kustomization["resources"][0] == "k8s"
+    assert {DEPLOY / r for r in kustomization["resources"][1:]} == set((K8S / "platform").glob("*.yaml"))
+    generated = {g["name"]: [DEPLOY / f for f in g["files"]] for g in kustomization["configMapGenerator"]}
+    assert all(path.is_file() for paths in generated.values() for path in paths)
+    assert set(generated["grafana-dashboards"]) == set((DEPLOY / "grafana" / "dashboards").glob("*.json"))
+    secrets = {g["name"]: DEPLOY / g["envs"][0] for g in kustomization["secretGenerator"]}
+    platform = k8s_documents(K8S / "platform")
+    services = {d["metadata"]["name"]: d["spec"]["ports"][0]["port"] for d in platform if d["kind"] == "Service"}
+    # The linewatch services find them by the names their settings use.
+    for document in k8s_documents():
+        for url in re.findall(r"http://(\w+)\.linewatch\.svc:(\d+)", yaml.safe_dump(document)):
+            assert services[url[0]] == int(url[1]), url
+    init_script = (DEPLOY / "influxdb" / "init-dbrp.sh").read_text()
+    for workload in (d for d in platform if d["kind"] == "StatefulSet"):
+        pod = workload["spec"]["template"]["spec"]
+        [container] = pod["containers"]
+        assert [e["secretRef"]["name"] for e in container["envFrom"]] == [f"{workload['metadata']['name']}-secrets"]
+        maps = [v["configMap"]["name"] for v in pod.get("volumes", []) if "configMap" in v]
+        assert maps and set(maps) <= set(generated)
+    example = (secrets["influxdb-secrets"].parent / "influxdb.env.example").read_text()
+    for variable in set(re.findall(r"\$(INFLUX_\w+_PASSWORD)", init_script)):
+        assert f"\n{variable}=" in example, variable
+    # The v1 users the writer and alerter sign in as are the ones the init script makes.
+    for name in ("writer", "alerter"):
+        [workload] = [d for d in k8s_documents() if d["kind"] == "Deployment" and d["metadata"]["name"] == name]
+        env = {e["name"]: e.get("value") for e in workload["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert f"--username {env['LINEWATCH_INFLUX__USERNAME']} " in init_script, name
+        assert "LINEWATCH_INFLUX__PASSWORD" in k8s_secrets(name), name
     ignored = (REPO_ROOT / ".dockerignore").read_text().splitlines()
     assert {".venv/", ".git/", ".env", "models/"} <= set(ignored)
 
@@ -339,12 +419,12 @@ def test_k8s_manifests_are_valid_against_the_kubernetes_schemas() -> None:
     import kubernetes_validate
 
     checked = 0
-    for document in k8s_documents():
+    for document in all_k8s_documents():
         if document["kind"] in CUSTOM_KINDS or document["kind"] == "Kustomization":
             continue
         kubernetes_validate.validate(document, K8S_VERSION, strict=True)
         checked += 1
-    assert checked >= 9
+    assert checked >= 13
     [deployment] = [d for d in k8s_documents() if d["kind"] == "Deployment"][:1]
     deployment = {**deployment, "spec": {**deployment["spec"], "replicas": "two"}}
     with pytest.raises(kubernetes_validate.ValidationError):
