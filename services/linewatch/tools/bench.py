@@ -1,5 +1,7 @@
 """`linewatch bench pipeline`: simulator -> validator -> writer on the embedded stack, and in the same run
-the InfluxDB line-protocol ceiling for the same points on the same influxd.
+the InfluxDB line-protocol ceiling for the same points on the same influxd. `--full` puts the scorer (with a
+model trained on simulated normal operation before the clock starts) and the alerter in the path too; the run
+then ends when every service has worked off its input, and the rate is the samples over that whole time.
 
 The simulator first loads the raw topic (timed on its own); the validator and writer then drain it. Their
 steady-state throughput is taken from the writer's own stats (every 0.1 s here), telemetry points only,
@@ -20,6 +22,7 @@ from pathlib import Path
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats, telemetry_decoder
 from linewatch.core.kafka import TopicReader, ensure_topics
+from linewatch.core.services import PIPELINE, service
 from linewatch.core.settings import InfluxSettings, KafkaSettings
 from linewatch.storage.influx import InfluxWriter
 from linewatch.storage.lineprotocol import TimestampCache, telemetry_lines
@@ -70,13 +73,18 @@ def simulate_into(env: dict[str, str], samples: int, frame_samples: int, log_pat
     return time.perf_counter() - started
 
 
-def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -> int:
+def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout_s: float = 900.0) -> int:
+    from linewatch.tools.drill import pipeline_env, train, wait_quiet
+
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-"))
+    names = PIPELINE if full else ("validator", "writer")
     with DevStack() as stack:
         # Reports every 0.1 s: with 1 s reports the window's ends would be up to a second off (about 10 %).
-        env = stack.service_env() | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
+        env = (pipeline_env(stack, run_dir) if full else stack.service_env()) | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
+        if full:
+            out(f"model       {train(env, hours=4.0)} trained on 4 simulated hours (before the clock starts)")
 
         simulate_s = simulate_into(env, samples, frame_samples, run_dir / "simulator.log")
         out(
@@ -91,15 +99,24 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
         telemetry_points = f"points_written.{kafka.topics.valid}"
 
         taken_at: list[float] = []  # the validator's first report with records taken
+        topics = kafka.topics.model_dump()  # what each service takes in, the stats every service sends left out
+        progress_counters = {name: service(name).progress_counters(topics) for name in names}
+        moved: dict[str, int] = {}
+        moved_at: dict[str, float] = {}  # per service: its last report in which its input counters moved
 
         def on_stats(stats: ServiceStats) -> None:
             last[stats.service] = stats
+            if stats.service not in names:
+                return
+            taken = sum(stats.counters.get(counter, 0) for counter in progress_counters[stats.service])
+            if taken != moved.get(stats.service):
+                moved[stats.service], moved_at[stats.service] = taken, stats.at.timestamp()
             if stats.service == "validator" and stats.counters.get("records_in", 0) > 0 and not taken_at:
                 taken_at.append(stats.at.timestamp())
             if stats.service == "writer" and stats.counters.get(telemetry_points, 0) > 0:
                 progress.append((stats.at.timestamp(), stats.counters[telemetry_points]))
 
-        services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in ("validator", "writer")]
+        services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in names]
         pids = {s.name: s.pid for s in services} | {
             "broker": _pid(stack.broker.process),
             "influxd": _pid(stack.influxd.process),
@@ -114,6 +131,8 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
                 if taken_at and not cpu_at_first:
                     cpu_at_first = cpu_seconds(pids)
                 if progress and progress[-1][1] >= samples:
+                    if full:  # then until the scorer and alerter have worked off theirs too
+                        wait_quiet(kafka, services, 2.0, timeout_s, on_stats)
                     cpu_at_done = cpu_seconds(pids)
                     break
                 if not all(s.alive() for s in services):
@@ -128,22 +147,31 @@ def bench_pipeline(samples: int, frame_samples: int, timeout_s: float = 900.0) -
         first_at, first_points = progress[0]
         done_at, done_points = next(p for p in progress if p[1] >= samples)
         pipeline_rate = (done_points - first_points) / (done_at - first_at)
+        if full:  # from the validator's first record to the last report in which any service moved
+            done_at = max(moved_at.values())
+            pipeline_rate = samples / (done_at - taken_at[0])
 
         payloads = read_topic(kafka, kafka.topics.valid, samples)
         stack.influxd.create_database("ceiling")
         points, seconds = asyncio.run(ceiling(stack.influxd.url, "ceiling", payloads))
         ceiling_rate = points / seconds
 
-    for name in ("simulator", "validator", "writer"):
+    for name in ("simulator", *names):
         if name in last:
             out(f"{name:<11} peak RSS {last[name].peak_rss_bytes / 2**20:7.1f} MiB")
     for name, seconds_at_done in cpu_at_done.items():
         used = seconds_at_done - cpu_at_first[name]
         out(f"{name:<11} CPU {used:5.1f} s  ({used / samples * 1e6:5.2f} us a sample, from the first record taken)")
-    out(
-        f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
-        f"(steady state, validator + writer + broker + influxd on {_cores()} cores)"
-    )
+    if full:
+        out(
+            f"pipeline    {samples:>10,} samples in {done_at - taken_at[0]:5.1f} s  (first record taken to the "
+            f"last service done: {' + '.join(names)} + broker + influxd on {_cores()} cores)"
+        )
+    else:
+        out(
+            f"pipeline    {done_points - first_points:>10,} samples in {done_at - first_at:5.1f} s  "
+            f"(steady state, validator + writer + broker + influxd on {_cores()} cores)"
+        )
     out(
         f"fill        first point in InfluxDB {first_at - taken_at[0]:4.1f} s after the validator's first record; "
         f"with the fill {samples / (done_at - taken_at[0]):,.0f} samples/s"

@@ -40,7 +40,7 @@ def _drill(args: argparse.Namespace) -> int:
 def _bench_pipeline(args: argparse.Namespace) -> int:
     from linewatch.tools.bench import bench_pipeline
 
-    return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples)
+    return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples, full=args.full)
 
 
 def _bench_latency(args: argparse.Namespace) -> int:
@@ -169,6 +169,7 @@ def register(commands: Commands) -> None:
     bench = commands.add("bench pipeline", "validator and writer against the InfluxDB ceiling", _bench_pipeline)
     bench.add_argument("--samples", type=int, default=600_000)
     bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
+    bench.add_argument("--full", action="store_true", help="with the scorer (a trained model) and the alerter")
     latency = commands.add(
         "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
     )
