@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def simulate_into(env: dict[str, str], samples: int, frame_samples: int, log_pat
 
 
 def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout_s: float = 900.0) -> int:
-    from linewatch.tools.drill import pipeline_env, train, wait_quiet
+    from linewatch.tools.drill import pipeline_env, wait_quiet
 
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-bench-"))
     names = PIPELINE if full else ("validator", "writer")
@@ -83,8 +84,17 @@ def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout
         env = (pipeline_env(stack, run_dir) if full else stack.service_env()) | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
-        if full:
-            out(f"model       {train(env, hours=4.0)} trained on 4 simulated hours (before the clock starts)")
+        if full:  # in a process of its own: a child inherits its parent's peak RSS, which training would inflate
+            train = ("train", "--hours", "4", "--active")
+            done = subprocess.run(
+                [sys.executable, "-m", "linewatch.tools.cli", *train],
+                env=os.environ | env,
+                capture_output=True,
+                text=True,
+            )
+            if done.returncode != 0:
+                raise RuntimeError(f"training failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+            out("model       trained on 4 simulated hours of normal operation (before the clock starts)")
 
         simulate_s = simulate_into(env, samples, frame_samples, run_dir / "simulator.log")
         out(
@@ -139,8 +149,8 @@ def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout
                     raise RuntimeError(f"a service died, see {run_dir}")
         finally:
             reader.close()
-            for service in services:
-                service.stop()
+            for process in services:
+                process.stop()
         if not progress or progress[-1][1] < samples:
             raise RuntimeError(f"pipeline did not write {samples} points within {timeout_s:.0f} s, see {run_dir}")
         # Steady state: from the writer's first report with points to its first report with all of them.
