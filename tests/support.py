@@ -15,11 +15,23 @@ from typing import Any
 import msgspec
 import numpy as np
 
-from linewatch.core.contract import AlarmEvent, DeadLetter, Sample, TelemetryFrame, deadletter_decoder, equipment_fields
+from linewatch.core.contract import (
+    AlarmEvent,
+    DeadLetter,
+    Sample,
+    TelemetryFrame,
+    deadletter_decoder,
+    equipment_fields,
+    telemetry_decoder,
+)
 from linewatch.core.kafka import TopicReader
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
+from linewatch.services.alerter.engine import AlarmEngine
 from linewatch.services.alerter.kpi import AlarmRow, is_alarm
+from linewatch.services.alerter.rationalization import load_alarm_database
+from linewatch.services.alerter.rules import Throttle, load_rules
+from linewatch.services.alerter.state import UnitState
 from linewatch.services.simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.tools.devstack import DevStack, Influxd
@@ -243,3 +255,45 @@ def self_signed_tls(directory: Path, host: str = "127.0.0.1") -> tuple[Path, Pat
         key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     )
     return cert_file, key_file
+
+
+def unthrottled_rules(directory: Path) -> Path:
+    """The default rules with a notification throttle a max-speed run cannot reach (the default, 10 per 10 min of
+    wall clock, would hold back most of it)."""
+    defaults = load_rules()
+    throttle = Throttle(max_per_window=10_000, window_s=600)
+    notifications = defaults.notifications.model_copy(update={"throttle": throttle})
+    path = directory / "rules.yaml"
+    path.write_text(defaults.model_copy(update={"notifications": notifications}).model_dump_json())
+    return path
+
+
+class RecordedRun:
+    """A max-speed simulator run in a thread, keeping every frame it sent, for a reference run on exactly those."""
+
+    def __init__(self, plant: PlantModel, kafka: KafkaSettings, plan: RunPlan) -> None:
+        self.sent: list[bytes] = []
+        self._manifest: list[Manifest] = []
+        self._publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
+        self._thread = threading.Thread(target=lambda: self._manifest.append(run(plant, plan, self._send)), daemon=True)
+        self._thread.start()
+
+    def _send(self, key: str, payload: bytes, timestamp_ms: int) -> None:
+        self.sent.append(payload)
+        self._publisher.send_frame(key, payload, timestamp_ms)
+
+    def result(self, timeout_s: float = 300.0) -> Manifest:
+        self._thread.join(timeout_s)
+        self._publisher.close()
+        [manifest] = self._manifest
+        return manifest
+
+
+def reference_alarm_events(plant: PlantModel, sent: list[bytes]) -> list[AlarmEvent]:
+    """What an uncrashed alarm engine makes of exactly these frames."""
+    engine, units = AlarmEngine(plant, load_rules(), load_alarm_database()), {}  # type: ignore[var-annotated]
+    events: list[AlarmEvent] = []
+    for payload in sent:
+        frame = telemetry_decoder.decode(payload)
+        events += engine.on_frame(units.setdefault(frame.equipment_id, UnitState()), frame)
+    return events

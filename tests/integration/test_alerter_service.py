@@ -18,16 +18,12 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from support import Hook, SimulatorThread, faulty_plan, read_all
+from support import Hook, RecordedRun, SimulatorThread, faulty_plan, read_all, reference_alarm_events, unthrottled_rules
 
-from linewatch.core.contract import AlarmEvent, alarm_event_decoder, deadletter_decoder, raises_alarm, telemetry_decoder
+from linewatch.core.contract import AlarmEvent, alarm_event_decoder, deadletter_decoder, raises_alarm
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
-from linewatch.services.alerter.engine import AlarmEngine
-from linewatch.services.alerter.rationalization import load_alarm_database
-from linewatch.services.alerter.rules import Throttle, load_rules
-from linewatch.services.alerter.state import UnitState
-from linewatch.services.simulator.runner import KafkaPublisher, Manifest, run
+from linewatch.services.simulator.runner import KafkaPublisher
 from linewatch.tools.devstack import DevStack, free_port, wait_until
 from linewatch.tools.launcher import ServiceProcess
 
@@ -178,15 +174,7 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
 ) -> None:
     hook = ThreadingHTTPServer(("127.0.0.1", free_port()), Hook)
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    rules = tmp_path / "rules.yaml"
-    # The default throttle (10 per 10 min, wall clock) would hold back most of a max-speed run.
-    defaults = load_rules()
-    throttle = Throttle(max_per_window=10_000, window_s=600)
-    rules.write_text(
-        defaults.model_copy(
-            update={"notifications": defaults.notifications.model_copy(update={"throttle": throttle})}
-        ).model_dump_json()
-    )
+    rules = unthrottled_rules(tmp_path)
     env = alerter_env(
         stack,
         tmp_path,
@@ -202,17 +190,8 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
             ("h2s_rise", "S1-DRY-01", 9000),
             ("furnace_overshoot", "S2-FURN-01", 11000),
         ]
-        plan = faulty_plan(plant, 4, 3.6 * 3600, faults, seed=9, frame_samples=50)
-        sent: list[bytes] = []
-        publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
-
-        def send(key: str, payload: bytes, timestamp_ms: int) -> None:
-            sent.append(payload)
-            publisher.send_frame(key, payload, timestamp_ms)
-
-        manifest: list[Manifest] = []
-        producer = threading.Thread(target=lambda: manifest.append(run(plant, plan, send)), daemon=True)
-        producer.start()
+        simulation = RecordedRun(plant, kafka, faulty_plan(plant, 4, 3.6 * 3600, faults, seed=9, frame_samples=50))
+        sent = simulation.sent
 
         def alarm_events() -> list[AlarmEvent]:
             return [alarm_event_decoder.decode(v) for v in read_all(kafka, kafka.topics.alarms, 0.3)]
@@ -221,16 +200,11 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         wait_until("a first alarm", lambda: any(e.state == "unacknowledged" for e in alarm_events()), 180, 0.2)
         frames_at_kill = len(sent)
         alerter.kill()
-        producer.join(300)
-        publisher.close()
+        simulation.result()
         alerter = ServiceProcess("alerter", env, tmp_path / "alerter.log").start()
 
         # The reference: the same engine over exactly the frames that were sent, without a crash.
-        engine, units = AlarmEngine(plant, load_rules(), load_alarm_database()), {}  # type: ignore[var-annotated]
-        reference: list[AlarmEvent] = []
-        for payload in sent:
-            frame = telemetry_decoder.decode(payload)
-            reference += engine.on_frame(units.setdefault(frame.equipment_id, UnitState()), frame)
+        reference = reference_alarm_events(plant, sent)
         raised = [e for e in reference if raises_alarm(e.kind, e.state, e.previous)]
         assert len({e.alarm_id for e in raised}) >= 4, [e.alarm_id for e in raised]
         expected = {e.event_id for e in reference}

@@ -43,6 +43,12 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
     return bench_pipeline(samples=args.samples, frame_samples=args.frame_samples, full=args.full)
 
 
+def _bench_stages(args: argparse.Namespace) -> int:
+    from linewatch.tools.stagebench import bench_stages
+
+    return bench_stages(args.records)
+
+
 def _bench_latency(args: argparse.Namespace) -> int:
     from linewatch.tools.latencybench import bench_latency
 
@@ -170,6 +176,12 @@ def register(commands: Commands) -> None:
     bench.add_argument("--samples", type=int, default=600_000)
     bench.add_argument("--frame-samples", type=int, default=100, help="samples per Kafka record")
     bench.add_argument("--full", action="store_true", help="with the scorer (a trained model) and the alerter")
+    stages = commands.add(
+        "bench stages",
+        "each faust stage's CPU a record beside a bare aiokafka loop, 1 and 100 samples a frame",
+        _bench_stages,
+    )
+    stages.add_argument("--records", type=int, default=10_000, help="Kafka records per stage and frame size")
     latency = commands.add(
         "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
     )

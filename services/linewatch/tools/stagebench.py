@@ -1,0 +1,254 @@
+"""`linewatch bench stages`: what each faust stage costs a record beside a bare aiokafka loop running the same
+code, at 1 and 100 samples a frame, in the same run.
+
+For each frame size a fresh embedded stack; the stage's input topic is pre-filled (raw frames for the validator,
+valid frames for the scorer and the alerter), then, one after the other on the same broker and input, the faust
+service and the bare loop drain it. The bare loop (this module run as `--bare STAGE`, a process of its own) is an
+aiokafka consumer in a group of its own and an aiokafka producer: it takes what `getmany` returns, runs the
+service's own code on it (the validator's `FrameValidator`, the scorer's `scores_for` with the same model, the
+alerter's `apply` with each unit's state encoded as its table stores it), sends the results to a topic of its
+own, waits for the acknowledgements and commits. What it does not do is what faust gives us: tables' changelogs,
+rebalances with state, stats. Each process's CPU (user + system) is taken from its first record to its last:
+the faust service's from /proc at its stats reports (every 0.1 s), the bare loop's by itself.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from linewatch.core.console import out
+from linewatch.core.contract import ServiceStats
+from linewatch.core.kafka import ensure_topics
+from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
+from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
+from linewatch.tools.bench import cpu_seconds
+from linewatch.tools.devstack import DevStack
+from linewatch.tools.launcher import ServiceProcess
+from linewatch.tools.liveview import StatsReader
+
+# The alerter before the scorer: the faust scorer's scores would be more input for the faust alerter.
+STAGES = ("validator", "alerter", "scorer")
+BARE_OUTPUT = "linewatch.bench.bare"
+
+
+def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100)) -> int:
+    from linewatch.core.plant import read_plant
+    from linewatch.tools.drill import pipeline_env
+
+    plant = read_plant(DEFAULT_PLANT_FILE)
+    rows: list[tuple[int, str, float, float]] = []
+    for frame_samples in frame_sizes:
+        run_dir = Path(tempfile.mkdtemp(prefix="linewatch-stages-"))
+        with DevStack() as stack:
+            env = pipeline_env(stack, run_dir) | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
+            kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+            ensure_topics(kafka, [*kafka.topics.all(), BARE_OUTPUT])
+            _train(env)
+            span_s = records / len(plant.equipment) * frame_samples * plant.sample_period_s
+            plan = RunPlan(time.time() - span_s - 3600, span_s, frame_samples, speed=None)
+            for topic in (kafka.topics.raw, kafka.topics.valid):  # the validator's input, the others'
+                publisher = KafkaPublisher(kafka.bootstrap_servers, topic, kafka.topics.lots)
+                manifest = run(plant, plan, publisher.send_frame)
+                publisher.close()
+            for stage in STAGES:
+                faust_us = _faust_cpu(stage, env, kafka, manifest.frames, run_dir) / manifest.frames * 1e6
+                bare_us = _bare_cpu(stage, env, manifest.frames, run_dir) / manifest.frames * 1e6
+                rows.append((frame_samples, stage, faust_us, bare_us))
+                out(
+                    f"{stage:<10} {frame_samples:>3} samples a frame  faust {faust_us:7.1f} us a record  "
+                    f"bare aiokafka {bare_us:7.1f} us  ratio {faust_us / bare_us:4.2f}  ({manifest.frames:,} records)"
+                )
+    worst = max(rows, key=lambda row: row[2] / row[3])
+    out(
+        " ".join(f"{stage}_{size}_ratio={faust / bare:.2f}" for size, stage, faust, bare in rows)
+        + f" worst_ratio={worst[2] / worst[3]:.2f}"
+    )
+    return 0
+
+
+def _train(env: dict[str, str]) -> None:
+    train = ("train", "--hours", "4", "--active")
+    done = subprocess.run(
+        [sys.executable, "-m", "linewatch.tools.cli", *train], env=os.environ | env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+
+
+def _faust_cpu(stage: str, env: dict[str, str], kafka: KafkaSettings, records: int, run_dir: Path) -> float:
+    """CPU seconds the faust service spent from its first record taken to its last."""
+    process = ServiceProcess(stage, env, run_dir / f"{stage}.log").start()
+    counter = f"records_in.{kafka.topics.raw if stage == 'validator' else kafka.topics.valid}"
+    first: dict[str, float] = {}
+    last: dict[str, float] = {}
+
+    def on_stats(stats: ServiceStats) -> None:
+        taken = stats.counters.get(counter, 0)
+        if stats.service != stage or not taken:
+            return
+        cpu = cpu_seconds({stage: process.pid})[stage]
+        first.setdefault("cpu", cpu)
+        if taken >= records:
+            last.setdefault("cpu", cpu)
+
+    reader = StatsReader(kafka)
+    deadline = time.monotonic() + 600
+    try:
+        while "cpu" not in last:
+            if time.monotonic() > deadline or not process.alive():
+                raise RuntimeError(f"{stage} did not take {records} records, see {run_dir}")
+            reader.poll(on_stats, 0.05)
+    finally:
+        reader.close()
+        process.stop()
+    return last["cpu"] - first["cpu"]
+
+
+def _bare_cpu(stage: str, env: dict[str, str], records: int, run_dir: Path) -> float:
+    command = [sys.executable, "-m", "linewatch.tools.stagebench", "--bare", stage, "--records", str(records)]
+    with (run_dir / f"bare-{stage}.log").open("w") as log:
+        done = subprocess.run(command, env=os.environ | env, stdout=subprocess.PIPE, stderr=log, text=True, timeout=900)
+    if done.returncode != 0:
+        raise RuntimeError(f"the bare {stage} loop failed, see {run_dir}/bare-{stage}.log")
+    return float(json.loads(done.stdout.splitlines()[-1])["cpu_s"])
+
+
+def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | None, bytes]]]]:
+    """The stage's input topic and its own code, from records to (key, value) results."""
+    import msgspec
+
+    from linewatch.core.contract import encoder, telemetry_decoder
+    from linewatch.core.plant import load_plant
+    from linewatch.core.settings import CommonSettings
+
+    settings = CommonSettings()
+    topics = settings.kafka.topics
+    plant = load_plant(settings.plant_file)
+    if stage == "validator":
+        from linewatch.services.validator.agents import build_validator
+        from linewatch.services.validator.settings import ValidatorSettings
+
+        validator = build_validator(ValidatorSettings(), plant)
+
+        def validate(batch: list[Any]) -> list[tuple[bytes | None, bytes]]:
+            results: list[tuple[bytes | None, bytes]] = []
+            for record in batch:
+                outcome = validator.validate(record.value or b"", datetime.now(UTC))
+                if outcome.valid is not None and outcome.equipment_id is not None:
+                    results.append((outcome.equipment_id.encode(), outcome.valid))
+            return results
+
+        return topics.raw, validate
+    if stage == "scorer":
+        from linewatch.services.scorer.agents import scores_for
+        from linewatch.services.scorer.engine import PlantScorer
+        from linewatch.services.scorer.rollout import ModelSet
+        from linewatch.services.scorer.settings import ScorerSettings
+
+        scorer_settings = ScorerSettings()
+        models = ModelSet(scorer_settings.registry, scorer_settings.signing_key())
+        models.refresh()
+        engine = PlantScorer(plant)
+
+        def score(batch: list[Any]) -> list[tuple[bytes | None, bytes]]:
+            frames = [telemetry_decoder.decode(record.value) for record in batch]
+            results: list[tuple[bytes | None, bytes]] = [
+                (frame.equipment_id.encode(), encoder.encode(result))
+                for frame, per_frame in zip(frames, scores_for(engine, models, frames), strict=True)
+                for result in per_frame
+            ]
+            return results
+
+        return topics.valid, score
+    from linewatch.services.alerter.agents import apply
+    from linewatch.services.alerter.engine import AlarmEngine
+    from linewatch.services.alerter.rationalization import load_alarm_database
+    from linewatch.services.alerter.rules import load_rules
+    from linewatch.services.alerter.state import UnitState
+
+    engine_ = AlarmEngine(plant, load_rules(), load_alarm_database())
+    state_decoder = msgspec.json.Decoder(UnitState)
+    table: dict[bytes, bytes] = {}
+
+    def evaluate(batch: list[Any]) -> list[tuple[bytes | None, bytes]]:
+        results: list[tuple[bytes | None, bytes]] = []
+        for record in batch:
+            stored = table.get(record.key)
+            unit = state_decoder.decode(stored) if stored else UnitState()
+            events = apply(engine_, plant, topics, unit, record.topic, record.value)
+            results += [(record.key, encoder.encode(event)) for event in events]
+            table[record.key] = encoder.encode(unit)
+        return results
+
+    return topics.valid, evaluate
+
+
+async def _bare_loop(stage: str, records: int) -> float:
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
+    from linewatch.core.kafka import aiokafka_security
+    from linewatch.core.settings import CommonSettings
+
+    kafka = CommonSettings().kafka
+    topic, handle = _handler(stage)
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        group_id=f"bare-{stage}",
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        fetch_max_wait_ms=kafka.fetch_max_wait_ms,
+        max_partition_fetch_bytes=16 << 20,
+        **aiokafka_security(kafka),
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers,
+        linger_ms=5,
+        max_batch_size=1 << 20,
+        max_request_size=4 << 20,
+        **aiokafka_security(kafka),
+    )
+    await consumer.start()
+    await producer.start()
+    taken, started = 0, 0.0
+    try:
+        while taken < records:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=2000)
+            if not batches:
+                continue
+            if not taken:
+                started = time.process_time()
+            for batch in batches.values():
+                pending = [await producer.send(BARE_OUTPUT, value=v, key=k) for k, v in handle(batch)]
+                await asyncio.gather(*pending)
+                taken += len(batch)
+            await consumer.commit()
+        return time.process_time() - started
+    finally:
+        await consumer.stop()
+        await producer.stop()
+
+
+def _bare_main() -> int:
+    parser = argparse.ArgumentParser(prog="python -m linewatch.tools.stagebench")
+    parser.add_argument("--bare", choices=STAGES, required=True)
+    parser.add_argument("--records", type=int, required=True)
+    args = parser.parse_args()
+    cpu_s = asyncio.run(_bare_loop(args.bare, args.records))
+    sys.stdout.write(json.dumps({"stage": args.bare, "records": args.records, "cpu_s": cpu_s}) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_bare_main())
