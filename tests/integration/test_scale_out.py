@@ -44,7 +44,8 @@ from linewatch.storage.measurements import ALARM_EVENT, ANOMALY
 from linewatch.tools.devstack import DevStack, free_port, wait_until
 from linewatch.tools.launcher import ServiceProcess
 
-pytestmark = [pytest.mark.production, pytest.mark.reliability, pytest.mark.slow]
+# unsettled: in about one run in three a contiguous stretch of one scores partition is missing (README).
+pytestmark = [pytest.mark.production, pytest.mark.reliability, pytest.mark.slow, pytest.mark.unsettled]
 log = logging.getLogger(__name__)
 KEY = "scale-out-test-key"
 SCORED_CLASSES = ("planetary_mill", "dry_room")
