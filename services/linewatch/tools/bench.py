@@ -84,16 +84,8 @@ def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout
         env = (pipeline_env(stack, run_dir) if full else stack.service_env()) | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
-        if full:  # in a process of its own: a child inherits its parent's peak RSS, which training would inflate
-            train = ("train", "--hours", "4", "--active")
-            done = subprocess.run(
-                [sys.executable, "-m", "linewatch.tools.cli", *train],
-                env=os.environ | env,
-                capture_output=True,
-                text=True,
-            )
-            if done.returncode != 0:
-                raise RuntimeError(f"training failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
+        if full:
+            train_apart(env)
             out("model       trained on 4 simulated hours of normal operation (before the clock starts)")
 
         simulate_s = simulate_into(env, samples, frame_samples, run_dir / "simulator.log")
@@ -195,6 +187,17 @@ def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout
         f"ratio={pipeline_rate / ceiling_rate:.2f}"
     )
     return 0
+
+
+def train_apart(env: dict[str, str], hours: float = 4.0) -> None:
+    """Train, sign and activate a model into the registry of `env`, in a process of its own: a child inherits its
+    parent's peak RSS, which training here would inflate for every service started after it."""
+    train = ("train", "--hours", str(hours), "--active")
+    done = subprocess.run(
+        [sys.executable, "-m", "linewatch.tools.cli", *train], env=os.environ | env, capture_output=True, text=True
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"training failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:

@@ -32,7 +32,7 @@ from linewatch.core.contract import ServiceStats
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
 from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
-from linewatch.tools.bench import cpu_seconds
+from linewatch.tools.bench import cpu_seconds, train_apart
 from linewatch.tools.devstack import DevStack
 from linewatch.tools.launcher import ServiceProcess
 from linewatch.tools.liveview import StatsReader
@@ -54,7 +54,7 @@ def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100)) -> int:
             env = pipeline_env(stack, run_dir) | {"LINEWATCH_STATS_INTERVAL_S": "0.1"}
             kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
             ensure_topics(kafka, [*kafka.topics.all(), BARE_OUTPUT])
-            _train(env)
+            train_apart(env)
             span_s = records / len(plant.equipment) * frame_samples * plant.sample_period_s
             plan = RunPlan(time.time() - span_s - 3600, span_s, frame_samples, speed=None)
             for topic in (kafka.topics.raw, kafka.topics.valid):  # the validator's input, the others'
@@ -75,15 +75,6 @@ def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100)) -> int:
         + f" worst_ratio={worst[2] / worst[3]:.2f}"
     )
     return 0
-
-
-def _train(env: dict[str, str]) -> None:
-    train = ("train", "--hours", "4", "--active")
-    done = subprocess.run(
-        [sys.executable, "-m", "linewatch.tools.cli", *train], env=os.environ | env, capture_output=True, text=True
-    )
-    if done.returncode != 0:
-        raise RuntimeError(f"training failed: {done.stdout[-2000:]}{done.stderr[-2000:]}")
 
 
 def _faust_cpu(stage: str, env: dict[str, str], kafka: KafkaSettings, records: int, run_dir: Path) -> float:
@@ -126,8 +117,6 @@ def _bare_cpu(stage: str, env: dict[str, str], records: int, run_dir: Path) -> f
 
 def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | None, bytes]]]]:
     """The stage's input topic and its own code, from records to (key, value) results."""
-    import msgspec
-
     from linewatch.core.contract import encoder, telemetry_decoder
     from linewatch.core.plant import load_plant
     from linewatch.core.settings import CommonSettings
@@ -175,10 +164,9 @@ def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | 
     from linewatch.services.alerter.engine import AlarmEngine
     from linewatch.services.alerter.rationalization import load_alarm_database
     from linewatch.services.alerter.rules import load_rules
-    from linewatch.services.alerter.state import UnitState
+    from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
 
     engine_ = AlarmEngine(plant, load_rules(), load_alarm_database())
-    state_decoder = msgspec.json.Decoder(UnitState)
     table: dict[bytes, bytes] = {}
 
     def evaluate(batch: list[Any]) -> list[tuple[bytes | None, bytes]]:
@@ -188,7 +176,7 @@ def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | 
             unit = state_decoder.decode(stored) if stored else UnitState()
             events = apply(engine_, plant, topics, unit, record.topic, record.value)
             results += [(record.key, encoder.encode(event)) for event in events]
-            table[record.key] = encoder.encode(unit)
+            table[record.key] = state_encoder.encode(unit)
         return results
 
     return topics.valid, evaluate
