@@ -44,15 +44,16 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 
 
 def _bench_stages(args: argparse.Namespace) -> int:
-    from linewatch.tools.stagebench import bench_stages
+    from linewatch.tools.stagebench import STAGES, bench_stages
 
-    return bench_stages(args.records)
+    return bench_stages(args.records, tuple(args.frame_samples or (1, 100)), tuple(args.stage or STAGES))
 
 
 def _bench_latency(args: argparse.Namespace) -> int:
     from linewatch.tools.latencybench import bench_latency
 
-    return bench_latency(args.load_share, args.seconds, args.rate_hz, args.frame_samples, args.prefill, args.copies)
+    shape = (args.rate_hz, args.frame_samples, args.prefill, args.copies)
+    return bench_latency(args.load_share, args.seconds, *shape, aligned=args.aligned, hops=args.hops)
 
 
 def _bench_detection(args: argparse.Namespace) -> int:
@@ -182,6 +183,10 @@ def register(commands: Commands) -> None:
         _bench_stages,
     )
     stages.add_argument("--records", type=int, default=10_000, help="Kafka records per stage and frame size")
+    stages.add_argument(
+        "--stage", action="append", choices=("validator", "alerter", "scorer"), help="only this stage (repeatable)"
+    )
+    stages.add_argument("--frame-samples", type=int, action="append", help="only this frame size (repeatable)")
     latency = commands.add(
         "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
     )
@@ -190,6 +195,10 @@ def register(commands: Commands) -> None:
     latency.add_argument("--rate-hz", type=float, default=10.0, help="each unit's sample rate")
     latency.add_argument("--frame-samples", type=int, default=10, help="samples per Kafka record")
     latency.add_argument("--copies", type=int, default=12, help="the reference plant's units this many times over")
+    latency.add_argument("--hops", action="store_true", help="also time frames' arrival on the valid and scores topics")
+    latency.add_argument(
+        "--aligned", action="store_true", help="every unit's frame at one instant (default: spread over the period)"
+    )
     latency.add_argument("--prefill", type=int, default=300_000, help="samples for the capacity measurement")
     commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
     gateway = commands.add(

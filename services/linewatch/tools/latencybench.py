@@ -8,12 +8,16 @@ at 10 Hz in frames of one second, with settle times zero and timestamps that are
 2. latency: the chosen share of that rate is published live, each frame sent once its last sample is due;
    scores are timed by polling InfluxDB for each unit's newest score every 20 ms (so figures are up to 20 ms
    high), alarm events by a reader on the alarms topic with a 10 ms fetch wait. A frame counts from its last
-   sample; an alarm event from its own timestamp, which is the sample that completed the rule's on-delay, so
-   on-delay and debounce are not in the figure. The first 10 s are warm-up and not counted.
+   sample (it cannot be sent before); an alarm event from the last sample of the frame that carried the sample
+   which completed the rule's on-delay, so on-delay, debounce and the source's framing are not in the figure.
+   The first 10 s are warm-up and not counted.
+Units' frames are spread evenly over the frame period, as independent devices' clocks are; `aligned` sends every
+unit's frame at the same instant instead (one burst a period: the last frame of a burst waits for all the others).
 """
 
 from __future__ import annotations
 
+import bisect
 import math
 import tempfile
 import threading
@@ -136,9 +140,12 @@ def measure_capacity(
     return (last - first) / (last_at - first_at), services
 
 
-def live_frames(plant: PlantModel, seconds: float, frame_samples: int, seed: int) -> list[tuple[float, str, bytes]]:
+def live_frames(
+    plant: PlantModel, seconds: float, frame_samples: int, seed: int, aligned: bool = False
+) -> list[tuple[float, str, bytes]]:
     """(last sample's time, unit, payload) of `seconds` of the plant from two seconds after it is made, with a
-    step fault on one unit of each class that has one, a third of the way in."""
+    step fault on one unit of each class that has one, a third of the way in; unless `aligned`, unit k of n is
+    shifted by k/n of a frame's period."""
     provisional = time.time() + 86_400  # shifted to the real start once made (making them takes a while)
     rng = np.random.default_rng(seed)
     injections = []
@@ -149,10 +156,14 @@ def live_frames(plant: PlantModel, seconds: float, frame_samples: int, seed: int
     made: list[bytes] = []
     plan = RunPlan(provisional, seconds, frame_samples, speed=None, seed=seed, injections=injections)
     run(plant, plan, lambda _key, payload, _ts: made.append(payload))
-    shift = timedelta(seconds=time.time() + 2.0 - provisional)
+    start_s = time.time() + 2.0
+    period_s = frame_samples * plant.sample_period_s
+    units = [equipment.id for equipment in plant.equipment]
+    phase = {unit: 0.0 if aligned else k / len(units) * period_s for k, unit in enumerate(units)}
     frames = []
     for payload in made:
         frame = telemetry_decoder.decode(payload)
+        shift = timedelta(seconds=start_s - provisional + phase[frame.equipment_id])
         moved = structs.replace(frame, samples=[structs.replace(s, ts=s.ts + shift) for s in frame.samples])
         frames.append((moved.samples[-1].ts.timestamp(), moved.equipment_id, encoder.encode(moved)))
     frames.sort(key=lambda f: f[0])
@@ -187,12 +198,13 @@ def score_latencies(
     pending: dict[str, list[float]] = defaultdict(list)
     for due, unit, _ in frames:
         pending[unit].append(due)
-    start_ns = int(frames[0][0] * 1e9)
-    statement = f'SELECT last("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {start_ns}'  # noqa: S608
+    # From the oldest frame still waiting: a query over the whole run would load influxd more with every poll.
+    statement = f'SELECT last("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {{since}}'  # noqa: S608
     statement += ' GROUP BY "equipment"'
     latencies: list[tuple[str, float, float]] = []  # (unit, frame's last sample, seconds until it was seen)
     while time.time() < until and any(pending.values()):
-        result = query(statement)
+        since = min(waiting[0] for waiting in pending.values() if waiting)
+        result = query(statement.format(since=int((since - 1.0) * 1e9)))
         seen_at = time.time()
         for series in result["results"][0].get("series", []):  # type: ignore[index]
             unit, newest = series["tags"]["equipment"], series["values"][0][0] / 1e9
@@ -216,7 +228,14 @@ def scored_samples(query: Callable[[str], dict[str, object]], since: float) -> s
 
 
 def bench_latency(
-    load_share: float, seconds: float, rate_hz: float, frame_samples: int, prefill: int, copies: int
+    load_share: float,
+    seconds: float,
+    rate_hz: float,
+    frame_samples: int,
+    prefill: int,
+    copies: int,
+    aligned: bool = False,
+    hops: bool = False,
 ) -> int:
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
     reference = read_plant(DEFAULT_PLANT_FILE)
@@ -248,9 +267,13 @@ def bench_latency(
             f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a frame "
             f"({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
         )
-        frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3)
+        frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3, aligned=aligned)
         stop = threading.Event()
-        arrivals: dict[str, list[tuple[float, bytes]]] = {"valid": [], "scores": [], "alarms": []}
+        # Reading the valid and scores topics (every frame, twice) costs the broker and this process as much as a
+        # service does: only when asked.
+        arrivals: dict[str, list[tuple[float, bytes]]] = {"alarms": []}
+        if hops:
+            arrivals |= {"valid": [], "scores": []}
         topics = {"valid": kafka.topics.valid, "scores": kafka.topics.scores, "alarms": kafka.topics.alarms}
         threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop), daemon=True)] + [
             threading.Thread(target=read_arrivals, args=(kafka, topics[name], stop, into), daemon=True)
@@ -272,15 +295,24 @@ def bench_latency(
                 service.stop()
     missing = len(frames) - len(latencies)
     score = [latency for unit, due, latency in latencies if due >= counted_from and (unit, round(due * 1e3)) in scored]
+    sent_at: dict[str, list[float]] = defaultdict(list)  # each unit's frames' last samples, in order
+    for due, unit, _ in frames:
+        sent_at[unit].append(due)
     alarm = []
     for received, value in arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
-            alarm.append(received - event.ts.timestamp())
+            dues = sent_at[event.equipment_id]
+            carried = bisect.bisect_left(dues, event.ts.timestamp() - 1e-6)  # the frame that carried its sample
+            if carried < len(dues):
+                alarm.append(received - dues[carried])
     # On the way: when each frame's last sample was readable on the valid and the scores topic.
-    valid = [t - last for t, last in map(_last_sample(telemetry_decoder), arrivals["valid"]) if last >= counted_from]
-    on_scores = [t - last for t, last in map(_last_sample(scores_decoder), arrivals["scores"]) if last >= counted_from]
-    for name, values in (("valid", valid), ("scores", on_scores), ("in InfluxDB", score), ("alarm event", alarm)):
+    hop_rows = [
+        (name, [t - last for t, last in map(_last_sample(decoder), arrivals[name]) if last >= counted_from])
+        for name, decoder in (("valid", telemetry_decoder), ("scores", scores_decoder))
+        if name in arrivals
+    ]
+    for name, values in [*hop_rows, ("in InfluxDB", score), ("alarm event", alarm)]:
         out(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
             f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"

@@ -42,7 +42,7 @@ STAGES = ("validator", "alerter", "scorer")
 BARE_OUTPUT = "linewatch.bench.bare"
 
 
-def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100)) -> int:
+def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100), stages: tuple[str, ...] = STAGES) -> int:
     from linewatch.core.plant import read_plant
     from linewatch.tools.drill import pipeline_env
 
@@ -61,7 +61,7 @@ def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100)) -> int:
                 publisher = KafkaPublisher(kafka.bootstrap_servers, topic, kafka.topics.lots)
                 manifest = run(plant, plan, publisher.send_frame)
                 publisher.close()
-            for stage in STAGES:
+            for stage in (stage for stage in STAGES if stage in stages):
                 faust_us = _faust_cpu(stage, env, kafka, manifest.frames, run_dir) / manifest.frames * 1e6
                 bare_us = _bare_cpu(stage, env, manifest.frames, run_dir) / manifest.frames * 1e6
                 rows.append((frame_samples, stage, faust_us, bare_us))

@@ -5,6 +5,7 @@ co-partitioned with the input topics."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,8 @@ from linewatch.services.alerter.view import AlarmView
 SERVICE = "alerter"
 log = logging.getLogger(__name__)
 SENT_MEMORY = 500  # event ids remembered per unit, so a redelivered event is not notified twice
+BATCH_RECORDS = 1000
+BATCH_WITHIN_S = 0.01
 
 
 class NotifyState(msgspec.Struct):
@@ -97,41 +100,75 @@ def register(
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:
-        async for event in stream.events():
+        # What arrived within 10 ms, in order: each unit's state is read and written (a changelog record) once a
+        # batch, not once a record.
+        async for events in stream.take_events(BATCH_RECORDS, within=BATCH_WITHIN_S):
+            touched: dict[bytes, UnitState] = {}
+            taken: dict[bytes, list[Any]] = {}  # the events each unit took this batch, to rebuild it after a failure
+            last_event: dict[bytes, Any] = {}
+            outgoing: list[tuple[bytes, AlarmEvent]] = []
+            for event in events:
+                message, key = event.message, event.key
+                position = f"{message.topic}:{message.partition}"
+                stats.took(message.topic)
+                if key is None:
+                    await dead_letter_event(
+                        deadletter_topic, event, SERVICE, "missing_key", "records are keyed by equipment id"
+                    )
+                    continue
+                if key not in touched:
+                    touched[key], taken[key] = stored_state(key), []
+                unit = touched[key]
+                if unit.applied.get(position, -1) >= message.offset:
+                    stats.counters["redelivered_skipped"] += 1  # applied before a restart; its events are out
+                    continue
+                value = event.value or b""
+                try:
+                    produced = apply(engine, plant, topics, unit, message.topic, value)
+                except (UnknownAlarm, ActionNotApplicable) as exc:
+                    await dead_letter_event(deadletter_topic, event, SERVICE, "action_rejected", str(exc))
+                    stats.counters["actions_rejected"] += 1
+                    produced = []
+                except Exception as exc:
+                    # faust would skip the record and commit past it: dead-letter it, and take the unit back to
+                    # its last good state (the failed step may have changed part of it).
+                    reason = "invalid_message" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
+                    log.exception("alarm evaluation failed", extra=structs.asdict(source_of(message)))
+                    await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
+                    stats.counters["dead_letters"] += 1
+                    touched[key] = rebuilt(key, taken[key])
+                    continue
+                outgoing += [(key, produced_event) for produced_event in produced]
+                unit.applied[position] = message.offset
+                taken[key].append(event)
+                last_event[key] = event
+            # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
+            pending = [await alarms_topic.send(key=key, value=encoder.encode(e)) for key, e in outgoing]
+            await asyncio.gather(*pending)
+            stats.counters["alarm_events"] += len(outgoing)
+            stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for _, e in outgoing)
+            # A table write goes to the changelog partition of the stream's current event; in a batch that must be
+            # the key's own last event. No await in between: the stream's own iteration never sees the swap.
+            current = stream.current_event
+            for key, event in last_event.items():
+                stream._set_current_event(event)
+                alarm_state[key] = state_encoder.encode(touched[key])
+            stream._set_current_event(current)
+
+    def stored_state(key: bytes) -> UnitState:
+        stored = alarm_state.get(key)
+        return state_decoder.decode(stored) if stored else UnitState()
+
+    def rebuilt(key: bytes, events: list[Any]) -> UnitState:
+        """The unit as stored, with the events it took this batch before a failure applied again (their alarm
+        events are already on their way)."""
+        unit = stored_state(key)
+        for event in events:
             message = event.message
-            position = f"{message.topic}:{message.partition}"
-            stats.took(message.topic)
-            if event.key is None:
-                await dead_letter_event(
-                    deadletter_topic, event, SERVICE, "missing_key", "records are keyed by equipment id"
-                )
-                continue
-            stored = alarm_state.get(event.key)
-            unit = state_decoder.decode(stored) if stored else UnitState()
-            if unit.applied.get(position, -1) >= message.offset:
-                stats.counters["redelivered_skipped"] += 1  # applied before a restart; its events are out
-                continue
-            try:
-                events = apply(engine, plant, topics, unit, message.topic, event.value or b"")
-            except (UnknownAlarm, ActionNotApplicable) as exc:
-                await dead_letter_event(deadletter_topic, event, SERVICE, "action_rejected", str(exc))
-                stats.counters["actions_rejected"] += 1
-                events = []
-            except Exception as exc:
-                # faust would skip the record and commit past it: dead-letter it, keep the last good state.
-                reason = "invalid_message" if isinstance(exc, msgspec.MsgspecError) else "internal_error"
-                log.exception("alarm evaluation failed", extra=structs.asdict(source_of(message)))
-                await dead_letter_event(deadletter_topic, event, SERVICE, reason, f"{type(exc).__name__}: {exc}")
-                stats.counters["dead_letters"] += 1
-                continue
-            if events:
-                # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
-                pending = [await alarms_topic.send(key=event.key, value=encoder.encode(e)) for e in events]
-                await asyncio.gather(*pending)
-                stats.counters["alarm_events"] += len(events)
-                stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for e in events)
-            unit.applied[position] = message.offset
-            alarm_state[event.key] = state_encoder.encode(unit)
+            with contextlib.suppress(UnknownAlarm, ActionNotApplicable):
+                apply(engine, plant, topics, unit, message.topic, event.value or b"")
+            unit.applied[f"{message.topic}:{message.partition}"] = message.offset
+        return unit
 
     @app.agent(alarms_topic, name="notify")  # type: ignore[untyped-decorator]
     async def notify(stream: Any) -> None:
