@@ -30,6 +30,7 @@ from linewatch.core.contract import (
     deadletter_decoder,
     raises_alarm,
     scores_decoder,
+    stats_decoder,
     telemetry_decoder,
 )
 from linewatch.core.kafka import TopicReader, ensure_topics
@@ -172,13 +173,30 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
         if scored - on_topic or vanished_events:
             pytest.xfail(f"the broker lost {len(scored - on_topic)} scores and {len(vanished_events)} alarm events")
         leeway = 0.01 * len(reference_scores)
-        # On failure: whether the missing ones were produced (on the topic, so not kept downstream) or never produced.
-        assert len(missing) <= leeway and len(extra) <= leeway, (
-            len(missing),
-            len(extra),
-            by_unit,
-            len(missing & on_topic),
-        )
+        # On failure: whether the missing ones were produced (on the topic, so not kept downstream) or never
+        # produced, when (per unit, seconds after the first frame), and each scorer's last counters (frames it
+        # skipped as already applied, samples it scored).
+        first_ts = min(frame.samples[0].ts.timestamp() for frame in frames_sent)
+        missing_at: dict[str, list[float]] = {}
+        for unit, _, ts in missing:
+            missing_at.setdefault(unit, []).append(ts / 1e9 - first_ts)
+        spans = {unit: (min(at), max(at)) for unit, at in missing_at.items()}
+        if len(missing) > leeway or len(extra) > leeway:
+            reader, reports = TopicReader(kafka, kafka.topics.stats), list[bytes]()
+            reader.read(reports.append, 3.0)  # the services report every second: never quiet, so a fixed time
+            reader.close()
+            scorer_counters = {
+                stats.instance: {
+                    k: v for k, v in stats.counters.items() if k in ("redelivered_skipped", "samples_scored")
+                }
+                for stats in map(stats_decoder.decode, reports)
+                if stats.service == "scorer"
+            }
+            pytest.fail(
+                f"{len(missing)} reference scores missing, {len(extra)} extra; by unit {dict(by_unit)}; "
+                f"{len(missing & on_topic)} of the missing on the scores topic; missing from/to (s after the first "
+                f"frame) {spans}; frames sent before the kill {frames_at_kill}; scorers' counters {scorer_counters}"
+            )
 
         # Every alarm event of an uncrashed run (the same engine over exactly the frames sent) is out.
         reference = reference_alarm_events(plant, sent)

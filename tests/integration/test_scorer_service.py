@@ -73,7 +73,14 @@ def test_scorer_service_end_to_end(stack: DevStack, kafka: KafkaSettings, plant:
 
         candidate = registry.save(root, KEY.encode(), models, {"source": "candidate"})
         registry.point(root, "CANDIDATE", candidate)
-        time.sleep(2.0)
+        # Loading a version takes seconds on a busy machine: the next frames are sent once it is in use.
+        scorer_log = tmp_path / "scorer.log"
+        wait_until(
+            "the candidate loaded",
+            lambda: f'"role": "CANDIDATE", "version": "{candidate}"' in scorer_log.read_text(),
+            60,
+            0.2,
+        )
         plan2 = RunPlan(start_s=run_start + 1200, duration_s=300, frame_samples=20, speed=None, seed=6)
         simulate(plant, kafka.bootstrap_servers, plan2)
         wait_until("shadow scores", lambda: len(anomaly_counts(stack, "role = 'shadow'")) >= 20, 120, 0.5)
@@ -81,7 +88,9 @@ def test_scorer_service_end_to_end(stack: DevStack, kafka: KafkaSettings, plant:
         tampered = registry.save(root, KEY.encode(), models, {"source": "tampered"})
         (root / tampered / "signature").write_text("0" * 64)
         registry.point(root, "ACTIVE", tampered)
-        time.sleep(2.0)
+        wait_until(
+            "the tampered version refused", lambda: "signature does not match" in scorer_log.read_text(), 60, 0.2
+        )
         plan3 = RunPlan(start_s=run_start + 1500, duration_s=300, frame_samples=20, speed=None, seed=7)
         simulate(plant, kafka.bootstrap_servers, plan3)
         recent = f"role = 'active' AND time >= {int(run_start + 1500)}s"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import ssl
@@ -129,60 +128,6 @@ def _shorten_faust_fetch_wait(fetch_max_wait_ms: int) -> None:
 
     create_worker_consumer.linewatch_fetch_wait = fetch_max_wait_ms  # type: ignore[attr-defined]
     AIOKafkaConsumerThread._create_worker_consumer = create_worker_consumer  # type: ignore[method-assign]
-
-
-def _deliver_without_tasks() -> None:
-    """faust hands each fetched message to the streams with `wait_first(deliver, suspend_flow.wait())`, which
-    makes four tasks a message (the delivery, the suspend flag, the stopped and crashed flags) and cancels three:
-    the larger part of faust's cost per record (`linewatch bench stages`). The delivery almost never waits, so it
-    is run at once; only when it does wait does it race the suspend flag as before."""
-    from faust.transport.consumer import Consumer
-    from mode.services import WaitResults
-
-    original = Consumer.wait_first
-    if getattr(original, "linewatch_eager", False):
-        return
-
-    async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
-        # Two arguments, a coroutine first: the drain loop's call (the consumer makes no other).
-        if len(coros) != 2 or not asyncio.iscoroutine(coros[0]) or self.suspend_flow.is_set():
-            return await original(self, *coros, timeout=timeout)
-        delivery, suspended = coros
-        try:
-            waiting_on = delivery.send(None)
-        except StopIteration as done:
-            suspended.close()
-            return WaitResults([delivery], [done.value], False)
-        except BaseException:
-            suspended.close()
-            raise
-        return await original(self, finish_started(delivery, waiting_on), suspended, timeout=timeout)
-
-    wait_first.linewatch_eager = True  # type: ignore[attr-defined]
-    Consumer.wait_first = wait_first  # type: ignore[method-assign]
-
-
-async def finish_started(coro: Any, waiting_on: Any) -> Any:
-    """Run to its end a coroutine that was started by hand (`coro.send(None)`) and is waiting on `waiting_on`,
-    what it yielded: a future, or None for a bare turn of the loop. Cancelling this cancels that future, which
-    raises CancelledError inside the coroutine, as a task would."""
-    while True:
-        thrown = None
-        try:
-            if waiting_on is None:
-                await asyncio.sleep(0)
-            else:
-                waiting_on._asyncio_future_blocking = False  # taken over, as a task takes what its coroutine yields
-                await waiting_on
-        except BaseException as exc:
-            # A future's own outcome is the coroutine's to read when it resumes; anything else (this task
-            # cancelled while the future is pending) is thrown into it.
-            if waiting_on is None or not waiting_on.done():
-                thrown = exc
-        try:
-            waiting_on = coro.send(None) if thrown is None else coro.throw(thrown)
-        except StopIteration as done:
-            return done.value
 
 
 # Observers (live view, benchmarks, drills, recordings, tests) are not on the hot path: a long fetch wait keeps
@@ -323,7 +268,6 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
     import faust
 
     _shorten_faust_fetch_wait(settings.fetch_max_wait_ms)
-    _deliver_without_tasks()
     config: dict[str, Any] = {
         "broker": [f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         "processing_guarantee": "at_least_once",
