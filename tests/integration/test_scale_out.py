@@ -176,12 +176,12 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
         # On failure: whether the missing ones were produced (on the topic, so not kept downstream) or never
         # produced, when (per unit, seconds after the first frame), and each scorer's last counters (frames it
         # skipped as already applied, samples it scored).
-        first_ts = min(frame.samples[0].ts.timestamp() for frame in frames_sent)
-        missing_at: dict[str, list[float]] = {}
-        for unit, _, ts in missing:
-            missing_at.setdefault(unit, []).append(ts / 1e9 - first_ts)
-        spans = {unit: (min(at), max(at)) for unit, at in missing_at.items()}
         if len(missing) > leeway or len(extra) > leeway:
+            first_ts = min(frame.samples[0].ts.timestamp() for frame in frames_sent)
+            missing_at: dict[str, list[float]] = {}
+            for unit, _, ts in missing:
+                missing_at.setdefault(unit, []).append(ts / 1e9 - first_ts)
+            spans = {unit: (min(at), max(at)) for unit, at in missing_at.items()}
             reader, reports = TopicReader(kafka, kafka.topics.stats), list[bytes]()
             reader.read(reports.append, 3.0)  # the services report every second: never quiet, so a fixed time
             reader.close()

@@ -254,6 +254,17 @@ async def dead_letter_event(
     log.info("dead-lettered", extra={"stage": stage, "reason": reason, **structs.asdict(letter.source)})
 
 
+def store_batch(stream: Any, table: Any, last_event: dict[bytes, Any], values: dict[bytes, bytes]) -> None:
+    """Write each key's value of a batch to a faust table. A table write goes to the changelog partition of the
+    stream's current event; in a batch that must be the key's own last event (`last_event`). No await in between:
+    the stream's own iteration never sees the swap."""
+    current = stream.current_event
+    for key, event in last_event.items():
+        stream._set_current_event(event)
+        table[key] = values[key]
+    stream._set_current_event(current)
+
+
 def publish_stats(app: Any, topic: str, stats: StatsCounter, interval_s: float) -> None:
     """A faust timer that sends the service's counters to the stats topic (live view, dashboards, benchmarks)."""
     stats_topic = app.topic(topic)

@@ -191,13 +191,19 @@ def read_arrivals(kafka: KafkaSettings, topic: str, stop: threading.Event, into:
         reader.close()
 
 
+def dues_by_unit(frames: list[tuple[float, str, bytes]]) -> dict[str, list[float]]:
+    """Each unit's frames' last samples, in order."""
+    dues: dict[str, list[float]] = defaultdict(list)
+    for due, unit, _ in frames:
+        dues[unit].append(due)
+    return dues
+
+
 def score_latencies(
     query: Callable[[str], dict[str, object]], frames: list[tuple[float, str, bytes]], until: float
 ) -> list[tuple[str, float, float]]:
     """Poll each unit's newest active score; every frame whose last sample is at or before it is in InfluxDB."""
-    pending: dict[str, list[float]] = defaultdict(list)
-    for due, unit, _ in frames:
-        pending[unit].append(due)
+    pending = dues_by_unit(frames)
     # From the oldest frame still waiting: a query over the whole run would load influxd more with every poll.
     statement = f'SELECT last("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {{since}}'  # noqa: S608
     statement += ' GROUP BY "equipment"'
@@ -295,9 +301,7 @@ def bench_latency(
                 service.stop()
     missing = len(frames) - len(latencies)
     score = [latency for unit, due, latency in latencies if due >= counted_from and (unit, round(due * 1e3)) in scored]
-    sent_at: dict[str, list[float]] = defaultdict(list)  # each unit's frames' last samples, in order
-    for due, unit, _ in frames:
-        sent_at[unit].append(due)
+    sent_at = dues_by_unit(frames)
     alarm = []
     for received, value in arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)

@@ -22,7 +22,7 @@ from linewatch.core.contract import (
     scores_decoder,
     telemetry_decoder,
 )
-from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
+from linewatch.core.kafka import dead_letter_event, publish_stats, source_of, store_batch
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import Topics
 from linewatch.core.stats import StatsCounter
@@ -147,13 +147,9 @@ def register(
             await asyncio.gather(*pending)
             stats.counters["alarm_events"] += len(outgoing)
             stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for _, e in outgoing)
-            # A table write goes to the changelog partition of the stream's current event; in a batch that must be
-            # the key's own last event. No await in between: the stream's own iteration never sees the swap.
-            current = stream.current_event
-            for key, event in last_event.items():
-                stream._set_current_event(event)
-                alarm_state[key] = state_encoder.encode(touched[key])
-            stream._set_current_event(current)
+            store_batch(
+                stream, alarm_state, last_event, {key: state_encoder.encode(touched[key]) for key in last_event}
+            )
 
     def stored_state(key: bytes) -> UnitState:
         stored = alarm_state.get(key)

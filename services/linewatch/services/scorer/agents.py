@@ -17,7 +17,7 @@ from linewatch.core.contract import (
     equipment_fields,
     telemetry_decoder,
 )
-from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
+from linewatch.core.kafka import dead_letter_event, publish_stats, source_of, store_batch
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.services.scorer.engine import PlantScorer, Prepared, UnitState, unit_decoder, unit_encoder
@@ -154,13 +154,7 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                 message, key = event.message, frame.equipment_id.encode()
                 touched[key].applied[f"{message.topic}:{message.partition}"] = message.offset
                 last_event[key] = event
-            # A table write goes to the changelog partition of the stream's current event; in a batch that must be
-            # the key's own last event. No await in between: the stream's own iteration never sees the swap.
-            current = stream.current_event
-            for key, event in last_event.items():
-                stream._set_current_event(event)
-                units[key] = unit_encoder.encode(touched[key])
-            stream._set_current_event(current)
+            store_batch(stream, units, last_event, {key: unit_encoder.encode(touched[key]) for key in last_event})
 
     @app.timer(interval=settings.reload_interval_s)  # type: ignore[untyped-decorator]
     async def reload_models() -> None:
