@@ -45,7 +45,7 @@ from linewatch.storage.measurements import ALARM_EVENT, ANOMALY
 from linewatch.tools.devstack import DevStack, free_port, wait_until
 from linewatch.tools.launcher import ServiceProcess
 
-# unsettled: in about one run in three a contiguous stretch of one scores partition is missing (README).
+# unsettled: in about one run in three a stretch of one unit's scores or a few alarm events are missing (README).
 pytestmark = [pytest.mark.production, pytest.mark.reliability, pytest.mark.slow, pytest.mark.unsettled]
 log = logging.getLogger(__name__)
 KEY = "scale-out-test-key"
@@ -66,6 +66,38 @@ def read_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[b
                 return values
     finally:
         reader.close()
+
+
+def partition_of(equipment_id: str, partitions: int = 12) -> int:
+    """The partition of a unit's records (the clients' default partitioner: murmur2 of the key)."""
+    from kafka.partitioner.default import murmur2
+
+    return int(murmur2(equipment_id.encode()) & 0x7FFFFFFF) % partitions
+
+
+def short_ends(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
+    """Partitions whose end offset as the broker reports it (what faust's table recovery reads up to) is not the
+    offset after the last record they hold: Tansu reports a short end after multi-record batches (platform
+    notes), and a table restored only up to it comes back behind."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+    from kafka.admin import OffsetSpec
+
+    parts = [TopicPartition(topic, p) for p in range(kafka.partitions)]
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    reported = admin.list_partition_offsets(dict.fromkeys(parts, OffsetSpec.LATEST))
+    admin.close()
+    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer.assign(parts)
+    consumer.seek_to_beginning(*parts)
+    held: dict[int, int] = {}
+    quiet_until = time.monotonic() + 3.0
+    while time.monotonic() < quiet_until:
+        for tp, records in consumer.poll(timeout_ms=200).items():
+            held[tp.partition] = records[-1].offset + 1
+            quiet_until = time.monotonic() + 3.0
+    consumer.close()
+    ends = {tp.partition: (reported[tp].offset, held.get(tp.partition, 0)) for tp in parts}
+    return {p: end for p, end in ends.items() if end[0] != end[1]}
 
 
 def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
@@ -203,7 +235,21 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
         raised = [e for e in reference if raises_alarm(e.kind, e.state, e.previous)]
         assert len({e.alarm_id for e in raised}) >= 3, [e.alarm_id for e in raised]
         expected = {e.event_id for e in reference}
-        wait_until("every reference alarm event", lambda: expected <= {e.event_id for e in alarm_events()}, 240, 1.0)
+        try:
+            wait_until("every reference alarm event", lambda: expected <= {e.event_id for e in alarm_events()}, 240, 1)
+        except TimeoutError:
+            # Which ones, and what came out instead (a unit's alarm state that came back from the changelog
+            # behind or ahead of where its input was committed shows as transitions missed or moved).
+            out = {e.event_id: e for e in alarm_events(2.0)}
+            lost = sorted((e.alarm_id, e.state, e.ts.isoformat()) for e in reference if e.event_id not in out)
+            instead = sorted((e.alarm_id, e.state, e.ts.isoformat()) for i, e in out.items() if i not in expected)
+            units = {e.equipment_id: partition_of(e.equipment_id) for e in reference if e.event_id not in out}
+            pytest.fail(
+                f"{len(lost)} of {len(expected)} reference alarm events never came out: {lost[:20]}; "
+                f"out but not in the reference: {instead[:20]}; their units' partitions {units}; alarm-state "
+                f"changelog partitions whose reported end offset is not the end of what they hold (reported, held): "
+                f"{short_ends(kafka, 'alerter-alarm-state-changelog')}"
+            )
         live = alarm_events(2.0)
         counts = Counter(e.event_id for e in live)
 
