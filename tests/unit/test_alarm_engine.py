@@ -245,3 +245,25 @@ def test_condition_registry_matches_the_contract_schema_and_rules() -> None:
     assert set(CONDITIONS) == set(get_args(AlarmCondition)) == set(schema["properties"]["condition"]["enum"])
     assert set(load_rules().conditions) == set(CONDITIONS)
     assert all(condition.name == name for name, condition in CONDITIONS.items())
+
+
+def test_a_frame_published_again_upstream_is_dosed_once(plant: PlantModel, engine: AlarmEngine) -> None:
+    """A validator that restarts publishes again what it had not committed, at new offsets: the copy must not add
+    to a lot's dose a second time (seen as exposure alarms raised early after a kill -9 in the scale-out test)."""
+    from linewatch.core.contract import encoder
+    from linewatch.core.settings import KafkaSettings
+    from linewatch.services.alerter.agents import apply
+
+    topics = KafkaSettings().topics
+    limit = engine.rules.exposure["dry_room"]["h2s"].limit
+    half = int(limit / 0.5 * 3600 / 2) + 10  # seconds at 0.5 ppm for just over half the dose
+    first = encoder.encode(frame(plant, "S1-DRY-01", T0, half, lot="EL-SYN1-7", h2s=0.5))
+    unit = UnitState()
+    assert apply(engine, plant, topics, unit, topics.valid, first) is not None
+    assert apply(engine, plant, topics, unit, topics.valid, first) is None  # the copy
+    assert unit.exposure["h2s"].dose < limit  # counted twice, it would be over
+    second = encoder.encode(frame(plant, "S1-DRY-01", T0 + half, half, lot="EL-SYN1-7", h2s=0.5))
+    events = apply(engine, plant, topics, unit, topics.valid, second)
+    assert [e for e in raises(events or []) if e.condition == "exposure_dose"]
+    # Remembered in the state the table keeps, so the copy is known on the worker that takes the unit over.
+    assert apply(engine, plant, topics, state_decoder.decode(state_encoder.encode(unit)), topics.valid, first) is None

@@ -193,3 +193,23 @@ def test_alarm_and_lot_events_from_code_are_valid_in_the_schemas(plant: PlantMod
     assert {e.kind for e in lots} == {"electrolyte_lot_made", "cells_produced"}
     for lot in lots:
         validator("lot-event.v1").validate(json.loads(encoder.encode(lot)))
+
+
+def test_a_copy_of_a_frame_is_known_and_other_frames_are_not(plant: PlantModel) -> None:
+    from support import T0, frame
+
+    from linewatch.core.contract import RECENT_FRAMES, frame_fingerprint, seen_before, telemetry_decoder
+
+    first = frame(plant, "S1-DRY-01", T0, 10)
+    copy_ = telemetry_decoder.decode(msgspec.json.encode(first))  # as it comes back from Kafka at a new offset
+    assert frame_fingerprint(copy_) == frame_fingerprint(first) < 2**53
+    later = frame(plant, "S1-DRY-01", T0 + 10, 10)
+    other_sensors = msgspec.structs.replace(first, units={"h2s": "ppm"})  # same instants, another source's sensors
+    other_unit = frame(plant, "S2-DRY-01", T0, 10)
+    recent: list[int] = []
+    assert not seen_before(recent, first)
+    assert seen_before(recent, copy_)
+    assert not any(seen_before(recent, f) for f in (later, other_sensors, other_unit))
+    for n in range(RECENT_FRAMES):  # the memory is bounded: a copy from further back is not known
+        seen_before(recent, frame(plant, "S1-DRY-01", T0 + 100 + n, 1))
+    assert len(recent) == RECENT_FRAMES and not seen_before(recent, first)

@@ -62,6 +62,31 @@ class TelemetryFrame(EquipmentRef, forbid_unknown_fields=True, frozen=True, kw_o
     recipe: Name | None = None
 
 
+# Frames a stateful service remembers per unit to know a copy: a validator or gateway that restarts publishes
+# again what it had sent but not yet committed, at new offsets. Deeper copies are applied again.
+RECENT_FRAMES = 128
+
+
+def frame_fingerprint(frame: TelemetryFrame) -> int:
+    """The identity of a frame's readings: equal for a copy of it, whatever offset it came at (53 bits, so any
+    JSON reader of the state keeps it exact)."""
+    identity = (
+        f"{frame.equipment_id}|{frame.seq}|{frame.samples[0].ts.timestamp()}|{frame.samples[-1].ts.timestamp()}|"
+        f"{len(frame.samples)}|{','.join(sorted(frame.units))}"
+    )
+    return int.from_bytes(hashlib.blake2b(identity.encode(), digest_size=8).digest()) >> 11
+
+
+def seen_before(recent: list[int], frame: TelemetryFrame) -> bool:
+    """Whether this frame's readings were applied already (a copy); if not, they are remembered as applied."""
+    fingerprint = frame_fingerprint(frame)
+    if fingerprint in recent:
+        return True
+    recent.append(fingerprint)
+    del recent[:-RECENT_FRAMES]
+    return False
+
+
 class SourcePosition(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     topic: str
     partition: int

@@ -175,7 +175,7 @@ def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | 
             stored = table.get(record.key)
             unit = state_decoder.decode(stored) if stored else UnitState()
             events = apply(engine_, plant, topics, unit, record.topic, record.value)
-            results += [(record.key, encoder.encode(event)) for event in events]
+            results += [(record.key, encoder.encode(event)) for event in events or []]
             table[record.key] = state_encoder.encode(unit)
         return results
 

@@ -20,6 +20,7 @@ from linewatch.core.contract import (
     alarm_event_decoder,
     encoder,
     scores_decoder,
+    seen_before,
     telemetry_decoder,
 )
 from linewatch.core.kafka import dead_letter_event, publish_stats, source_of, store_batch
@@ -67,9 +68,12 @@ class Alerter:
 
 def apply(
     engine: AlarmEngine, plant: PlantModel, topics: Topics, unit: UnitState, topic: str, value: bytes
-) -> list[AlarmEvent]:
+) -> list[AlarmEvent] | None:
+    """The alarm events of one record applied to its unit; None for a copy of a frame applied already (a dose,
+    an SPC chart or a settle time would count it twice)."""
     if topic == topics.valid:
-        return engine.on_frame(unit, telemetry_decoder.decode(value))
+        frame = telemetry_decoder.decode(value)
+        return None if seen_before(unit.recent_frames, frame) else engine.on_frame(unit, frame)
     if topic == topics.scores:
         return engine.on_scores(unit, scores_decoder.decode(value))
     action = alarm_action_decoder.decode(value)
@@ -125,6 +129,9 @@ def register(
                 value = event.value or b""
                 try:
                     produced = apply(engine, plant, topics, unit, message.topic, value)
+                    if produced is None:
+                        stats.counters["frame_copies_skipped"] += 1
+                        produced = []
                 except (UnknownAlarm, ActionNotApplicable) as exc:
                     await dead_letter_event(deadletter_topic, event, SERVICE, "action_rejected", str(exc))
                     stats.counters["actions_rejected"] += 1

@@ -64,6 +64,7 @@ class UnitState(msgspec.Struct):
     settling: str = "start_up"  # what the unit settles from: start_up or recipe_change
     last_ts: float = 0.0
     applied: dict[str, int] = {}  # "topic:partition" -> last offset applied: a redelivery is skipped
+    recent_frames: list[int] = []  # fingerprints of the frames applied last: a copy re-published upstream is skipped
 
 
 state_encoder = msgspec.json.Encoder()

@@ -15,6 +15,7 @@ from linewatch.core.contract import (
     TelemetryFrame,
     encoder,
     equipment_fields,
+    seen_before,
     telemetry_decoder,
 )
 from linewatch.core.kafka import dead_letter_event, publish_stats, source_of, store_batch
@@ -121,6 +122,11 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                 if touched[key].applied.get(f"{message.topic}:{message.partition}", -1) >= message.offset:
                     stats.counters["redelivered_skipped"] += 1  # scored before a restart; its scores are out
                     continue
+                if seen_before(touched[key].recent_frames, frame):
+                    # A copy at a new offset (the validator restarted): scored again it would replay an older
+                    # equipment state into the unit's streams and settle time.
+                    stats.counters["frame_copies_skipped"] += 1
+                    continue
                 engine.units[frame.equipment_id] = touched[key]
                 taken.append((event, frame))
             try:
@@ -130,6 +136,8 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                 # the units' states as stored (the failed batch may have advanced some of them).
                 for key in touched:
                     touched[key] = engine.units[key.decode()] = stored_state(key)
+                for _, frame in taken:
+                    seen_before(touched[frame.equipment_id.encode()].recent_frames, frame)  # as remembered above
                 results = []
                 for event, frame in taken:
                     try:

@@ -29,6 +29,7 @@ class UnitState(msgspec.Struct):
     streams: dict[str, StreamState] = {}  # feature layout -> its stream
     runs: dict[str, int] = {}  # role -> samples in a row at or above the alarm level
     applied: dict[str, int] = {}  # "topic:partition" -> last offset scored: a redelivery is skipped
+    recent_frames: list[int] = []  # fingerprints of the frames scored last: a copy re-published upstream is skipped
 
 
 unit_encoder = msgspec.json.Encoder()
