@@ -11,6 +11,7 @@ import time
 from collections import Counter
 from http.server import ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import pytest
 from support import (
@@ -54,16 +55,21 @@ WORKERS = ("validator", "scorer", "alerter", "writer")
 
 
 def read_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[bytes]:
-    """Every record of the topic: read until nothing new came for `quiet_s` (its end offsets lie on Tansu, and a
-    fixed time may end before a loaded broker has answered for every partition)."""
+    """Every record's value: read until nothing new came for `quiet_s` (its end offsets lie on Tansu, and a fixed
+    time may end before a loaded broker has answered for every partition)."""
+    return [record.value for record in records_quiet(kafka, topic, quiet_s)]
+
+
+def records_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[Any]:
+    """Every record of the topic, whole, read until nothing new came for `quiet_s`."""
     reader = TopicReader(kafka, topic)
-    values: list[bytes] = []
+    records: list[Any] = []
     try:
         while True:
-            before = len(values)
-            reader.read(values.append, quiet_s)
-            if len(values) == before:
-                return values
+            before = len(records)
+            reader.read_records(records.append, quiet_s)
+            if len(records) == before:
+                return records
     finally:
         reader.close()
 
@@ -73,25 +79,6 @@ def partition_of(equipment_id: str, partitions: int = 12) -> int:
     from kafka.partitioner.default import murmur2
 
     return int(murmur2(equipment_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-def positions(kafka: KafkaSettings, topic: str) -> list[tuple[int, int, str]]:
-    """(partition, offset, key) of every record of the topic, read until it is quiet (offsets and keys, which
-    `TopicReader` does not give)."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    parts = [TopicPartition(topic, p) for p in range(kafka.partitions)]
-    consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
-    consumer.assign(parts)
-    consumer.seek_to_beginning(*parts)
-    held: list[tuple[int, int, str]] = []
-    quiet_until = time.monotonic() + 3.0
-    while time.monotonic() < quiet_until:
-        for tp, records in consumer.poll(timeout_ms=200).items():
-            held += [(tp.partition, record.offset, (record.key or b"").decode()) for record in records]
-            quiet_until = time.monotonic() + 3.0
-    consumer.close()
-    return held
 
 
 def short_ends(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
@@ -106,8 +93,8 @@ def short_ends(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
     reported = admin.list_partition_offsets(dict.fromkeys(parts, OffsetSpec.LATEST))
     admin.close()
     held: dict[int, int] = {}
-    for partition, offset, _ in positions(kafka, topic):
-        held[partition] = max(held.get(partition, 0), offset + 1)
+    for record in records_quiet(kafka, topic, 3.0):
+        held[record.partition] = max(held.get(record.partition, 0), record.offset + 1)
     ends = {tp.partition: (reported[tp].offset, held.get(tp.partition, 0)) for tp in parts}
     return {p: end for p, end in ends.items() if end[0] != end[1]}
 
@@ -241,9 +228,9 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
             # Whether the valid topic still holds the missing units' frames at all (a log the broker dropped and
             # began again at offset 0 makes a unit's stored offsets skip the new records), and at which offsets.
             held: dict[str, list[int]] = {unit: [] for unit in by_unit}
-            for _, offset, key in positions(kafka, kafka.topics.valid):
-                if key in held:
-                    held[key].append(offset)
+            for record in records_quiet(kafka, kafka.topics.valid, 3.0):
+                if (unit := (record.key or b"").decode()) in held:
+                    held[unit].append(record.offset)
             frames_of = Counter(frame.equipment_id for frame in frames_sent if frame.equipment_id in by_unit)
             on_valid = {
                 unit: (len(offsets), frames_of[unit], min(offsets, default=-1)) for unit, offsets in held.items()
@@ -266,9 +253,10 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
             # Which ones, and what came out instead (a unit's alarm state that came back from the changelog
             # behind or ahead of where its input was committed shows as transitions missed or moved).
             out = {e.event_id: e for e in alarm_events(2.0)}
-            lost = sorted((e.alarm_id, e.state, e.ts.isoformat()) for e in reference if e.event_id not in out)
+            never = [e for e in reference if e.event_id not in out]
+            lost = sorted((e.alarm_id, e.state, e.ts.isoformat()) for e in never)
             instead = sorted((e.alarm_id, e.state, e.ts.isoformat()) for i, e in out.items() if i not in expected)
-            units = {e.equipment_id: partition_of(e.equipment_id) for e in reference if e.event_id not in out}
+            units = {e.equipment_id: partition_of(e.equipment_id) for e in never}
             pytest.fail(
                 f"{len(lost)} of {len(expected)} reference alarm events never came out: {lost[:20]}; "
                 f"out but not in the reference: {instead[:20]}; their units' partitions {units}; alarm-state "

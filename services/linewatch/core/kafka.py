@@ -162,12 +162,16 @@ class TopicReader:
         return consumer
 
     def read(self, on_value: Callable[[bytes], None], timeout_s: float = 0.5) -> None:
+        self.read_records(lambda record: on_value(record.value), timeout_s)
+
+    def read_records(self, on_record: Callable[[Any], None], timeout_s: float = 0.5) -> None:
+        """As `read`, with the whole record (partition, offset, key) for readers that need where it lies."""
         deadline = time.monotonic() + timeout_s
         while True:
             remaining = max(0, int((deadline - time.monotonic()) * 1000))
             for records in self._consumer.poll(timeout_ms=remaining).values():
                 for record in records:
-                    on_value(record.value)
+                    on_record(record)
             if remaining == 0:
                 return
 
