@@ -165,14 +165,24 @@ def faulty_plan(
     )
 
 
-def read_all(kafka: KafkaSettings, topic: str, settle_s: float = 2.0) -> list[bytes]:
+def read_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[bytes]:
+    """Every record's value: read until nothing new came for `quiet_s` (its end offsets lie on Tansu, and a fixed
+    time may end before a loaded broker has answered for every partition)."""
+    return [record.value for record in records_quiet(kafka, topic, quiet_s)]
+
+
+def records_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[Any]:
+    """Every record of the topic, whole, read until nothing new came for `quiet_s`."""
     reader = TopicReader(kafka, topic)
-    values: list[bytes] = []
+    records: list[Any] = []
     try:
-        reader.read(values.append, settle_s)
+        while True:
+            before = len(records)
+            reader.read_records(records.append, quiet_s)
+            if len(records) == before:
+                return records
     finally:
         reader.close()
-    return values
 
 
 class Hook(BaseHTTPRequestHandler):

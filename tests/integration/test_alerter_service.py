@@ -18,7 +18,15 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-from support import Hook, RecordedRun, SimulatorThread, faulty_plan, read_all, reference_alarm_events, unthrottled_rules
+from support import (
+    Hook,
+    RecordedRun,
+    SimulatorThread,
+    faulty_plan,
+    read_quiet,
+    reference_alarm_events,
+    unthrottled_rules,
+)
 
 from linewatch.core.contract import AlarmEvent, alarm_event_decoder, deadletter_decoder, raises_alarm
 from linewatch.core.plant import PlantModel
@@ -121,7 +129,7 @@ def test_alarms_reach_kafka_influx_api_and_cli_and_lots_affected_is_exact(
         assert ack.returncode == 0 and "accepted as operator" in ack.stdout, ack.stdout + ack.stderr
 
         def audited() -> list[AlarmEvent]:
-            events = [alarm_event_decoder.decode(v) for v in read_all(kafka, kafka.topics.alarms, 0.5)]
+            events = [alarm_event_decoder.decode(v) for v in read_quiet(kafka, kafka.topics.alarms, 0.5)]
             return [e for e in events if e.alarm_id == exposure_id and e.user == "operator"]
 
         wait_until("the audited acknowledgement", lambda: bool(audited()), 60, 0.5)
@@ -139,7 +147,7 @@ def test_alarms_reach_kafka_influx_api_and_cli_and_lots_affected_is_exact(
             "the bad action dead-lettered",
             lambda: any(
                 d.stage == "alerter" and d.reason == "invalid_message"
-                for d in map(deadletter_decoder.decode, read_all(kafka, kafka.topics.deadletter, 0.5))
+                for d in map(deadletter_decoder.decode, read_quiet(kafka, kafka.topics.deadletter, 0.5))
             ),
             60,
             0.5,
@@ -194,7 +202,7 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         sent = simulation.sent
 
         def alarm_events() -> list[AlarmEvent]:
-            return [alarm_event_decoder.decode(v) for v in read_all(kafka, kafka.topics.alarms, 0.3)]
+            return [alarm_event_decoder.decode(v) for v in read_quiet(kafka, kafka.topics.alarms, 0.3)]
 
         # Kill as soon as the first alarm is out, while most of the run is still to come.
         wait_until("a first alarm", lambda: any(e.state == "unacknowledged" for e in alarm_events()), 180, 0.2)

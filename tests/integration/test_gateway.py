@@ -414,7 +414,7 @@ def test_opcua_secured_session_status_codes_and_a_server_that_vanishes(
     from asyncua import ua
     from asyncua.crypto.cert_gen import setup_self_signed_certificate
     from cryptography.x509.oid import ExtendedKeyUsageOID
-    from support import read_all
+    from support import read_quiet
 
     from linewatch.core.contract import telemetry_decoder
     from linewatch.simulation.opcua_server import ServerSecurity
@@ -491,7 +491,7 @@ def test_opcua_secured_session_status_codes_and_a_server_that_vanishes(
         wait_for("OPC UA connected", log_dir / "gateway.log", count=2)
         second.call(second.server.write("u00", "s00", 4.0, at[3]))
         time.sleep(1.5)
-        frames = [telemetry_decoder.decode(v) for v in read_all(kafka, kafka.topics.raw)]
+        frames = [telemetry_decoder.decode(v) for v in read_quiet(kafka, kafka.topics.raw)]
         letters = [letter.reason for letter in read_dead_letters(kafka, at_least=1)]
     finally:
         gateway.stop()

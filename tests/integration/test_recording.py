@@ -11,7 +11,7 @@ from collections import defaultdict
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
-from support import Hook, faulty_plan, read_all, simulate
+from support import Hook, faulty_plan, read_quiet, simulate
 
 from linewatch.core.contract import alarm_event_decoder, raises_alarm, telemetry_decoder
 from linewatch.core.kafka import RecordProducer, ensure_topics
@@ -136,7 +136,7 @@ def test_whatif_paced_reproduces_the_live_alarms_without_notifying_or_touching_l
     live_raised = [
         (e.alarm_id, e.ts)
         for e in sorted(
-            map(alarm_event_decoder.decode, read_all(kafka, kafka.topics.alarms)), key=lambda e: (e.ts, e.event_id)
+            map(alarm_event_decoder.decode, read_quiet(kafka, kafka.topics.alarms)), key=lambda e: (e.ts, e.event_id)
         )
         if raises_alarm(e.kind, e.state, e.previous)
     ]

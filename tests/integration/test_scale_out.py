@@ -11,7 +11,6 @@ import time
 from collections import Counter
 from http.server import ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
 
 import pytest
 from support import (
@@ -19,6 +18,8 @@ from support import (
     RecordedRun,
     faulty_plan,
     per_sensor_mismatches,
+    read_quiet,
+    records_quiet,
     reference_alarm_events,
     total,
     unthrottled_rules,
@@ -52,26 +53,6 @@ log = logging.getLogger(__name__)
 KEY = "scale-out-test-key"
 SCORED_CLASSES = ("planetary_mill", "dry_room")
 WORKERS = ("validator", "scorer", "alerter", "writer")
-
-
-def read_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[bytes]:
-    """Every record's value: read until nothing new came for `quiet_s` (its end offsets lie on Tansu, and a fixed
-    time may end before a loaded broker has answered for every partition)."""
-    return [record.value for record in records_quiet(kafka, topic, quiet_s)]
-
-
-def records_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[Any]:
-    """Every record of the topic, whole, read until nothing new came for `quiet_s`."""
-    reader = TopicReader(kafka, topic)
-    records: list[Any] = []
-    try:
-        while True:
-            before = len(records)
-            reader.read_records(records.append, quiet_s)
-            if len(records) == before:
-                return records
-    finally:
-        reader.close()
 
 
 def partition_of(equipment_id: str, partitions: int = 12) -> int:

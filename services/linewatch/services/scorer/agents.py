@@ -109,6 +109,7 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
             stats.took(topics.valid, len(events))
             taken: list[tuple[Any, TelemetryFrame]] = []
             touched: dict[bytes, UnitState] = {}
+            skipped: list[tuple[str, str, int, int]] = []  # reason, unit, partition, offset
             for event in events:
                 message = event.message
                 try:
@@ -121,14 +122,19 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                     continue
                 if touched[key].applied.get(f"{message.topic}:{message.partition}", -1) >= message.offset:
                     stats.counters["redelivered_skipped"] += 1  # scored before a restart; its scores are out
+                    skipped.append(("redelivered", frame.equipment_id, message.partition, message.offset))
                     continue
                 if seen_before(touched[key].recent_frames, frame):
                     # A copy at a new offset (the validator restarted): scored again it would replay an older
                     # equipment state into the unit's streams and settle time.
                     stats.counters["frame_copies_skipped"] += 1
+                    skipped.append(("copy", frame.equipment_id, message.partition, message.offset))
                     continue
                 engine.units[frame.equipment_id] = touched[key]
                 taken.append((event, frame))
+            if skipped:
+                # Only after a restart or a rebalance; which frames, so a missing stretch can be traced to them.
+                log.info("frames skipped", extra={"frames": len(skipped), "first": skipped[0], "last": skipped[-1]})
             try:
                 results = scores_for(engine, models, [frame for _, frame in taken])
             except Exception:
