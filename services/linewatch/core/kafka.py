@@ -310,4 +310,12 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
         "recovery_consistency_check": False,
     }
     config.update(overrides)
-    return faust.App(settings.group(service), **config)
+    app = faust.App(settings.group(service), **config)
+
+    @app.on_partitions_assigned.connect
+    def log_assignment(_: Any, /, *assigned: Any, signal: Any, **__: Any) -> None:
+        # Which worker holds which partition, rebalance by rebalance: what a missing stretch is traced back to.
+        tps = sorted(f"{tp.topic}:{tp.partition}" for tps in assigned for tp in tps)
+        log.info("partitions assigned", extra={"partitions": tps})
+
+    return app
