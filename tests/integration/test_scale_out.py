@@ -47,7 +47,8 @@ from linewatch.storage.measurements import ALARM_EVENT, ANOMALY
 from linewatch.tools.devstack import DevStack, free_port, wait_until
 from linewatch.tools.launcher import ServiceProcess
 
-# unsettled: in about one run in three a stretch of one unit's scores or one unit's alarm events are missing (README).
+# unsettled: now and then a stretch of one unit's scores, one unit's alarm events or one notification is
+# missing (README).
 pytestmark = [pytest.mark.production, pytest.mark.reliability, pytest.mark.slow, pytest.mark.unsettled]
 log = logging.getLogger(__name__)
 KEY = "scale-out-test-key"

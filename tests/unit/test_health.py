@@ -102,6 +102,18 @@ def supervise(supervisor: Supervisor, seconds: float) -> None:
         time.sleep(0.05)
 
 
+def test_one_stuck_partition_is_named_while_the_others_move_on() -> None:
+    watch = BrokerWatch("alerter", KafkaSettings(), [], StatsCounter("alerter"), HealthSettings(stall_s=60), {})
+    waiting = {("valid", 0): 5, ("valid", 1): 8, ("valid", 2): 0}
+    assert watch.stalled(waiting, {("valid", 0): 10, ("valid", 1): 3}, now=0.0) == []
+    # Partition 0 moves on, partition 2 has nothing waiting; partition 1 keeps 8 records at the same offset.
+    for now, offset in ((30.0, 12), (61.0, 15)):
+        stuck = watch.stalled(waiting, {("valid", 0): offset, ("valid", 1): 3}, now)
+    assert stuck == ["valid:1"]
+    # It moves: ready again.
+    assert watch.stalled(waiting, {("valid", 0): 16, ("valid", 1): 4}, now=62.0) == []
+
+
 def test_after_a_loss_the_supervisor_waits_resets_once_and_restarts_everyone() -> None:
     resets: list[float] = []
     lost = FakeService("validator", EXIT_BROKER_STATE_LOST, 0.1).start()

@@ -6,9 +6,10 @@ keeps its old positions and silently skips what is produced below them. The watc
 the topics, reports the gap (a dead letter per lost topic, a `broker_state_lost` counter) and exits with
 EXIT_BROKER_STATE_LOST so the supervisor (`linewatch up`, compose, k8s) starts the service afresh.
 
-Readiness fails while the broker is unreachable, and when input is waiting that the service's consumer group has
-not committed for `stall_s`. Tansu reports end offsets short (platform notes), so waiting input is a lower bound:
-a stall with a growing backlog shows, a last unread batch may not. Liveness fails when the event loop has not
+Readiness fails while the broker is unreachable, and when an input partition has records waiting that the service's
+consumer group has not committed for `stall_s` (partition by partition: one stuck partition shows while others move
+on). Tansu reports end offsets short (platform notes), so waiting input is a lower bound: a stall with a growing
+backlog shows, a last unread batch may not. Liveness fails when the event loop has not
 beaten for `live_timeout_s` (a blocked loop), or once the watch has decided to exit.
 """
 
@@ -92,7 +93,7 @@ class BrokerWatch(threading.Thread):
         self._first_check = True
         self._committed: dict[tuple[str, int], int] = {}
         self._unreachable_since: float | None = None
-        self._progress_at = time.monotonic()
+        self._moved_at: dict[tuple[str, int], float] = {}  # partition -> when its committed offset last moved
         self._stopped = threading.Event()
 
     def stop(self) -> None:
@@ -136,16 +137,36 @@ class BrokerWatch(threading.Thread):
             (tp.topic, tp.partition): meta.offset
             for tp, meta in admin.list_group_offsets({group: partitions}).get(group, {}).items()
         }
-        waiting = sum(max(0, ends[tp].offset - max(0, committed.get((tp.topic, tp.partition), 0))) for tp in ends)
-        now = time.monotonic()
-        if committed != self._committed or waiting == 0:
-            self._committed, self._progress_at = committed, now
-        stalled_s = now - self._progress_at
-        self.stats.counters["input_waiting"] = waiting  # consumer lag, for the pipeline-health dashboard
-        if stalled_s > self.settings.stall_s:
-            self._set(False, f"{waiting} records waiting, none processed for {stalled_s:.0f} s")
+        waiting = {
+            (tp.topic, tp.partition): max(0, ends[tp].offset - max(0, committed.get((tp.topic, tp.partition), 0)))
+            for tp in ends
+        }
+        self.stats.counters["input_waiting"] = sum(waiting.values())  # consumer lag, for the pipeline-health dashboard
+        stalled = self.stalled(waiting, committed, time.monotonic())
+        if stalled:
+            self._set(
+                False,
+                f"{sum(waiting.values())} records waiting; partitions {', '.join(stalled)} not processed for "
+                f"{self.settings.stall_s:.0f} s",
+            )
         else:
             self._set(True, "ready")
+
+    def stalled(
+        self, waiting: dict[tuple[str, int], int], committed: dict[tuple[str, int], int], now: float
+    ) -> list[str]:
+        """Input partitions with records waiting whose committed offset has not moved for `stall_s`, each on its
+        own: one stuck partition shows while the group's others move on."""
+        for key, count in waiting.items():
+            self._moved_at.setdefault(key, now)
+            if count == 0 or committed.get(key) != self._committed.get(key):
+                self._moved_at[key] = now
+        self._committed = committed
+        return [
+            f"{t}:{p}"
+            for (t, p), count in sorted(waiting.items())
+            if count and now - self._moved_at[t, p] > self.settings.stall_s
+        ]
 
     def _connect(self) -> Any:
         from kafka.admin import KafkaAdminClient
