@@ -42,12 +42,11 @@ class RepeatLimit(logging.Filter):
         self.burst, self.window_s = burst, window_s
         self._seen: dict[tuple[str, int, str], tuple[float, int, int]] = {}  # kind -> window start, let, held
         # Libraries (aiokafka, kafka, faust) also share a budget: a lost broker makes each of them complain in
-        # its own words at once. A bucket of 5 lines refilled at `library_lines_per_s`; ours never wait for it, nor
-        # do libraries' errors (rare, and the one line that explains a stall must not be lost to connection noise).
+        # its own words at once. A bucket of 5 lines refilled at `library_lines_per_s`; ours never wait for it.
         self._rate, self._tokens, self._filled_at, self._library_held = library_lines_per_s, 5.0, time.monotonic(), 0
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith("linewatch") and record.levelno < logging.ERROR:
+        if not record.name.startswith("linewatch"):
             now = time.monotonic()
             self._tokens = min(5.0, self._tokens + (now - self._filled_at) * self._rate)
             self._filled_at = now
