@@ -178,7 +178,8 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
         # Also seen as fewer records on a topic than its producers were acknowledged for: the scorers count the
         # samples they scored, and the alerters the alarm events they sent, only once Kafka acknowledged them (each
         # instance's last report; the killed one's is up to a second old, so this can only undercount).
-        score_records = list(map(scores_decoder.decode, read_quiet(kafka, kafka.topics.scores)))
+        score_records_whole = records_quiet(kafka, kafka.topics.scores)  # where they lie, for a failure below
+        score_records = [scores_decoder.decode(record.value) for record in score_records_whole]
         on_topic = {(m.equipment_id, m.role, round(x.ts.timestamp() * 1e9)) for m in score_records for x in m.samples}
         held_scored = sum(len(m.samples) for m in score_records if m.role == "active")
         result = stack.influxd.query(f'SELECT "event_id" FROM {ALARM_EVENT}', stack.database)
@@ -232,9 +233,9 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
             # Where the units' scores lie on their partition of the scores topic (a log the broker began again shows
             # as offsets from 0 under later samples), and what the scorers' table said of them, write by write.
             scores_at: dict[str, list[tuple[int, int, float]]] = {unit: [] for unit in by_unit}
-            for record in records_quiet(kafka, kafka.topics.scores, 3.0):
+            for record, decoded in zip(score_records_whole, score_records, strict=True):
                 if (unit := (record.key or b"").decode()) in scores_at:
-                    first = scores_decoder.decode(record.value).samples[0].ts.timestamp() - first_ts
+                    first = decoded.samples[0].ts.timestamp() - first_ts
                     scores_at[unit].append((record.partition, record.offset, round(first)))
             history: dict[str, list[tuple[int, int, float | None, dict[str, int], int]]] = {u: [] for u in by_unit}
             for record in records_quiet(kafka, "scorer-scorer-state-changelog", 3.0):

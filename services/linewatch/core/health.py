@@ -9,8 +9,8 @@ EXIT_BROKER_STATE_LOST so the supervisor (`linewatch up`, compose, k8s) starts t
 Readiness fails while the broker is unreachable, and when an input partition has records waiting that the service's
 consumer group has not committed for `stall_s` (partition by partition: one stuck partition shows while others move
 on). Tansu reports end offsets short (platform notes), so waiting input is a lower bound: a stall with a growing
-backlog shows, a last unread batch may not. Liveness fails when the event loop has not
-beaten for `live_timeout_s` (a blocked loop), or once the watch has decided to exit.
+backlog shows, a last unread batch may not. Liveness fails when the event loop has not beaten for `live_timeout_s`
+(a blocked loop), or once the watch has decided to exit.
 """
 
 from __future__ import annotations
