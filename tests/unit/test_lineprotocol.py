@@ -6,10 +6,18 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import msgspec
 
-from linewatch.core.contract import TelemetryFrame, encoder, telemetry_decoder
+from linewatch.core.contract import AnomalyScores, SampleScore, TelemetryFrame, encoder, telemetry_decoder
 from linewatch.core.plant import PlantModel
 from linewatch.services.simulator.runner import RunPlan, run
-from linewatch.storage.lineprotocol import TimestampCache, escape_key, line, telemetry_lines, to_ns
+from linewatch.storage.lineprotocol import (
+    TimestampCache,
+    equipment_tags,
+    escape_key,
+    line,
+    score_lines,
+    telemetry_lines,
+    to_ns,
+)
 
 
 def parse(text: bytes) -> tuple[str, dict[str, str], dict[str, str], int]:
@@ -83,3 +91,108 @@ def test_to_ns_is_exact_and_timezone_aware() -> None:
 def test_escaping() -> None:
     assert escape_key("a b,c=d") == r"a\ b\,c\=d"
     assert line("m", {"t": "x y"}, {"s": 'say "hi"', "i": 3, "b": True}, 5) == r'm,t=x\ y s="say \"hi\"",i=3i,b=true 5'
+
+
+def test_score_lines_match_the_generic_formatter() -> None:
+    """The scores' fast path (series and keys escaped once a record) writes what the generic formatter does."""
+    start = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+    samples = [
+        SampleScore(
+            ts=start + timedelta(seconds=i),
+            score=0.25 * i,
+            anomalous=i == 2,
+            t2=1e-7,
+            spe=12345.678,
+            iforest=0.5,
+            univariate=3.0,
+            missing=["dew point"] if i == 1 else [],
+            flatline=[],
+            top_sensors=["dew point", 'p"x', "h2s,ppm"],
+            drift=-0.0,
+        )
+        for i in range(3)
+    ]
+    scores = AnomalyScores(
+        site="plant-01",
+        area="dry-rooms",
+        line="L.1",
+        equipment_id="S2-DRY-01",
+        equipment_class="dry_room",
+        schema_version=1,
+        model_version="v1.b",
+        role="shadow",
+        samples=samples,
+    )
+    expected = [
+        line(
+            "anomaly",
+            equipment_tags(scores) | {"role": "shadow"},
+            {
+                "score": s.score,
+                "t2": s.t2,
+                "spe": s.spe,
+                "drift": s.drift,
+                "iforest": s.iforest,
+                "univariate": s.univariate,
+                "anomalous": s.anomalous,
+                "top_sensors": ",".join(s.top_sensors),
+                "missing": ",".join(s.missing),
+                "flatline": ",".join(s.flatline),
+                "model_version": "v1.b",
+            },
+            to_ns(s.ts),
+        ).encode()
+        for s in samples
+    ]
+    assert score_lines(encoder.encode(scores)) == expected
+
+
+def test_latency_bench_reads_each_units_newest_active_score_from_the_written_lines() -> None:
+    """`bench latency` times a frame by the write that stored its unit's score: it must read what the writer
+    writes (active scores only, by unit) and take every frame up to a unit's newest score."""
+    from linewatch.tools.latencybench import score_latencies, stored_scores
+
+    start = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+
+    def written(unit: str, role: str, seconds: list[int]) -> bytes:
+        samples = [
+            SampleScore(
+                ts=start + timedelta(seconds=i),
+                score=0.5,
+                anomalous=False,
+                t2=0.1,
+                spe=0.1,
+                iforest=0.1,
+                univariate=0.1,
+                missing=[],
+                flatline=[],
+                top_sensors=["dew point"],
+            )
+            for i in seconds
+        ]
+        scores = AnomalyScores(
+            site="plant-01",
+            area="cells",
+            line="L1",
+            equipment_id=unit,
+            equipment_class="sealer",
+            schema_version=1,
+            model_version="v1",
+            role=role,  # type: ignore[arg-type]
+            samples=samples,
+        )
+        return b"\n".join(score_lines(encoder.encode(scores)))
+
+    t0 = start.timestamp()
+    writes = stored_scores(
+        [
+            (t0 + 5.0, written("SEAL-01", "active", [1, 2]) + b"\n" + written("SEAL-02", "shadow", [1, 2])),
+            (t0 + 9.0, b"telemetry,equipment=SEAL-01 x=1 1"),  # no score: not a write of scores
+            (t0 + 9.5, written("SEAL-02", "active", [3])),
+        ]
+    )
+    assert writes == [(t0 + 5.0, {"SEAL-01": [t0 + 1, t0 + 2]}), (t0 + 9.5, {"SEAL-02": [t0 + 3]})]
+    pending = {"SEAL-01": [t0 + 2, t0 + 4], "SEAL-02": [t0 + 2, t0 + 3]}
+    latencies = score_latencies(writes, pending)
+    assert latencies == [("SEAL-01", t0 + 2, 3.0), ("SEAL-02", t0 + 2, 7.5), ("SEAL-02", t0 + 3, 6.5)]
+    assert pending == {"SEAL-01": [t0 + 4], "SEAL-02": []}, "a frame after the newest score still waits"

@@ -21,7 +21,7 @@ from linewatch.services.scorer import evaluate, registry, training
 from linewatch.services.scorer.agents import scores_for
 from linewatch.services.scorer.engine import PlantScorer
 from linewatch.services.scorer.features import SMOOTH_WARMUP, FeatureLayout, StreamState, stream_block
-from linewatch.services.scorer.models import ClassModel, Targets, isolation_scores, pick, tail_threshold
+from linewatch.services.scorer.models import ClassModel, FlatForest, Targets, pick, tail_threshold
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.simulation.faults import plan_injection
 from linewatch.simulation.plant_sim import simulated
@@ -158,14 +158,17 @@ def test_rollout_hot_swaps_shadows_and_keeps_the_last_good_model(
     assert model_set.failures == 1, "a refused version is reported once, not on every refresh"
 
 
-def test_isolation_scores_equal_sklearn_score_samples(models: dict[str, ClassModel]) -> None:
-    """The scorer's tree-by-tree forest scoring is sklearn's arithmetic, on normal rows and far-out ones."""
+def test_flat_forest_scores_equal_sklearn_score_samples(models: dict[str, ClassModel]) -> None:
+    """The scorer's flat forest walk is sklearn's arithmetic, on normal rows and far-out ones, one row or more
+    than a chunk at a time."""
     rng = np.random.default_rng(3)
     for model in models.values():
         width = len(model.mean)
-        rows = np.vstack([rng.normal(0, 1, (200, width)), rng.normal(0, 8, (50, width))])
+        rows = np.vstack([rng.normal(0, 1, (400, width)), rng.normal(0, 8, (100, width))])
         expected = -model.forest.score_samples(rows)
-        assert np.allclose(isolation_scores(model.forest, rows), expected, rtol=0, atol=1e-12)
+        flat = FlatForest.of(model.forest)
+        assert np.allclose(flat.scores(rows), expected, rtol=0, atol=1e-12)
+        assert np.allclose(flat.scores(rows[-1:]), expected[-1:], rtol=0, atol=1e-12)
 
 
 # -- features count samples, not seconds ---------------------------------------------------------------------

@@ -57,10 +57,15 @@ def field_value(value: float | int | str | bool) -> str:
     return '"' + value.translate(_STRING_ESCAPES) + '"'
 
 
-def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int) -> str:
+def series_key(measurement: str, tags: Mapping[str, str]) -> str:
+    """Measurement and tags, escaped: the start of every line of the series."""
     tag_part = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()) if v)
+    return measurement.translate(_MEASUREMENT_ESCAPES) + tag_part
+
+
+def line(measurement: str, tags: Mapping[str, str], fields: Mapping[str, float | int | str | bool], ts_ns: int) -> str:
     field_part = ",".join(f"{escape_key(k)}={field_value(v)}" for k, v in fields.items())
-    return f"{measurement.translate(_MEASUREMENT_ESCAPES)}{tag_part} {field_part} {ts_ns}"
+    return f"{series_key(measurement, tags)} {field_part} {ts_ns}"
 
 
 def equipment_tags(ref: EquipmentRef) -> dict[str, str]:
@@ -97,25 +102,16 @@ def plant_sensor_lines(plant: PlantModel, ts_ns: int) -> list[str]:
 def score_lines(payload: bytes) -> list[bytes]:
     """One point per scored sample; role is a tag so active and shadow scores are separate series."""
     scores = scores_decoder.decode(payload)
-    tags = equipment_tags(scores) | {"role": scores.role}
+    # The series and the field keys are the record's, not the sample's: escaped once (the writer's costliest
+    # step when they were escaped per sample).
+    series = series_key(ANOMALY, equipment_tags(scores) | {"role": scores.role})
+    version = field_value(scores.model_version)
     return [
-        line(
-            ANOMALY,
-            tags,
-            {
-                "score": s.score,
-                "t2": s.t2,
-                "spe": s.spe,
-                "drift": s.drift,
-                "iforest": s.iforest,
-                "univariate": s.univariate,
-                "anomalous": s.anomalous,
-                "top_sensors": ",".join(s.top_sensors),
-                "missing": ",".join(s.missing),
-                "flatline": ",".join(s.flatline),
-                "model_version": scores.model_version,
-            },
-            to_ns(s.ts),
+        (
+            f"{series} score={s.score!r},t2={s.t2!r},spe={s.spe!r},drift={s.drift!r},iforest={s.iforest!r},"
+            f"univariate={s.univariate!r},anomalous={'true' if s.anomalous else 'false'},"
+            f"top_sensors={field_value(','.join(s.top_sensors))},missing={field_value(','.join(s.missing))},"
+            f"flatline={field_value(','.join(s.flatline))},model_version={version} {to_ns(s.ts)}"
         ).encode()
         for s in scores.samples
     ]

@@ -6,11 +6,12 @@ at 10 Hz in frames of one second, with settle times zero and timestamps that are
 1. capacity: the raw topic is pre-filled with past samples, the pipeline started on it, and its steady rate
    taken from the writer's scored points (first to last report that moved, while every service worked);
 2. latency: the chosen share of that rate is published live, each frame sent once its last sample is due;
-   scores are timed by polling InfluxDB for each unit's newest score every 20 ms (so figures are up to 20 ms
-   high), alarm events by a reader on the alarms topic with a 10 ms fetch wait. A frame counts from its last
-   sample (it cannot be sent before); an alarm event from the last sample of the frame that carried the sample
-   which completed the rule's on-delay, so on-delay, debounce and the source's framing are not in the figure.
-   The first 10 s are warm-up and not counted.
+   scores are timed when InfluxDB acknowledges the write that carries them (the writer writes through a relay
+   in this process that notes the time of each 2xx: exact, where polling InfluxDB every 20 ms cost influxd half
+   a core and the figures up to 20 ms), alarm events by a reader on the alarms topic with a 10 ms fetch wait.
+   A frame counts from its last sample (it cannot be sent before); an alarm event from the last sample of the
+   frame that carried the sample which completed the rule's on-delay, so on-delay, debounce and the source's
+   framing are not in the figure. The first 10 s are warm-up and not counted.
 Units' frames are spread evenly over the frame period, as independent devices' clocks are; `aligned` sends every
 unit's frame at the same instant instead (one burst a period: the last frame of a burst waits for all the others).
 """
@@ -18,13 +19,16 @@ unit's frame at the same instant instead (one burst a period: the last frame of 
 from __future__ import annotations
 
 import bisect
+import http.client
 import math
+import re
 import tempfile
 import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import timedelta
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -41,14 +45,13 @@ from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.storage.measurements import ANOMALY
 from linewatch.tools.bench import cpu_seconds
-from linewatch.tools.devstack import DevStack
+from linewatch.tools.devstack import DevStack, free_port
 from linewatch.tools.drill import pipeline_env, train_into, wait_quiet
 from linewatch.tools.launcher import ServiceProcess
 from linewatch.tools.plantfile import write
 
 WARM_UP_S = 10.0
 TRAIN_SAMPLES = 3600  # per unit
-POLL_S = 0.02
 # Tansu holds a fetch for its whole wait: this is how late an arrival may be seen (it loads the broker less
 # than a few ms would, with three readers beside the services).
 OBSERVER_FETCH_WAIT_MS = 10
@@ -101,6 +104,71 @@ def _last_sample(decoder: Any) -> Callable[[tuple[float, bytes]], tuple[float, f
 
 def percentile_ms(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) * 1000 if values else math.nan
+
+
+class WriteRelay:
+    """An HTTP relay in front of InfluxDB that notes when each write was acknowledged (2xx) and what it carried,
+    once `armed`: the moment a score is in InfluxDB, without querying it."""
+
+    def __init__(self, upstream_port: int) -> None:
+        self.armed = False
+        self.acknowledged: list[tuple[float, bytes]] = []  # (when InfluxDB answered 2xx, the line protocol body)
+        relay = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keeps the writer's connection alive
+            upstream: http.client.HTTPConnection | None = None
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                if self.upstream is None:
+                    self.upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
+                self.upstream.request(self.command, self.path, body=body or None, headers=headers)
+                response = self.upstream.getresponse()
+                answer = response.read()
+                if relay.armed and self.path.startswith("/write") and response.status < 300:
+                    relay.acknowledged.append((time.time(), body))
+                self.send_response(response.status)
+                for key, value in response.getheaders():
+                    if key.lower() not in ("connection", "transfer-encoding", "content-length"):
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(answer)))
+                self.end_headers()
+                self.wfile.write(answer)
+
+            do_GET = do_POST = relay
+
+            def log_message(self, format: str, *args: Any) -> None:  # one line a write: no
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# An active score's line: its series (tags hold no spaces: names are restricted) and its timestamp.
+_ACTIVE_SCORE = re.compile(rb"^" + ANOMALY.encode() + rb",(\S*role=active\S*) .* (\d+)$", re.MULTILINE)
+_EQUIPMENT_TAG = re.compile(rb"(?:^|,)equipment=([^,]+)")
+
+
+def stored_scores(acknowledged: list[tuple[float, bytes]]) -> list[tuple[float, dict[str, list[float]]]]:
+    """Per acknowledged write: when, and each unit's active scores' sample times in it (seconds)."""
+    writes = []
+    for at, body in acknowledged:
+        units: dict[str, list[float]] = defaultdict(list)
+        for series, ts in _ACTIVE_SCORE.findall(body):
+            found = _EQUIPMENT_TAG.search(series)
+            if found:
+                units[found.group(1).decode()].append(int(ts) / 1e9)
+        if units:
+            writes.append((at, dict(units)))
+    return writes
 
 
 def measure_capacity(
@@ -200,37 +268,18 @@ def dues_by_unit(frames: list[tuple[float, str, bytes]]) -> dict[str, list[float
 
 
 def score_latencies(
-    query: Callable[[str], dict[str, object]], frames: list[tuple[float, str, bytes]], until: float
+    writes: list[tuple[float, dict[str, list[float]]]], pending: dict[str, list[float]]
 ) -> list[tuple[str, float, float]]:
-    """Poll each unit's newest active score; every frame whose last sample is at or before it is in InfluxDB."""
-    pending = dues_by_unit(frames)
-    # From the oldest frame still waiting: a query over the whole run would load influxd more with every poll.
-    statement = f'SELECT last("score") FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {{since}}'  # noqa: S608
-    statement += ' GROUP BY "equipment"'
-    latencies: list[tuple[str, float, float]] = []  # (unit, frame's last sample, seconds until it was seen)
-    while time.time() < until and any(pending.values()):
-        since = min(waiting[0] for waiting in pending.values() if waiting)
-        result = query(statement.format(since=int((since - 1.0) * 1e9)))
-        seen_at = time.time()
-        for series in result["results"][0].get("series", []):  # type: ignore[index]
-            unit, newest = series["tags"]["equipment"], series["values"][0][0] / 1e9
-            waiting = pending.get(unit, [])
+    """Every frame still `pending` whose last sample is at or before a unit's newest score in an acknowledged
+    write is in InfluxDB from that acknowledgement on (taken off `pending`)."""
+    latencies: list[tuple[str, float, float]] = []  # (unit, frame's last sample, seconds until it was stored)
+    for at, units in writes:
+        for unit, stamps in units.items():
+            waiting, newest = pending.get(unit, []), max(stamps)
             while waiting and waiting[0] <= newest + 1e-6:
                 due = waiting.pop(0)
-                latencies.append((unit, due, seen_at - due))
-        time.sleep(POLL_S)
+                latencies.append((unit, due, at - due))
     return latencies
-
-
-def scored_samples(query: Callable[[str], dict[str, object]], since: float) -> set[tuple[str, int]]:
-    """(unit, millisecond) of every active score from `since`."""
-    statement = f'SELECT "score" FROM "{ANOMALY}" WHERE "role" = \'active\' AND time >= {int(since * 1e9)}'  # noqa: S608
-    result = query(statement + ' GROUP BY "equipment"')
-    return {
-        (series["tags"]["equipment"], round(row[0] / 1e6))
-        for series in result["results"][0].get("series", [])  # type: ignore[index]
-        for row in series["values"]
-    }
 
 
 def bench_latency(
@@ -249,9 +298,11 @@ def bench_latency(
     plant_file = run_dir / "plant.yaml"
     write(plant.model_dump(mode="json", by_alias=True), plant_file)
     with DevStack() as stack:
+        relay = WriteRelay(stack.influxd.http_port)
         env = pipeline_env(stack, run_dir) | {
             "LINEWATCH_PLANT_FILE": str(plant_file),
             "LINEWATCH_STATS_INTERVAL_S": "0.2",
+            "LINEWATCH_INFLUX__URL": relay.url,
         }
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
         ensure_topics(kafka, kafka.topics.all())
@@ -285,20 +336,30 @@ def bench_latency(
             threading.Thread(target=read_arrivals, args=(kafka, topics[name], stop, into), daemon=True)
             for name, into in arrivals.items()
         ]
+        relay.armed = True
         for thread in threads:
             thread.start()
+        counted_from = frames[0][0] + WARM_UP_S
+        pending, latencies, scored, taken = dues_by_unit(frames), [], set(), 0
         try:
-            counted_from = frames[0][0] + WARM_UP_S
-            latencies = score_latencies(lambda q: stack.influxd.query(q, stack.database), frames, frames[-1][0] + 30)
+            while time.time() < frames[-1][0] + 30 and any(pending.values()):
+                time.sleep(0.5)
+                acknowledged = relay.acknowledged[taken:]
+                taken += len(acknowledged)
+                writes = stored_scores(acknowledged)
+                latencies += score_latencies(writes, pending)
+                # Only frames whose own last sample was scored count (a unit's first frames fill its window).
+                scored |= {
+                    (unit, round(ts * 1e3)) for _, units in writes for unit, stamps in units.items() for ts in stamps
+                }
             time.sleep(2.0)  # the last alarm events
-            # Only frames whose own last sample was scored count (a unit's first frames fill its feature window).
-            scored = scored_samples(lambda q: stack.influxd.query(q, stack.database), frames[0][0])
         finally:
             stop.set()
             for thread in threads:
                 thread.join(30)
             for service in services:
                 service.stop()
+            relay.close()
     missing = len(frames) - len(latencies)
     score = [latency for unit, due, latency in latencies if due >= counted_from and (unit, round(due * 1e3)) in scored]
     sent_at = dues_by_unit(frames)
