@@ -46,6 +46,9 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 def _bench_stages(args: argparse.Namespace) -> int:
     from linewatch.tools.stagebench import STAGES, bench_stages
 
+    unknown = sorted(set(args.stage or ()) - set(STAGES))
+    if unknown:
+        raise UsageError(f"--stage {unknown[0]}: no such stage; the stages are {', '.join(STAGES)}")
     return bench_stages(args.records, tuple(args.frame_samples or (1, 100)), tuple(args.stage or STAGES))
 
 
@@ -184,7 +187,7 @@ def register(commands: Commands) -> None:
     )
     stages.add_argument("--records", type=int, default=10_000, help="Kafka records per stage and frame size")
     stages.add_argument(
-        "--stage", action="append", choices=("validator", "alerter", "scorer"), help="only this stage (repeatable)"
+        "--stage", action="append", help="only this stage, a faust service of the pipeline (repeatable)"
     )
     stages.add_argument("--frame-samples", type=int, action="append", help="only this frame size (repeatable)")
     latency = commands.add(

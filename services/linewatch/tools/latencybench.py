@@ -301,7 +301,7 @@ def bench_latency(
         relay = WriteRelay(stack.influxd.http_port)
         env = pipeline_env(stack, run_dir) | {
             "LINEWATCH_PLANT_FILE": str(plant_file),
-            "LINEWATCH_STATS_INTERVAL_S": "0.2",
+            "LINEWATCH_STATS_INTERVAL_S": "0.5",
             "LINEWATCH_INFLUX__URL": relay.url,
         }
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
