@@ -93,12 +93,15 @@ def test_escaping() -> None:
     assert line("m", {"t": "x y"}, {"s": 'say "hi"', "i": 3, "b": True}, 5) == r'm,t=x\ y s="say \"hi\"",i=3i,b=true 5'
 
 
-def test_score_lines_match_the_generic_formatter() -> None:
-    """The scores' fast path (series and keys escaped once a record) writes what the generic formatter does."""
-    start = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+SCORES_START = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
+
+
+def scores_record(unit: str, role: str, seconds: list[int]) -> AnomalyScores:
+    """A unit's scores at these seconds after SCORES_START, with the values a formatter can get wrong: names to
+    escape, a missing sensor, an anomalous sample, a negative zero."""
     samples = [
         SampleScore(
-            ts=start + timedelta(seconds=i),
+            ts=SCORES_START + timedelta(seconds=i),
             score=0.25 * i,
             anomalous=i == 2,
             t2=1e-7,
@@ -110,19 +113,24 @@ def test_score_lines_match_the_generic_formatter() -> None:
             top_sensors=["dew point", 'p"x', "h2s,ppm"],
             drift=-0.0,
         )
-        for i in range(3)
+        for i in seconds
     ]
-    scores = AnomalyScores(
+    return AnomalyScores(
         site="plant-01",
         area="dry-rooms",
         line="L.1",
-        equipment_id="S2-DRY-01",
+        equipment_id=unit,
         equipment_class="dry_room",
         schema_version=1,
         model_version="v1.b",
-        role="shadow",
+        role=role,  # type: ignore[arg-type]
         samples=samples,
     )
+
+
+def test_score_lines_match_the_generic_formatter() -> None:
+    """The scores' fast path (series and keys escaped once a record) writes what the generic formatter does."""
+    scores = scores_record("S2-DRY-01", "shadow", [0, 1, 2])
     expected = [
         line(
             "anomaly",
@@ -142,7 +150,7 @@ def test_score_lines_match_the_generic_formatter() -> None:
             },
             to_ns(s.ts),
         ).encode()
-        for s in samples
+        for s in scores.samples
     ]
     assert score_lines(encoder.encode(scores)) == expected
 
@@ -152,38 +160,10 @@ def test_latency_bench_reads_each_units_newest_active_score_from_the_written_lin
     writes (active scores only, by unit) and take every frame up to a unit's newest score."""
     from linewatch.tools.latencybench import score_latencies, stored_scores
 
-    start = datetime(2026, 11, 22, 6, 0, tzinfo=UTC)
-
     def written(unit: str, role: str, seconds: list[int]) -> bytes:
-        samples = [
-            SampleScore(
-                ts=start + timedelta(seconds=i),
-                score=0.5,
-                anomalous=False,
-                t2=0.1,
-                spe=0.1,
-                iforest=0.1,
-                univariate=0.1,
-                missing=[],
-                flatline=[],
-                top_sensors=["dew point"],
-            )
-            for i in seconds
-        ]
-        scores = AnomalyScores(
-            site="plant-01",
-            area="cells",
-            line="L1",
-            equipment_id=unit,
-            equipment_class="sealer",
-            schema_version=1,
-            model_version="v1",
-            role=role,  # type: ignore[arg-type]
-            samples=samples,
-        )
-        return b"\n".join(score_lines(encoder.encode(scores)))
+        return b"\n".join(score_lines(encoder.encode(scores_record(unit, role, seconds))))
 
-    t0 = start.timestamp()
+    t0 = SCORES_START.timestamp()
     writes = stored_scores(
         [
             (t0 + 5.0, written("SEAL-01", "active", [1, 2]) + b"\n" + written("SEAL-02", "shadow", [1, 2])),

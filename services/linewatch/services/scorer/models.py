@@ -246,6 +246,8 @@ class FlatForest:
         """-IsolationForest.score_samples(features)."""
         # sklearn compares the float32 row with the float64 threshold
         data = np.asarray(features, dtype=np.float32).astype(np.float64)
+        if self.denominator == 0:
+            return np.ones(len(data))
         depths = np.empty(len(data))
         for start in range(0, len(data), self.CHUNK_ROWS):
             chunk = data[start : start + self.CHUNK_ROWS]
@@ -256,8 +258,6 @@ class FlatForest:
                 goes_right = values[row_start + self.feature[node]] > self.threshold[node]
                 node = self.children[2 * node + goes_right]
             depths[start : start + len(chunk)] = self.depth_at[node].sum(axis=1)
-        if self.denominator == 0:
-            return np.ones(len(data))
         return np.asarray(2.0 ** (-depths / self.denominator))
 
 
