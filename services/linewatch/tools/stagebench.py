@@ -8,8 +8,10 @@ aiokafka consumer in a group of its own and an aiokafka producer: it takes what 
 service's own code on it (the validator's `FrameValidator`, the scorer's `scores_for` with the same model, the
 alerter's `apply` with each unit's state encoded as its table stores it), sends the results to a topic of its
 own, waits for the acknowledgements and commits. What it does not do is what faust gives us: tables' changelogs,
-rebalances with state, stats. Each process's CPU (user + system) is taken from its first record to its last:
-the faust service's from /proc at its stats reports (every 0.1 s), the bare loop's by itself.
+rebalances with state, stats. Beside them, faust's floor: a faust app with the services' settings whose agent
+takes the same input in the stage's batches and does nothing with them (`--floor STAGE`), what faust costs a
+record before any of our code. Each process's CPU (user + system) is taken from its first record to its last:
+the faust service's from /proc at its stats reports (every 0.1 s), the bare loop's and the floor's by themselves.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import signal
 import subprocess
 import sys
 import tempfile
@@ -47,7 +50,7 @@ def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100), stages: 
     from linewatch.tools.drill import pipeline_env
 
     plant = read_plant(DEFAULT_PLANT_FILE)
-    rows: list[tuple[int, str, float, float]] = []
+    rows: list[tuple[int, str, float, float, float]] = []
     for frame_samples in frame_sizes:
         run_dir = Path(tempfile.mkdtemp(prefix="linewatch-stages-"))
         with DevStack() as stack:
@@ -63,15 +66,21 @@ def bench_stages(records: int, frame_sizes: tuple[int, ...] = (1, 100), stages: 
                 publisher.close()
             for stage in (stage for stage in STAGES if stage in stages):
                 faust_us = _faust_cpu(stage, env, kafka, manifest.frames, run_dir) / manifest.frames * 1e6
-                bare_us = _bare_cpu(stage, env, manifest.frames, run_dir) / manifest.frames * 1e6
-                rows.append((frame_samples, stage, faust_us, bare_us))
+                bare_us = _child_cpu("--bare", stage, env, manifest.frames, run_dir) / manifest.frames * 1e6
+                floor_us = _child_cpu("--floor", stage, env, manifest.frames, run_dir) / manifest.frames * 1e6
+                rows.append((frame_samples, stage, faust_us, bare_us, floor_us))
                 out(
                     f"{stage:<10} {frame_samples:>3} samples a frame  faust {faust_us:7.1f} us a record  "
-                    f"bare aiokafka {bare_us:7.1f} us  ratio {faust_us / bare_us:4.2f}  ({manifest.frames:,} records)"
+                    f"bare aiokafka {bare_us:7.1f} us  ratio {faust_us / bare_us:4.2f}  "
+                    f"(faust's floor {floor_us:5.1f} us, {floor_us / bare_us:4.2f} of the bare loop)  "
+                    f"({manifest.frames:,} records)"
                 )
     worst = max(rows, key=lambda row: row[2] / row[3])
     out(
-        " ".join(f"{stage}_{size}_ratio={faust / bare:.2f}" for size, stage, faust, bare in rows)
+        " ".join(
+            f"{stage}_{size}_ratio={faust / bare:.2f} {stage}_{size}_floor_ratio={floor / bare:.2f}"
+            for size, stage, faust, bare, floor in rows
+        )
         + f" worst_ratio={worst[2] / worst[3]:.2f}"
     )
     return 0
@@ -106,13 +115,18 @@ def _faust_cpu(stage: str, env: dict[str, str], kafka: KafkaSettings, records: i
     return last["cpu"] - first["cpu"]
 
 
-def _bare_cpu(stage: str, env: dict[str, str], records: int, run_dir: Path) -> float:
-    command = [sys.executable, "-m", "linewatch.tools.stagebench", "--bare", stage, "--records", str(records)]
-    with (run_dir / f"bare-{stage}.log").open("w") as log:
-        done = subprocess.run(command, env=os.environ | env, stdout=subprocess.PIPE, stderr=log, text=True, timeout=900)
-    if done.returncode != 0:
-        raise RuntimeError(f"the bare {stage} loop failed, see {run_dir}/bare-{stage}.log")
-    return float(json.loads(done.stdout.splitlines()[-1])["cpu_s"])
+def _child_cpu(mode: str, stage: str, env: dict[str, str], records: int, run_dir: Path) -> float:
+    """CPU seconds of this module run as `--bare STAGE` or `--floor STAGE` from its first record to its last."""
+    name = f"{mode.strip('-')}-{stage}"
+    result = run_dir / f"{name}.json"
+    command = [sys.executable, "-m", "linewatch.tools.stagebench", mode, stage, "--records", str(records)]
+    with (run_dir / f"{name}.log").open("w") as log:
+        done = subprocess.run(
+            [*command, "--result", str(result)], env=os.environ | env, stdout=log, stderr=log, timeout=900
+        )
+    if done.returncode != 0 or not result.exists():
+        raise RuntimeError(f"the {name} run failed, see {run_dir}/{name}.log")
+    return float(json.loads(result.read_text())["cpu_s"])
 
 
 def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | None, bytes]]]]:
@@ -228,15 +242,58 @@ async def _bare_loop(stage: str, records: int) -> float:
         await producer.stop()
 
 
-def _bare_main() -> int:
+def _floor(stage: str, records: int, result: Path) -> None:
+    """A faust worker with the services' settings whose agent takes the stage's input in the stage's batches and
+    only counts them; it writes its CPU seconds from first record to last to `result` and stops."""
+    import faust
+
+    from linewatch.core.kafka import faust_app
+    from linewatch.core.settings import CommonSettings
+
+    kafka = CommonSettings().kafka
+    if stage == "validator":
+        from linewatch.services.validator.agents import BATCH_RECORDS as batch
+        from linewatch.services.validator.agents import BATCH_WITHIN_S as within
+    elif stage == "scorer":
+        from linewatch.services.scorer.agents import BATCH_FRAMES as batch
+        from linewatch.services.scorer.agents import BATCH_WITHIN_S as within
+    else:
+        from linewatch.services.alerter.agents import BATCH_RECORDS as batch
+        from linewatch.services.alerter.agents import BATCH_WITHIN_S as within
+    app = faust_app(f"floor-{stage}", kafka)
+    topic = kafka.topics.raw if stage == "validator" else kafka.topics.valid
+
+    @app.agent(app.topic(topic), name="floor")  # type: ignore[untyped-decorator]
+    async def floor(stream: Any) -> None:
+        taken, started = 0, 0.0
+        async for events in stream.take_events(batch, within=within):
+            if not taken:
+                started = time.process_time()
+            taken += len(events)
+            if taken >= records:
+                result.write_text(
+                    json.dumps({"stage": stage, "records": taken, "cpu_s": time.process_time() - started})
+                )
+                os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful stop
+
+    faust.Worker(app, loglevel="warning", override_logging=False, redirect_stdouts=False).execute_from_commandline()
+
+
+def _child_main() -> int:
     parser = argparse.ArgumentParser(prog="python -m linewatch.tools.stagebench")
-    parser.add_argument("--bare", choices=STAGES, required=True)
+    mode = parser.add_mutually_exclusive_group(required=True)
+    mode.add_argument("--bare", choices=STAGES)
+    mode.add_argument("--floor", choices=STAGES)
     parser.add_argument("--records", type=int, required=True)
+    parser.add_argument("--result", type=Path, required=True)
     args = parser.parse_args()
+    if args.floor:
+        _floor(args.floor, args.records, args.result)
+        return 0
     cpu_s = asyncio.run(_bare_loop(args.bare, args.records))
-    sys.stdout.write(json.dumps({"stage": args.bare, "records": args.records, "cpu_s": cpu_s}) + "\n")
+    args.result.write_text(json.dumps({"stage": args.bare, "records": args.records, "cpu_s": cpu_s}))
     return 0
 
 
 if __name__ == "__main__":
-    sys.exit(_bare_main())
+    sys.exit(_child_main())
