@@ -18,11 +18,13 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import pytest
 from support import (
     Hook,
     RecordedRun,
     SimulatorThread,
     faulty_plan,
+    missing_alarm_events,
     read_quiet,
     reference_alarm_events,
     unthrottled_rules,
@@ -220,7 +222,12 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
         def all_out() -> bool:
             return expected <= {e.event_id for e in alarm_events()}
 
-        wait_until("every reference alarm event on the topic", all_out, 240, 1.0)
+        try:
+            wait_until("every reference alarm event on the topic", all_out, 240, 1.0)
+        except TimeoutError:
+            pytest.fail(
+                missing_alarm_events(kafka, reference, alarm_events()) + f"; the alerter's log: {alerter.log_path}"
+            )
         counts = Counter(e.event_id for e in alarm_events())
         assert max(counts.values()) <= 2, counts.most_common(3)
         log.info(

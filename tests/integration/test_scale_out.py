@@ -17,6 +17,7 @@ from support import (
     Hook,
     RecordedRun,
     faulty_plan,
+    missing_alarm_events,
     per_sensor_mismatches,
     read_quiet,
     records_quiet,
@@ -54,31 +55,6 @@ log = logging.getLogger(__name__)
 KEY = "scale-out-test-key"
 SCORED_CLASSES = ("planetary_mill", "dry_room")
 WORKERS = ("validator", "scorer", "alerter", "writer")
-
-
-def partition_of(equipment_id: str, partitions: int = 12) -> int:
-    """The partition of a unit's records (the clients' default partitioner: murmur2 of the key)."""
-    from kafka.partitioner.default import murmur2
-
-    return int(murmur2(equipment_id.encode()) & 0x7FFFFFFF) % partitions
-
-
-def short_ends(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
-    """Partitions whose end offset as the broker reports it (what faust's table recovery reads up to) is not the
-    offset after the last record they hold: Tansu reports a short end after multi-record batches (platform
-    notes), and a table restored only up to it comes back behind."""
-    from kafka import KafkaAdminClient, TopicPartition
-    from kafka.admin import OffsetSpec
-
-    parts = [TopicPartition(topic, p) for p in range(kafka.partitions)]
-    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
-    reported = admin.list_partition_offsets(dict.fromkeys(parts, OffsetSpec.LATEST))
-    admin.close()
-    held: dict[int, int] = {}
-    for record in records_quiet(kafka, topic, 3.0):
-        held[record.partition] = max(held.get(record.partition, 0), record.offset + 1)
-    ends = {tp.partition: (reported[tp].offset, held.get(tp.partition, 0)) for tp in parts}
-    return {p: end for p, end in ends.items() if end[0] != end[1]}
 
 
 def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
@@ -261,19 +237,7 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
         try:
             wait_until("every reference alarm event", lambda: expected <= {e.event_id for e in alarm_events()}, 240, 1)
         except TimeoutError:
-            # Which ones, and what came out instead (a unit's alarm state that came back from the changelog
-            # behind or ahead of where its input was committed shows as transitions missed or moved).
-            out = {e.event_id: e for e in alarm_events(2.0)}
-            never = [e for e in reference if e.event_id not in out]
-            lost = sorted((e.alarm_id, e.state, e.ts.isoformat()) for e in never)
-            instead = sorted((e.alarm_id, e.state, e.ts.isoformat()) for i, e in out.items() if i not in expected)
-            units = {e.equipment_id: partition_of(e.equipment_id) for e in never}
-            pytest.fail(
-                f"{len(lost)} of {len(expected)} reference alarm events never came out: {lost[:20]}; "
-                f"out but not in the reference: {instead[:20]}; their units' partitions {units}; alarm-state "
-                f"changelog partitions whose reported end offset is not the end of what they hold (reported, held): "
-                f"{short_ends(kafka, 'alerter-alarm-state-changelog')}"
-            )
+            pytest.fail(missing_alarm_events(kafka, reference, alarm_events(2.0)))
         live = alarm_events(2.0)
         counts = Counter(e.event_id for e in live)
 
