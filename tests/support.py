@@ -99,11 +99,13 @@ def read_dead_letters(
 
 
 class SimulatorThread(threading.Thread):
-    """The plant simulator publishing through kafka-python in the background, ground truth kept."""
+    """The plant simulator publishing through kafka-python in the background, ground truth kept, and every frame
+    it sent (`sent`, for a reference run on exactly those)."""
 
     def __init__(self, plant: PlantModel, bootstrap: str, plan: RunPlan) -> None:
         super().__init__(daemon=True)
         self.plant, self.bootstrap, self.plan = plant, bootstrap, plan
+        self.sent: list[bytes] = []
         self.manifest: Manifest | None = None
         self.error: BaseException | None = None
 
@@ -111,7 +113,12 @@ class SimulatorThread(threading.Thread):
         try:
             topics = KafkaSettings().topics
             publisher = KafkaPublisher(self.bootstrap, topics.raw, topics.lots)
-            self.manifest = run(self.plant, self.plan, publisher.send_frame, send_lot=publisher.send_lot)
+
+            def send(key: str, payload: bytes, timestamp_ms: int) -> None:
+                self.sent.append(payload)
+                publisher.send_frame(key, payload, timestamp_ms)
+
+            self.manifest = run(self.plant, self.plan, send, send_lot=publisher.send_lot)
             publisher.close()
         except BaseException as exc:
             self.error = exc
@@ -320,27 +327,6 @@ def unthrottled_rules(directory: Path) -> Path:
     path = directory / "rules.yaml"
     path.write_text(defaults.model_copy(update={"notifications": notifications}).model_dump_json())
     return path
-
-
-class RecordedRun:
-    """A max-speed simulator run in a thread, keeping every frame it sent, for a reference run on exactly those."""
-
-    def __init__(self, plant: PlantModel, kafka: KafkaSettings, plan: RunPlan) -> None:
-        self.sent: list[bytes] = []
-        self._manifest: list[Manifest] = []
-        self._publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
-        self._thread = threading.Thread(target=lambda: self._manifest.append(run(plant, plan, self._send)), daemon=True)
-        self._thread.start()
-
-    def _send(self, key: str, payload: bytes, timestamp_ms: int) -> None:
-        self.sent.append(payload)
-        self._publisher.send_frame(key, payload, timestamp_ms)
-
-    def result(self, timeout_s: float = 300.0) -> Manifest:
-        self._thread.join(timeout_s)
-        self._publisher.close()
-        [manifest] = self._manifest
-        return manifest
 
 
 def reference_alarm_events(plant: PlantModel, sent: list[bytes]) -> list[AlarmEvent]:

@@ -21,7 +21,6 @@ from typing import Any
 import pytest
 from support import (
     Hook,
-    RecordedRun,
     SimulatorThread,
     faulty_plan,
     missing_alarm_events,
@@ -200,7 +199,10 @@ def test_sigkill_of_the_alerter_loses_no_alarm_and_notifies_each_at_most_twice(
             ("h2s_rise", "S1-DRY-01", 9000),
             ("furnace_overshoot", "S2-FURN-01", 11000),
         ]
-        simulation = RecordedRun(plant, kafka, faulty_plan(plant, 4, 3.6 * 3600, faults, seed=9, frame_samples=50))
+        simulation = SimulatorThread(
+            plant, kafka.bootstrap_servers, faulty_plan(plant, 4, 3.6 * 3600, faults, seed=9, frame_samples=50)
+        )
+        simulation.start()
         sent = simulation.sent
 
         def alarm_events() -> list[AlarmEvent]:

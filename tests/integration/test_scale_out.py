@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from support import (
     Hook,
-    RecordedRun,
+    SimulatorThread,
     faulty_plan,
     missing_alarm_events,
     per_sensor_mismatches,
@@ -92,7 +92,10 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
             ("moisture_ingress", "S2-DRY-01", 4000),
             ("h2s_rise", "S1-DRY-01", 6000),
         ]
-        simulation = RecordedRun(plant, kafka, faulty_plan(plant, 4, 2.4 * 3600, faults, seed=12, frame_samples=50))
+        simulation = SimulatorThread(
+            plant, kafka.bootstrap_servers, faulty_plan(plant, 4, 2.4 * 3600, faults, seed=12, frame_samples=50)
+        )
+        simulation.start()
         sent = simulation.sent
 
         def alarm_events(quiet_s: float = 0.3) -> list[AlarmEvent]:
