@@ -17,7 +17,9 @@ from linewatch.tools.devstack import Broker
 WORKER = Path(__file__).with_name("batched_table_worker.py")
 LAST = 20
 
-pytestmark = pytest.mark.reliability
+# unsettled: one fresh-clone CI run restored one key a write behind; whether the writer's last record ever reached
+# the changelog is not yet known (issue 16 note).
+pytestmark = [pytest.mark.reliability, pytest.mark.unsettled]
 
 
 @pytest.fixture
