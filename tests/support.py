@@ -31,7 +31,7 @@ from linewatch.services.alerter.engine import AlarmEngine
 from linewatch.services.alerter.kpi import AlarmRow, is_alarm
 from linewatch.services.alerter.rationalization import load_alarm_database
 from linewatch.services.alerter.rules import Throttle, load_rules
-from linewatch.services.alerter.state import UnitState
+from linewatch.services.alerter.state import UnitState, state_decoder
 from linewatch.services.simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.tools.devstack import DevStack, Influxd
@@ -192,6 +192,29 @@ def records_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> lis
         reader.close()
 
 
+def keep_broker_state(
+    kafka: KafkaSettings, topics: dict[str, Callable[[bytes], Any]], groups: list[str], out: Path
+) -> None:
+    """After a failure, what the broker holds, to work out offline where a record went: every record of each
+    topic (partition, offset, key and what `topics` draws from its value) and each group's committed offsets, as
+    JSON lines in `out`."""
+    from kafka import KafkaAdminClient
+
+    with out.open("w", encoding="utf-8") as sink:
+        for topic, summary in topics.items():
+            for record in records_quiet(kafka, topic, 3.0):
+                row = [topic, record.partition, record.offset, (record.key or b"").decode(), record.timestamp]
+                sink.write(json.dumps([*row, summary(record.value) if record.value else None], default=str) + "\n")
+        admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+        try:
+            for group in groups:
+                offsets = admin.list_group_offsets(group)[group]
+                committed = {f"{tp.topic}:{tp.partition}": meta.offset for tp, meta in offsets.items()}
+                sink.write(json.dumps(["committed", group, committed]) + "\n")
+        finally:
+            admin.close()
+
+
 class Hook(BaseHTTPRequestHandler):
     """A webhook receiver: what notifications reached it."""
 
@@ -272,11 +295,24 @@ def missing_alarm_events(kafka: KafkaSettings, reference: list[AlarmEvent], out:
     lost = sorted((e.alarm_id, e.state, e.ts.isoformat()) for e in never)
     instead = sorted({(e.alarm_id, e.state, e.ts.isoformat()) for e in out if e.event_id not in expected})
     units = {e.equipment_id: partition_of(e.equipment_id, kafka.partitions) for e in never}
+    # A unit's state written with an input offset below an earlier write's went back (a worker's table restored
+    # from a changelog that lacked its latest writes): the input in between was never evaluated again.
+    went_back: dict[str, list[tuple[int, int, str, int, int]]] = {}
+    highest: dict[tuple[str, str], int] = {}
+    for record in records_quiet(kafka, "alerter-alarm-state-changelog", 3.0):
+        if (unit := (record.key or b"").decode()) in units and record.value:
+            for position, offset in state_decoder.decode(record.value).applied.items():
+                if offset < highest.get((unit, position), -1):
+                    went_back.setdefault(unit, []).append(
+                        (record.partition, record.offset, position, highest[unit, position], offset)
+                    )
+                highest[unit, position] = max(offset, highest.get((unit, position), -1))
     return (
         f"{len(lost)} of {len(expected)} reference alarm events never came out ({len(out)} events out): {lost[:20]}; "
         f"out but not in the reference: {instead[:20]}; their units' partitions {units}; alarm-state changelog "
         f"partitions whose reported end offset is not the end of what they hold (reported, held): "
-        f"{short_ends(kafka, 'alerter-alarm-state-changelog')}"
+        f"{short_ends(kafka, 'alerter-alarm-state-changelog')}; their state's writes that went back (changelog "
+        f"partition, offset, input, applied before, applied now): {went_back}"
     )
 
 

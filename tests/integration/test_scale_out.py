@@ -17,6 +17,7 @@ from support import (
     Hook,
     SimulatorThread,
     faulty_plan,
+    keep_broker_state,
     missing_alarm_events,
     per_sensor_mismatches,
     read_quiet,
@@ -39,6 +40,8 @@ from linewatch.core.contract import (
 from linewatch.core.kafka import TopicReader, ensure_topics
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
+from linewatch.services.alerter.agents import notify_decoder
+from linewatch.services.alerter.state import state_decoder
 from linewatch.services.scorer import registry, training
 from linewatch.services.scorer.agents import scores_for
 from linewatch.services.scorer.engine import PlantScorer, unit_decoder
@@ -276,6 +279,21 @@ def test_two_workers_of_each_service_survive_a_kill_9_of_one_each(
                 "kill_to_all_stored_s": round(recovered_s, 1),
             },
         )
+    except BaseException:
+        keep_broker_state(
+            kafka,
+            {
+                kafka.topics.valid: lambda v: telemetry_decoder.decode(v).samples[0].ts,
+                kafka.topics.scores: lambda v: scores_decoder.decode(v).samples[0].ts,
+                kafka.topics.alarms: lambda v: alarm_event_decoder.decode(v).event_id,
+                "scorer-scorer-state-changelog": lambda v: unit_decoder.decode(v).applied,
+                "alerter-alarm-state-changelog": lambda v: state_decoder.decode(v).applied,
+                "alerter-notify-state-changelog": lambda v: notify_decoder.decode(v).applied,
+            },
+            ["validator", "scorer", "alerter", "writer"],
+            tmp_path / "broker-state.jsonl",
+        )
+        raise
     finally:
         hook.shutdown()
         for process in workers.values():

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
+import shutil
 import ssl
 import tempfile
 import time
@@ -169,6 +171,37 @@ def _patch_faust_recovery() -> None:
     build_highwaters.linewatch_counted = True  # type: ignore[attr-defined]
     Recovery._build_highwaters = build_highwaters  # type: ignore[method-assign]
     Recovery._seek_offsets = seek_offsets  # type: ignore[method-assign]
+
+
+def _patch_faust_producer_flush() -> None:
+    """faust's commit flushes its producer before it commits offsets, but the producer buffer's flush returned once
+    its queue was empty or after 0.1 s without a send: a send in progress (taken off the queue, waiting for room in
+    a full batch or for metadata) or a slow one was left out, and the offsets of what it carried were committed.
+    A kill then lost table writes and records that the commit said were out. It now waits for both."""
+    from faust.transport.producer import ProducerBuffer
+
+    original_send = ProducerBuffer._send_pending
+    if getattr(original_send, "linewatch_tracked", False):
+        return
+
+    async def send_pending(self: Any, fut: Any) -> None:
+        self.linewatch_sending = True
+        try:
+            await original_send(self, fut)
+        finally:
+            self.linewatch_sending = False
+
+    async def flush(self: Any) -> None:
+        while self.size or getattr(self, "linewatch_sending", False):
+            if self.state != "running" and self.size:
+                raise RuntimeError("Cannot flush: Producer not Running")
+            self.message_sent.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.message_sent.wait(), timeout=0.1)
+
+    send_pending.linewatch_tracked = True  # type: ignore[attr-defined]
+    ProducerBuffer._send_pending = send_pending  # type: ignore[method-assign]
+    ProducerBuffer.flush = flush  # type: ignore[method-assign]
 
 
 async def _counted_ends(app: Any, reported: Mapping[Any, int], timeout_s: float = 5.0) -> dict[Any, int]:
@@ -370,13 +403,17 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
 
     _shorten_faust_fetch_wait(settings.fetch_max_wait_ms)
     _patch_faust_recovery()
+    _patch_faust_producer_flush()
+    # Tables live in memory and come back from their changelogs: faust's data directory only has to exist.
+    datadir = tempfile.mkdtemp(prefix=f"linewatch-{service}-")
+    atexit.register(shutil.rmtree, datadir, ignore_errors=True)
     config: dict[str, Any] = {
         "broker": [f"kafka://{server}" for server in settings.bootstrap_servers.split(",")],
         "processing_guarantee": "at_least_once",
         "value_serializer": "raw",
         "key_serializer": "raw",
         "web_enabled": False,
-        "datadir": tempfile.mkdtemp(prefix=f"linewatch-{service}-"),
+        "datadir": datadir,
         "topic_partitions": settings.partitions,
         "topic_allow_declare": True,
         "consumer_auto_offset_reset": "earliest",

@@ -180,7 +180,9 @@ def register(
             position = f"{message.topic}:{message.partition}"
             stored = notify_state.get(event.key or b"")
             state = notify_decoder.decode(stored) if stored else NotifyState()
+            where = structs.asdict(source_of(message))
             if state.applied.get(position, -1) >= message.offset:
+                log.info("alarm event handled before a restart", extra=where)
                 continue
             try:
                 alarm = alarm_event_decoder.decode(event.value or b"")
@@ -200,6 +202,10 @@ def register(
                     routes = []
                 stats.counters["notifications_sent"] += len(routes)
                 state.sent = [*state.sent[-(SENT_MEMORY - 1) :], alarm.event_id]
+                if routes:  # the notification audit trail: what went out, from where
+                    log.info("notified", extra={"event_id": alarm.event_id, "routes": routes} | where)
+            elif should_notify(alarm):
+                log.info("already notified", extra={"event_id": alarm.event_id} | where)
             state.applied[position] = message.offset
             notify_state[event.key or b""] = encoder.encode(state)
 
