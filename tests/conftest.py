@@ -9,7 +9,7 @@ import pytest
 from linewatch.core import logs
 from linewatch.core.plant import PlantModel, load_plant
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
-from linewatch.tools.devstack import DevStack
+from linewatch.tools.devstack import Broker, DevStack
 
 logs.configure("tests", "INFO")
 
@@ -24,6 +24,17 @@ def stack() -> Iterator[DevStack]:
     """A fresh broker and influxd per test, on free ports, stopped by PID afterwards."""
     with DevStack() as running:
         yield running
+
+
+@pytest.fixture
+def broker() -> Iterator[Broker]:
+    """A broker alone, for tests of faust's own behaviour."""
+    running = Broker()
+    running.start()
+    try:
+        yield running
+    finally:
+        running.stop()
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -19,16 +18,6 @@ LAST = 20
 CHANGELOG = "batched-table-values-changelog"  # faust: {app id}-{table}-changelog
 
 pytestmark = pytest.mark.reliability
-
-
-@pytest.fixture
-def broker() -> Iterator[Broker]:
-    running = Broker()
-    running.start()
-    try:
-        yield running
-    finally:
-        running.stop()
 
 
 def run_worker(mode: str, broker: Broker, out: Path) -> str:

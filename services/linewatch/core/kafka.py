@@ -10,7 +10,7 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -202,6 +202,58 @@ def _patch_faust_producer_flush() -> None:
     send_pending.linewatch_tracked = True  # type: ignore[attr-defined]
     ProducerBuffer._send_pending = send_pending  # type: ignore[method-assign]
     ProducerBuffer.flush = flush  # type: ignore[method-assign]
+
+
+def _patch_faust_seek_race() -> None:
+    """Two holes in faust's seek back to the committed offsets, which it does after each rebalance and whenever a
+    fetch returns while its flow is stopped (that fetch's records are not handed on).
+    1. aiokafka leaves a partition with nothing committed where it is, so records fetched from it and not handed on
+       were skipped for good: a partition fetched whole before a rebalance was never processed. Such a partition
+       now goes to the log's start, as `earliest` says.
+    2. The seek runs beside the fetcher. Records fetched before it were still handed on after it and moved faust's
+       read offset past it, so the same records fetched again were dropped as already read: stretches never
+       processed, commits stuck before them or (a jump in offsets counts as a gap) past them. A fetch that
+       overlaps a seek is now thrown away from its first record met during or after the seek, and sought back.
+    Going back only repeats records, which at-least-once allows."""
+    from faust.transport.consumer import Consumer
+
+    original_getmany = Consumer.getmany
+    if getattr(original_getmany, "linewatch_seek_safe", False):
+        return
+    original_perform_seek = Consumer.perform_seek
+
+    async def perform_seek(self: Any) -> None:
+        self.linewatch_seeks = getattr(self, "linewatch_seeks", 0) + 1
+        self.linewatch_seeking = getattr(self, "linewatch_seeking", 0) + 1
+        try:
+            await original_perform_seek(self)
+            for tp in self.assignment():
+                if not self._committed_offset.get(tp) and not self._is_changelog_tp(tp):
+                    try:
+                        await self.seek(tp, 0)
+                    except Exception as exc:  # a rebalance took it: its next owner starts from the committed offset
+                        log.warning("seek to the start failed", extra={"partition": str(tp), "error": repr(exc)})
+        finally:
+            self.linewatch_seeking -= 1
+
+    async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        seeks_before = getattr(self, "linewatch_seeks", 0)
+        overlapped: set[Any] = set()
+        async for tp, message in original_getmany(self, timeout):
+            if getattr(self, "linewatch_seeking", 0) or getattr(self, "linewatch_seeks", 0) != seeks_before:
+                overlapped.add(tp)
+                continue
+            yield tp, message
+        if overlapped:
+            log.info("fetch overlapped a seek: seeking back", extra={"partitions": sorted(map(str, overlapped))})
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # a rebalance took them: their next owner starts from the committed offset
+                log.warning("seek back after an overlapped fetch failed", extra={"error": repr(exc)})
+
+    getmany.linewatch_seek_safe = True  # type: ignore[attr-defined]
+    Consumer.getmany = getmany  # type: ignore[method-assign]
+    Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
 
 
 async def _counted_ends(app: Any, reported: Mapping[Any, int], timeout_s: float = 5.0) -> dict[Any, int]:
@@ -404,6 +456,7 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
     _shorten_faust_fetch_wait(settings.fetch_max_wait_ms)
     _patch_faust_recovery()
     _patch_faust_producer_flush()
+    _patch_faust_seek_race()
     # Tables live in memory and come back from their changelogs: faust's data directory only has to exist.
     datadir = tempfile.mkdtemp(prefix=f"linewatch-{service}-")
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)
