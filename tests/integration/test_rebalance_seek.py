@@ -45,9 +45,9 @@ def test_a_joining_worker_loses_no_record_and_stalls_no_commit(broker: Broker, t
 
     def start(name: str) -> Path:
         out = tmp_path / f"{name}.out"
-        log = (tmp_path / f"{name}.log").open("wb")
         command = [sys.executable, str(WORKER), broker.bootstrap, TOPIC, str(PARTITIONS), str(out), "worker"]
-        workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
+        with (tmp_path / f"{name}.log").open("wb") as log:  # the worker holds its own copy
+            workers.append(subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
         return out
 
     group = settings.group("rebalancing")
