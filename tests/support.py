@@ -215,6 +215,28 @@ def keep_broker_state(
             admin.close()
 
 
+def commits_short_of_end(kafka: KafkaSettings, inputs: dict[str, list[str]]) -> dict[str, tuple[int | None, int]]:
+    """Each group's input partitions whose committed offset is short of the log's end: `group topic:partition` ->
+    (committed, end). A group that has caught up has none; one stuck commit shows as one entry."""
+    from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
+
+    admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)
+    reader = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers)
+    try:
+        short: dict[str, tuple[int | None, int]] = {}
+        for service, topics in inputs.items():
+            group = kafka.group(service)
+            committed = {tp: meta.offset for tp, meta in admin.list_group_offsets(group).get(group, {}).items()}
+            partitions = [TopicPartition(t, p) for t in topics for p in sorted(reader.partitions_for_topic(t) or ())]
+            for tp, end in reader.end_offsets(partitions).items():
+                if end and (committed.get(tp) or 0) < end:
+                    short[f"{service} {tp.topic}:{tp.partition}"] = (committed.get(tp), end)
+        return short
+    finally:
+        reader.close()
+        admin.close()
+
+
 class Hook(BaseHTTPRequestHandler):
     """A webhook receiver: what notifications reached it."""
 

@@ -206,7 +206,7 @@ def _patch_faust_producer_flush() -> None:
 
 def _patch_faust_seek_race() -> None:
     """Two holes in faust's seek back to the committed offsets, which it does after each rebalance and whenever a
-    fetch returns while its flow is stopped (that fetch's records are not handed on).
+    fetch returns while its flow is stopped (that fetch's records are not handed on), and one in its commit.
     1. aiokafka leaves a partition with nothing committed where it is, so records fetched from it and not handed on
        were skipped for good: a partition fetched whole before a rebalance was never processed. Such a partition
        now goes to the log's start, as `earliest` says.
@@ -214,13 +214,19 @@ def _patch_faust_seek_race() -> None:
        read offset past it, so the same records fetched again were dropped as already read: stretches never
        processed, commits stuck before them or (a jump in offsets counts as a gap) past them. A fetch that
        overlaps a seek is now thrown away from its first record met during or after the seek, and sought back.
-    Going back only repeats records, which at-least-once allows."""
+    3. faust committed past records missing at the head of the acknowledged ones: its check was one short, and
+       skipped for a partition with nothing committed. A commit now waits until every record from where reading
+       started (the committed offset, else the first record fetched) is acknowledged; the broker's answer to a
+       seek tells which records there do not exist. faust forgets acknowledgements it hands to a commit, landed or
+       not, so what it handed over is remembered here.
+    Going back only repeats records, which at-least-once allows; a commit held back shows in readiness."""
     from faust.transport.consumer import Consumer
 
     original_getmany = Consumer.getmany
     if getattr(original_getmany, "linewatch_seek_safe", False):
         return
     original_perform_seek = Consumer.perform_seek
+    original_new_offset = Consumer._new_offset
 
     async def perform_seek(self: Any) -> None:
         self.linewatch_seeks = getattr(self, "linewatch_seeks", 0) + 1
@@ -233,6 +239,15 @@ def _patch_faust_seek_race() -> None:
                         await self.seek(tp, 0)
                     except Exception as exc:  # a rebalance took it: its next owner starts from the committed offset
                         log.warning("seek to the start failed", extra={"partition": str(tp), "error": repr(exc)})
+            # Each partition's first record not known to be acknowledged: reading starts again at the committed
+            # offset, or (nothing committed) at the first record fetched (getmany).
+            self.linewatch_unread = {tp for tp in self.assignment() if not self._is_changelog_tp(tp)}
+            heads = getattr(self, "linewatch_heads", {})
+            for tp in self.linewatch_unread:
+                heads.pop(tp, None)
+                if self._committed_offset[tp] is not None:
+                    heads[tp] = self._committed_offset[tp]
+            self.linewatch_heads = heads
         finally:
             self.linewatch_seeking -= 1
 
@@ -243,6 +258,10 @@ def _patch_faust_seek_race() -> None:
             if getattr(self, "linewatch_seeking", 0) or getattr(self, "linewatch_seeks", 0) != seeks_before:
                 overlapped.add(tp)
                 continue
+            unread = getattr(self, "linewatch_unread", None)
+            if unread and tp in unread:
+                unread.discard(tp)
+                learn_head(self, tp, message.offset)
             yield tp, message
         if overlapped:
             log.info("fetch overlapped a seek: seeking back", extra={"partitions": sorted(map(str, overlapped))})
@@ -251,9 +270,118 @@ def _patch_faust_seek_race() -> None:
             except Exception as exc:  # a rebalance took them: their next owner starts from the committed offset
                 log.warning("seek back after an overlapped fetch failed", extra={"error": repr(exc)})
 
+    def new_offset(self: Any, tp: Any) -> int | None:
+        acked, gap = self._acked[tp], self._gap[tp]
+        heads = getattr(self, "linewatch_heads", None)
+        if heads is None:
+            heads = self.linewatch_heads = {}
+        head = heads.get(tp, self._committed_offset[tp])
+        if acked and head is not None:
+            lowest = min(min(acked), gap.begin()) if gap else min(acked)
+            if lowest > head:
+                hold_commit(self, tp, head, lowest)
+                return None
+        getattr(self, "linewatch_held", {}).pop(tp, None)
+        result: int | None = original_new_offset(self, tp)
+        if result is not None:  # faust has dropped the acknowledgements below it, whether this commit lands or not
+            heads[tp] = result if head is None else max(head, result)
+        return result
+
     getmany.linewatch_seek_safe = True  # type: ignore[attr-defined]
     Consumer.getmany = getmany  # type: ignore[method-assign]
     Consumer.perform_seek = perform_seek  # type: ignore[method-assign]
+    Consumer._new_offset = new_offset  # type: ignore[method-assign]
+
+
+# Records are acknowledged in order, so one missing before acknowledged ones was lost on its way to the stream, or
+# its acknowledgement was; it is read again after the next rebalance or restart.
+HELD_WARNING_S = 30.0
+
+
+def hold_commit(consumer: Any, tp: Any, head: int, lowest: int) -> None:
+    """Log a commit waiting for record `head`: when it starts, and once more if it still waits after
+    `HELD_WARNING_S` (readiness then reports the partition as stalled)."""
+    held = getattr(consumer, "linewatch_held", None)
+    if held is None:
+        held = consumer.linewatch_held = {}
+    where = {"partition": str(tp), "first_unacknowledged": head, "first_acknowledged": lowest}
+    where["read_offset"] = consumer._read_offset.get(tp)  # faust's last record handed on since the seek
+    head_since_warned = held.get(tp)
+    if head_since_warned is None or head_since_warned[0] != head:
+        held[tp] = (head, time.monotonic(), False)
+        log.info("commit waits for an unacknowledged record", extra=where)
+    elif not head_since_warned[2] and time.monotonic() - head_since_warned[1] > HELD_WARNING_S:
+        held[tp] = (head, head_since_warned[1], True)
+        log.warning("commit held: a record before acknowledged ones is not acknowledged", extra=where)
+
+
+def learn_head(consumer: Any, tp: Any, offset: int) -> None:
+    """The first record fetched from a partition since the seek: where its reading starts."""
+    head = consumer.linewatch_heads.get(tp)
+    if head is None:
+        consumer.linewatch_heads[tp] = offset  # nothing committed: the log's first record
+    elif offset > head:
+        gap = consumer._gap[tp]
+        gap.addi(head, offset)  # the broker answered the seek with a later record: none between
+        gap.merge_overlaps()  # faust adds the same jump as its own gap
+
+
+def _deliver_without_tasks() -> None:
+    """faust hands each fetched message to the streams with `wait_first(delivery, suspend_flow.wait())`, which makes
+    four tasks a message (the delivery, the suspend flag, the stopped and crashed flags) and cancels three: the larger
+    part of faust's own cost a record (`linewatch bench stages`). The delivery almost never waits (a stream's queue
+    has room), so it is run at once; only when it does wait does it race the suspend flag, as before."""
+    from faust.transport.consumer import Consumer
+    from mode.services import WaitResults
+
+    original = Consumer.wait_first
+    if getattr(original, "linewatch_eager", False):
+        return
+
+    async def wait_first(self: Any, *coros: Any, timeout: Any = None) -> Any:
+        # Two arguments, a coroutine first: the drain loop's call, the consumer's only one.
+        if len(coros) != 2 or not asyncio.iscoroutine(coros[0]) or self.suspend_flow.is_set():
+            return await original(self, *coros, timeout=timeout)
+        delivery, suspended = coros
+        try:
+            waiting_on = delivery.send(None)
+        except StopIteration as done:
+            suspended.close()
+            return WaitResults([delivery], [done.value], False)
+        except BaseException:
+            suspended.close()
+            raise
+        return await original(self, finish_started(delivery, waiting_on), suspended, timeout=timeout)
+
+    wait_first.linewatch_eager = True  # type: ignore[attr-defined]
+    Consumer.wait_first = wait_first  # type: ignore[method-assign]
+
+
+async def finish_started(coro: Any, waiting_on: Any) -> Any:
+    """Run to its end a coroutine started by hand (`coro.send(None)`) that is waiting on `waiting_on`, what it
+    yielded: a future, or None for a bare turn of the loop. Cancelling this throws CancelledError into the
+    coroutine, as cancelling a task would."""
+    while True:
+        thrown = None
+        try:
+            if waiting_on is None:
+                await asyncio.sleep(0)
+            else:
+                waiting_on._asyncio_future_blocking = False  # taken over, as a task takes what its coroutine yields
+                await waiting_on
+        except BaseException as exc:
+            # A future's own outcome is the coroutine's to read when it resumes. Anything else is thrown into it:
+            # this task cancelled while the future waits, or in the same turn as the future finished (a task then
+            # throws the cancellation in all the same; swallowed, a revoked partition's message went on).
+            own_outcome = waiting_on is not None and waiting_on.done()
+            if own_outcome and isinstance(exc, asyncio.CancelledError) and not waiting_on.cancelled():
+                own_outcome = False
+            if not own_outcome:
+                thrown = exc
+        try:
+            waiting_on = coro.send(None) if thrown is None else coro.throw(thrown)
+        except StopIteration as done:
+            return done.value
 
 
 async def _counted_ends(app: Any, reported: Mapping[Any, int], timeout_s: float = 5.0) -> dict[Any, int]:
@@ -457,6 +585,7 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
     _patch_faust_recovery()
     _patch_faust_producer_flush()
     _patch_faust_seek_race()
+    _deliver_without_tasks()
     # Tables live in memory and come back from their changelogs: faust's data directory only has to exist.
     datadir = tempfile.mkdtemp(prefix=f"linewatch-{service}-")
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)
