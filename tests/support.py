@@ -216,8 +216,9 @@ def keep_broker_state(
 
 
 def commits_short_of_end(kafka: KafkaSettings, inputs: dict[str, list[str]]) -> dict[str, tuple[int | None, int]]:
-    """Each group's input partitions whose committed offset is short of the log's end: `group topic:partition` ->
-    (committed, end). A group that has caught up has none; one stuck commit shows as one entry."""
+    """Each service's input partitions whose committed offset (its group's) is short of the log's end:
+    `service topic:partition` -> (committed, end). A group that has caught up has none; one stuck commit shows as
+    one entry."""
     from kafka import KafkaAdminClient, KafkaConsumer, TopicPartition
 
     admin = KafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers)

@@ -304,8 +304,12 @@ def hold_commit(consumer: Any, tp: Any, head: int, lowest: int) -> None:
     held = getattr(consumer, "linewatch_held", None)
     if held is None:
         held = consumer.linewatch_held = {}
-    where = {"partition": str(tp), "first_unacknowledged": head, "first_acknowledged": lowest}
-    where["read_offset"] = consumer._read_offset.get(tp)  # faust's last record handed on since the seek
+    where = {
+        "partition": str(tp),
+        "first_unacknowledged": head,
+        "first_acknowledged": lowest,
+        "read_offset": consumer._read_offset.get(tp),  # faust's last record handed on since the seek
+    }
     head_since_warned = held.get(tp)
     if head_since_warned is None or head_since_warned[0] != head:
         held[tp] = (head, time.monotonic(), False)
