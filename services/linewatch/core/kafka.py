@@ -10,7 +10,7 @@ import shutil
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Self
 
@@ -543,6 +543,16 @@ def source_of(record: Any) -> SourcePosition:
         offset=record.offset,
         key=key.decode("utf-8", "replace") if key is not None else None,
     )
+
+
+async def send_acknowledged(topic: Any, records: Iterable[tuple[bytes | None, bytes]]) -> None:
+    """Send records to a faust topic and return once Kafka acknowledged all of them.
+
+    Straight to the app's producer (aiokafka's send, with faust's own driver around it): `Topic.send` wraps each
+    record in a pending message, a future and two sensor calls, which we do not use and which cost a 1-sample
+    record about a tenth of its CPU (py-spy, 2026-12-04)."""
+    producer, name = topic.app.producer, topic.get_topic_name()
+    await asyncio.gather(*[await producer.send(name, key, value, None, None, None) for key, value in records])
 
 
 async def dead_letter_event(

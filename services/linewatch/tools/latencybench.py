@@ -11,7 +11,8 @@ at 10 Hz in frames of one second, with settle times zero and timestamps that are
    a core and the figures up to 20 ms), alarm events by a reader on the alarms topic with a 10 ms fetch wait.
    A frame counts from its last sample (it cannot be sent before); an alarm event from the last sample of the
    frame that carried the sample which completed the rule's on-delay, so on-delay, debounce and the source's
-   framing are not in the figure. The first 10 s are warm-up and not counted.
+   framing are not in the figure. The first 10 s are warm-up and not counted. How late the generator sent each
+   frame is printed beside them (`sent`): a generator that fell behind would hide latency.
 Units' frames are spread evenly over the frame period, as independent devices' clocks are; `aligned` sends every
 unit's frame at the same instant instead (one burst a period: the last frame of a burst waits for all the others).
 """
@@ -238,7 +239,10 @@ def live_frames(
     return frames
 
 
-def publish_paced(kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], stop: threading.Event) -> None:
+def publish_paced(
+    kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], stop: threading.Event, late: list[float]
+) -> None:
+    """Each frame sent once its last sample is due; how late each send was goes to `late`."""
     producer = RecordProducer(kafka.bootstrap_servers)
     try:
         for due, unit, payload in frames:
@@ -246,6 +250,7 @@ def publish_paced(kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], 
             if wait > 0 and stop.wait(wait):
                 return
             producer.send(kafka.topics.raw, -1, unit.encode(), payload, timestamp_ms=int(due * 1000))
+            late.append(time.time() - due)
     finally:
         producer.close()
 
@@ -330,9 +335,15 @@ def bench_latency(
         # service does: only when asked.
         arrivals: dict[str, list[tuple[float, bytes]]] = {"alarms": []}
         if hops:
-            arrivals |= {"valid": [], "scores": []}
-        topics = {"valid": kafka.topics.valid, "scores": kafka.topics.scores, "alarms": kafka.topics.alarms}
-        threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop), daemon=True)] + [
+            arrivals |= {"raw": [], "valid": [], "scores": []}
+        topics = {
+            "raw": kafka.topics.raw,
+            "valid": kafka.topics.valid,
+            "scores": kafka.topics.scores,
+            "alarms": kafka.topics.alarms,
+        }
+        late: list[float] = []
+        threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop, late), daemon=True)] + [
             threading.Thread(target=read_arrivals, args=(kafka, topics[name], stop, into), daemon=True)
             for name, into in arrivals.items()
         ]
@@ -371,13 +382,14 @@ def bench_latency(
             carried = bisect.bisect_left(dues, event.ts.timestamp() - 1e-6)  # the frame that carried its sample
             if carried < len(dues):
                 alarm.append(received - dues[carried])
-    # On the way: when each frame's last sample was readable on the valid and the scores topic.
+    # On the way: when each frame's last sample was readable on each topic (raw: the benchmark's own path).
     hop_rows = [
         (name, [t - last for t, last in map(_last_sample(decoder), arrivals[name]) if last >= counted_from])
-        for name, decoder in (("valid", telemetry_decoder), ("scores", scores_decoder))
+        for name, decoder in (("raw", telemetry_decoder), ("valid", telemetry_decoder), ("scores", scores_decoder))
         if name in arrivals
     ]
-    for name, values in [*hop_rows, ("in InfluxDB", score), ("alarm event", alarm)]:
+    sent = [t for (due, _, _), t in zip(frames, late, strict=False) if due >= counted_from]
+    for name, values in [("sent", sent), *hop_rows, ("in InfluxDB", score), ("alarm event", alarm)]:
         out(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
             f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"

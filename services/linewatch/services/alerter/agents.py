@@ -4,7 +4,6 @@ co-partitioned with the input topics."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import dead_letter_event, publish_stats, source_of, store_batch
+from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of, store_batch
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import Topics
 from linewatch.core.stats import StatsCounter
@@ -150,8 +149,7 @@ def register(
                 taken[key].append(event)
                 last_event[key] = event
             # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
-            pending = [await alarms_topic.send(key=key, value=encoder.encode(e)) for key, e in outgoing]
-            await asyncio.gather(*pending)
+            await send_acknowledged(alarms_topic, [(key, encoder.encode(e)) for key, e in outgoing])
             stats.counters["alarm_events"] += len(outgoing)
             stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for _, e in outgoing)
             store_batch(

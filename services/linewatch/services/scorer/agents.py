@@ -18,7 +18,7 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import dead_letter_event, publish_stats, source_of, store_batch
+from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of, store_batch
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.services.scorer.engine import PlantScorer, Prepared, UnitState, unit_decoder, unit_encoder
@@ -152,12 +152,14 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
                         await dead_letter(event, exc)
                         results.append([])
             # Acknowledged by Kafka before the state says so: a crash in between repeats scores, never loses them.
-            pending = [
-                await scores_topic.send(key=frame.equipment_id.encode(), value=encoder.encode(result))
-                for (_, frame), frame_results in zip(taken, results, strict=True)
-                for result in frame_results
-            ]
-            await asyncio.gather(*pending)
+            await send_acknowledged(
+                scores_topic,
+                [
+                    (frame.equipment_id.encode(), encoder.encode(result))
+                    for (_, frame), frame_results in zip(taken, results, strict=True)
+                    for result in frame_results
+                ],
+            )
             last_event: dict[bytes, Any] = {}
             for (event, frame), frame_results in zip(taken, results, strict=True):
                 for result in frame_results:

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from msgspec import structs
 
-from linewatch.core.kafka import dead_letter_event, publish_stats, source_of
+from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of
 from linewatch.core.stats import StatsCounter
 from linewatch.services.validator.checks import FrameValidator, Outcome, Rejection
 from linewatch.services.validator.settings import ValidatorSettings
@@ -32,7 +31,7 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
         # What arrived within 10 ms: its frames are sent together and their acknowledgements awaited once (faust
         # commits the batch after that), rather than one round of the event loop per send.
         async for events in stream.take_events(BATCH_RECORDS, within=BATCH_WITHIN_S):
-            pending = []
+            valid: list[tuple[bytes | None, bytes]] = []
             for event in events:
                 payload: bytes = event.value if event.value is not None else b""
                 key: bytes | None = event.key
@@ -48,7 +47,7 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                     # a partition, so its state (scorer, alerter) sees them in order.
                     if key != outcome.equipment_id.encode():
                         stats.counters["rekeyed"] += 1
-                    pending.append(await valid_topic.send(key=outcome.equipment_id.encode(), value=outcome.valid))
+                    valid.append((outcome.equipment_id.encode(), outcome.valid))
                     stats.counters["samples_valid"] += outcome.valid_samples
                     stats.counters["messages_out"] += 1
                 for rejection in outcome.rejections:
@@ -57,7 +56,7 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                     )
                     stats.counters["dead_letters"] += 1
                     stats.counters[f"dead_letters.{rejection.reason}"] += 1
-            await asyncio.gather(*pending)
+            await send_acknowledged(valid_topic, valid)
 
     publish_stats(app, topics.stats, stats, settings.stats_interval_s)
 
