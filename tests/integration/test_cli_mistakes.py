@@ -68,6 +68,7 @@ def mistakes(tmp: Path) -> list[tuple[str, list[str], dict[str, str], str]]:
         ("fault on the wrong unit", ["simulate", "--fault", "mill_overheating@S1-DRY-01"], {}, "planetary_mill"),
         ("bad time", ["alarms", "kpi", "--start", "yesterday"], {}, "ISO 8601"),
         ("unknown stage", ["bench", "stages", "--stage", "writer"], {}, "validator, alerter, scorer"),
+        ("no load", ["bench", "latency", "--load", "0"], {}, "--load-share"),
         ("InfluxDB down", ["lots", "affected", "--lot", "EL-1"], {"LINEWATCH_INFLUX__URL": nowhere}, "reach"),
         ("no model", ["evaluate", "--csv", str(csv), "--equipment", "S1-DRY-01"], keyed, "train"),
         ("bad plant file", ["train"], keyed | {"LINEWATCH_PLANT_FILE": str(csv)}, "historian.csv"),

@@ -56,7 +56,11 @@ def _bench_latency(args: argparse.Namespace) -> int:
     from linewatch.tools.latencybench import bench_latency
 
     shape = (args.rate_hz, args.frame_samples, args.prefill, args.copies)
-    return bench_latency(args.load_share, args.seconds, *shape, aligned=args.aligned, hops=args.hops)
+    if args.load is not None and args.load <= 0:
+        raise UsageError(f"--load {args.load:g}: give a load above 0 samples/s, or leave it out for --load-share")
+    return bench_latency(
+        args.load_share, args.seconds, *shape, aligned=args.aligned, hops=args.hops, load_samples_per_s=args.load
+    )
 
 
 def _bench_detection(args: argparse.Namespace) -> int:
@@ -194,11 +198,16 @@ def register(commands: Commands) -> None:
         "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
     )
     latency.add_argument("--load-share", type=float, default=0.5, help="share of the measured capacity to load")
+    latency.add_argument(
+        "--load", type=float, help="samples/s of live load, whatever the capacity (comparing settings): not a share"
+    )
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of live load")
     latency.add_argument("--rate-hz", type=float, default=10.0, help="each unit's sample rate")
     latency.add_argument("--frame-samples", type=int, default=10, help="samples per Kafka record")
     latency.add_argument("--copies", type=int, default=12, help="the reference plant's units this many times over")
-    latency.add_argument("--hops", action="store_true", help="also time frames' arrival on the valid and scores topics")
+    latency.add_argument(
+        "--hops", action="store_true", help="also time frames' arrival on the raw, valid and scores topics"
+    )
     latency.add_argument(
         "--aligned", action="store_true", help="every unit's frame at one instant (default: spread over the period)"
     )

@@ -296,7 +296,10 @@ def bench_latency(
     copies: int,
     aligned: bool = False,
     hops: bool = False,
+    load_samples_per_s: float | None = None,
 ) -> int:
+    """`load_samples_per_s`: that load instead of `load_share` of the capacity (the capacity measured all the same:
+    half of it moves with the machine and the settings, a fixed load compares them)."""
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
     reference = read_plant(DEFAULT_PLANT_FILE)
     plant = bench_plant(reference, rate_hz, copies)
@@ -321,9 +324,10 @@ def bench_latency(
         )
         capacity, services = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples)
         out(f"capacity    {capacity:,.0f} samples/s scored and stored ({prefill:,} samples through all four services)")
-        units = spread_units(plant, max(1, round(capacity * load_share / rate_hz)))
+        wanted = capacity * load_share if load_samples_per_s is None else load_samples_per_s
+        units = spread_units(plant, max(1, round(wanted / rate_hz)))
         load = len(units) * rate_hz
-        if load < capacity * load_share * 0.9:
+        if load < wanted * 0.9:
             out(f"note        {len(plant.equipment)} units are too few for the load asked: raise --copies")
         out(
             f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a frame "
