@@ -59,7 +59,13 @@ def _bench_latency(args: argparse.Namespace) -> int:
     if args.load is not None and args.load <= 0:
         raise UsageError(f"--load {args.load:g}: give a load above 0 samples/s, or leave it out for --load-share")
     return bench_latency(
-        args.load_share, args.seconds, *shape, aligned=args.aligned, hops=args.hops, load_samples_per_s=args.load
+        args.load_share,
+        args.seconds,
+        *shape,
+        aligned=args.aligned,
+        hops=args.hops,
+        load_samples_per_s=args.load,
+        capacity_from=args.capacity,
     )
 
 
@@ -198,6 +204,12 @@ def register(commands: Commands) -> None:
         "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
     )
     latency.add_argument("--load-share", type=float, default=0.5, help="share of the measured capacity to load")
+    latency.add_argument(
+        "--capacity",
+        choices=("live", "backlog"),
+        default="live",
+        help="the capacity the share is of: the highest live load kept up with, or the rate through a backlog",
+    )
     latency.add_argument(
         "--load", type=float, help="samples/s of live load, whatever the capacity (comparing settings): not a share"
     )

@@ -3,9 +3,13 @@ on Kafka, with the whole pipeline (validator, scorer, alerter, writer) loaded at
 
 The load is the reference plant's equipment several times over (12 copies of its 44 units by default), sampled
 at 10 Hz in frames of one second, with settle times zero and timestamps that are wall-clock time. In one run:
-1. capacity: the raw topic is pre-filled with past samples, the pipeline started on it, and its steady rate
+1. backlog rate: the raw topic is pre-filled with past samples, the pipeline started on it, and its steady rate
    taken from the writer's scored points (first to last report that moved, while every service worked);
-2. latency: the chosen share of that rate is published live, each frame sent once its last sample is due;
+2. live capacity (sustainable throughput, as stream-processing benchmarks define it): the highest live load the
+   pipeline keeps up with, its latency flat rather than growing, searched in steps of 20 s below the backlog rate
+   (a live stream does not reach it: frames come one by one, so what a service pays a batch it pays a frame);
+3. latency: the chosen share of the live capacity (`--capacity backlog`: of the backlog rate) is published live,
+   each frame sent once its last sample is due;
    scores are timed when InfluxDB acknowledges the write that carries them (the writer writes through a relay
    in this process that notes the time of each 2xx: exact, where polling InfluxDB every 20 ms cost influxd half
    a core and the figures up to 20 ms), alarm events by a reader on the alarms topic with a 10 ms fetch wait.
@@ -20,6 +24,7 @@ unit's frame at the same instant instead (one burst a period: the last frame of 
 from __future__ import annotations
 
 import bisect
+import contextlib
 import http.client
 import math
 import re
@@ -27,7 +32,8 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -56,6 +62,14 @@ TRAIN_SAMPLES = 3600  # per unit
 # Tansu holds a fetch for its whole wait: this is how late an arrival may be seen (it loads the broker less
 # than a few ms would, with three readers beside the services).
 OBSERVER_FETCH_WAIT_MS = 10
+# The live capacity search: steps of live load, halving the range in log scale (five steps from 1/16 of the backlog
+# rate to all of it: within 9 %); a step kept up if its median latency did not grow (keeps_up).
+SEARCH_STEPS = 5
+STEP_S = 20.0
+STEP_DRAIN_S = 60.0
+KEEPS_UP_P50_S = 1.0
+KEEPS_UP_GROWTH_S = 0.2
+QUIET_S = 2.0  # a live run ends once the writer stored nothing new this long after its last frame was due
 
 
 def bench_plant(plant: PlantModel, rate_hz: float, copies: int) -> PlantModel:
@@ -287,28 +301,143 @@ def score_latencies(
     return latencies
 
 
-def bench_latency(
-    load_share: float,
-    seconds: float,
+@dataclass
+class LiveRun:
+    """What one stretch of live load gave: its frames, each stored frame's score latency, and the observers'
+    arrivals."""
+
+    frames: list[tuple[float, str, bytes]]
+    latencies: list[tuple[str, float, float]]  # (unit, frame's last sample, seconds until it was stored)
+    scored: set[tuple[str, int]]  # (unit, ms) of every active score stored: which frames were themselves scored
+    late: list[float]
+    arrivals: dict[str, list[tuple[float, bytes]]]
+    unstored: int  # frames never seen stored before the run gave up waiting
+    # ... of them, of units scored in the run: a queue not worked off (a unit that is not running is not scored)
+    behind: int
+
+    def score_latencies(self, begin_s: float, end_s: float = math.inf) -> list[float]:
+        """Latencies of the frames due from `begin_s` until `end_s` whose own last sample was scored."""
+        return [
+            latency
+            for unit, due, latency in self.latencies
+            if begin_s <= due < end_s and (unit, round(due * 1e3)) in self.scored
+        ]
+
+
+def run_live(
+    kafka: KafkaSettings,
+    relay: WriteRelay,
+    frames: list[tuple[float, str, bytes]],
+    observe: dict[str, str],
+    wait_s: float,
+) -> LiveRun:
+    """Publish `frames` paced, read the `observe` topics (name: topic) meanwhile, and time each frame's score
+    until the writer has stored nothing new for QUIET_S after the last frame was due, with every frame of the units
+    it scored stored, or `wait_s` after the last was due."""
+    stop = threading.Event()
+    arrivals: dict[str, list[tuple[float, bytes]]] = {name: [] for name in observe}
+    late: list[float] = []
+    threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop, late), daemon=True)] + [
+        threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into), daemon=True)
+        for name, into in arrivals.items()
+    ]
+    taken = len(relay.acknowledged)
+    relay.armed = True
+    for thread in threads:
+        thread.start()
+    pending, latencies, scored = dues_by_unit(frames), [], set()
+    scored_units: set[str] = set()
+    last_write = time.time()
+    try:
+        while time.time() < frames[-1][0] + wait_s and any(pending.values()):
+            done = not any(pending[unit] for unit in scored_units)
+            if done and time.time() > max(frames[-1][0], last_write) + QUIET_S:
+                break
+            time.sleep(0.5)
+            acknowledged = relay.acknowledged[taken:]
+            taken += len(acknowledged)
+            writes = stored_scores(acknowledged)
+            if writes:
+                last_write = writes[-1][0]
+                scored_units.update(unit for _, units in writes for unit in units)
+            latencies += score_latencies(writes, pending)
+            # Only frames whose own last sample was scored count (a unit's first frames fill its window).
+            scored |= {
+                (unit, round(ts * 1e3)) for _, units in writes for unit, stamps in units.items() for ts in stamps
+            }
+        if observe:
+            time.sleep(2.0)  # the last alarm events
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(30)
+    behind = sum(len(pending[unit]) for unit in scored_units)
+    return LiveRun(frames, latencies, scored, late, arrivals, sum(map(len, pending.values())), behind)
+
+
+def keeps_up(run: LiveRun, step_s: float) -> tuple[bool, float, float]:
+    """Whether the pipeline kept up with a step of live load, how much the median latency grew from the step's
+    second quarter to its last, and the last quarter's median. Under its capacity the latency stays flat (higher
+    near it, but flat); above it the queue, and so the latency, grows all the time (2 % over it adds 0.2 s between
+    those quarters of a 20-s step). Kept up: every frame of the units scored stored, the growth under
+    KEEPS_UP_GROWTH_S and the last quarter's median under KEEPS_UP_P50_S."""
+    start = run.frames[0][0]
+
+    def median_between(begin: float, end: float) -> float:
+        values = run.score_latencies(start + begin * step_s, start + end * step_s)
+        return float(np.median(values)) if values else math.inf
+
+    second, last = median_between(0.25, 0.5), median_between(0.75, 1.0)
+    growth = last - second
+    return run.behind == 0 and growth <= KEEPS_UP_GROWTH_S and last <= KEEPS_UP_P50_S, growth, last
+
+
+def sustainable_rate(
+    kafka: KafkaSettings,
+    relay: WriteRelay,
+    plant: PlantModel,
     rate_hz: float,
     frame_samples: int,
-    prefill: int,
-    copies: int,
-    aligned: bool = False,
-    hops: bool = False,
-    load_samples_per_s: float | None = None,
-) -> int:
-    """`load_samples_per_s`: that load instead of `load_share` of the capacity (the capacity measured all the same:
-    half of it moves with the machine and the settings, a fixed load compares them)."""
-    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
-    reference = read_plant(DEFAULT_PLANT_FILE)
-    plant = bench_plant(reference, rate_hz, copies)
-    plant_file = run_dir / "plant.yaml"
-    write(plant.model_dump(mode="json", by_alias=True), plant_file)
+    ceiling: float,
+    aligned: bool,
+    services: list[ServiceProcess],
+) -> float:
+    """The highest live load the pipeline keeps up with (its sustainable throughput), searched by halving in log
+    scale between a sixteenth of `ceiling` (the backlog rate, which a live stream does not reach: each frame
+    comes alone, so what a service pays a batch it pays a frame) and `ceiling`."""
+    low, high, passed = ceiling / 16, ceiling, False
+    for step in range(SEARCH_STEPS):
+        units = spread_units(plant, max(1, round(math.sqrt(low * high) / rate_hz)))
+        load = len(units) * rate_hz
+        frames = live_frames(with_units(plant, set(units)), STEP_S, frame_samples, seed=10 + step, aligned=aligned)
+        live = run_live(kafka, relay, frames, {}, wait_s=STEP_DRAIN_S)
+        ok, growth, last = keeps_up(live, STEP_S)
+        out(
+            f"  step {step + 1}    {load:>7,.0f} samples/s for {STEP_S:g} s: median latency {last * 1000:,.0f} ms "
+            f"in the last quarter, {growth * 1000:+,.0f} ms on the second; {live.behind} frames not stored: "
+            f"{'kept up' if ok else 'fell behind'}"
+        )
+        if ok:
+            low, passed = load, True
+        else:
+            high = load
+        wait_quiet(kafka, services, quiet_s=2.0, timeout_s=STEP_DRAIN_S)  # a step that fell behind left a queue
+    if not passed:
+        out(f"note        no step kept up: {low:,.0f} samples/s (a sixteenth of the backlog rate) is not verified")
+    return low
+
+
+@contextlib.contextmanager
+def pipeline(
+    run_dir: Path, reference: PlantModel, plant: PlantModel, rate_hz: float, prefill: int, frame_samples: int
+) -> Iterator[tuple[KafkaSettings, WriteRelay, float, list[ServiceProcess]]]:
+    """A fresh stack with a model per class and the four services, warmed up on a backlog of `prefill` samples
+    whose rate it prints; stopped on leaving."""
+    run_dir.mkdir()
     with DevStack() as stack:
         relay = WriteRelay(stack.influxd.http_port)
         env = pipeline_env(stack, run_dir) | {
-            "LINEWATCH_PLANT_FILE": str(plant_file),
+            "LINEWATCH_PLANT_FILE": str(run_dir.parent / "plant.yaml"),
             "LINEWATCH_STATS_INTERVAL_S": "0.5",
             "LINEWATCH_INFLUX__URL": relay.url,
         }
@@ -322,64 +451,72 @@ def bench_latency(
             TRAIN_SAMPLES / rate_hz / 3600,
             1,
         )
-        capacity, services = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples)
-        out(f"capacity    {capacity:,.0f} samples/s scored and stored ({prefill:,} samples through all four services)")
+        try:
+            backlog, services = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples)
+            out(
+                f"capacity    backlog: {backlog:,.0f} samples/s scored and stored "
+                f"({prefill:,} samples through all four services)"
+            )
+            try:
+                yield kafka, relay, backlog, services
+            finally:
+                for service in services:
+                    service.stop()
+        finally:
+            relay.close()
+
+
+def bench_latency(
+    load_share: float,
+    seconds: float,
+    rate_hz: float,
+    frame_samples: int,
+    prefill: int,
+    copies: int,
+    aligned: bool = False,
+    hops: bool = False,
+    load_samples_per_s: float | None = None,
+    capacity_from: str = "live",
+) -> int:
+    """`load_samples_per_s`: that load instead of `load_share` of the capacity (no search for the live capacity:
+    half of it moves with the machine and the settings, a fixed load compares them). `capacity_from`: "live",
+    the highest live load the pipeline keeps up with, or "backlog", its rate through a pre-filled topic."""
+    run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
+    reference = read_plant(DEFAULT_PLANT_FILE)
+    plant = bench_plant(reference, rate_hz, copies)
+    write(plant.model_dump(mode="json", by_alias=True), run_dir / "plant.yaml")
+    shape = (reference, plant, rate_hz, prefill, frame_samples)
+    search = load_samples_per_s is None and capacity_from == "live"
+    if search:
+        # On a stack of its own: after the search's overloaded steps the broker cost a third more CPU at the
+        # same load (tansu 84-86 % against 61 %) and the rules' alarms were still active from them.
+        with pipeline(run_dir / "search", *shape) as (kafka, relay, backlog, services):
+            capacity = sustainable_rate(kafka, relay, plant, rate_hz, frame_samples, backlog, aligned, services)
+        out(f"capacity    live: {capacity:,.0f} samples/s kept up with ({capacity / backlog:.0%} of the backlog rate)")
+    with pipeline(run_dir / "latency", *shape) as (kafka, relay, backlog, services):
+        if not search:
+            capacity = backlog
         wanted = capacity * load_share if load_samples_per_s is None else load_samples_per_s
         units = spread_units(plant, max(1, round(wanted / rate_hz)))
         load = len(units) * rate_hz
         if load < wanted * 0.9:
             out(f"note        {len(plant.equipment)} units are too few for the load asked: raise --copies")
         out(
-            f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a frame "
-            f"({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
+            f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a "
+            f"frame ({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
         )
         frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3, aligned=aligned)
-        stop = threading.Event()
         # Reading the valid and scores topics (every frame, twice) costs the broker and this process as much as a
         # service does: only when asked.
-        arrivals: dict[str, list[tuple[float, bytes]]] = {"alarms": []}
+        observe = {"alarms": kafka.topics.alarms}
         if hops:
-            arrivals |= {"raw": [], "valid": [], "scores": []}
-        topics = {
-            "raw": kafka.topics.raw,
-            "valid": kafka.topics.valid,
-            "scores": kafka.topics.scores,
-            "alarms": kafka.topics.alarms,
-        }
-        late: list[float] = []
-        threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop, late), daemon=True)] + [
-            threading.Thread(target=read_arrivals, args=(kafka, topics[name], stop, into), daemon=True)
-            for name, into in arrivals.items()
-        ]
-        relay.armed = True
-        for thread in threads:
-            thread.start()
-        counted_from = frames[0][0] + WARM_UP_S
-        pending, latencies, scored, taken = dues_by_unit(frames), [], set(), 0
-        try:
-            while time.time() < frames[-1][0] + 30 and any(pending.values()):
-                time.sleep(0.5)
-                acknowledged = relay.acknowledged[taken:]
-                taken += len(acknowledged)
-                writes = stored_scores(acknowledged)
-                latencies += score_latencies(writes, pending)
-                # Only frames whose own last sample was scored count (a unit's first frames fill its window).
-                scored |= {
-                    (unit, round(ts * 1e3)) for _, units in writes for unit, stamps in units.items() for ts in stamps
-                }
-            time.sleep(2.0)  # the last alarm events
-        finally:
-            stop.set()
-            for thread in threads:
-                thread.join(30)
-            for service in services:
-                service.stop()
-            relay.close()
-    missing = len(frames) - len(latencies)
-    score = [latency for unit, due, latency in latencies if due >= counted_from and (unit, round(due * 1e3)) in scored]
+            observe |= {"raw": kafka.topics.raw, "valid": kafka.topics.valid, "scores": kafka.topics.scores}
+        live = run_live(kafka, relay, frames, observe, wait_s=30.0)
+    counted_from = frames[0][0] + WARM_UP_S
+    score = live.score_latencies(counted_from)
     sent_at = dues_by_unit(frames)
     alarm = []
-    for received, value in arrivals["alarms"]:
+    for received, value in live.arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
             dues = sent_at[event.equipment_id]
@@ -388,17 +525,17 @@ def bench_latency(
                 alarm.append(received - dues[carried])
     # On the way: when each frame's last sample was readable on each topic (raw: the benchmark's own path).
     hop_rows = [
-        (name, [t - last for t, last in map(_last_sample(decoder), arrivals[name]) if last >= counted_from])
+        (name, [t - last for t, last in map(_last_sample(decoder), live.arrivals[name]) if last >= counted_from])
         for name, decoder in (("raw", telemetry_decoder), ("valid", telemetry_decoder), ("scores", scores_decoder))
-        if name in arrivals
+        if name in live.arrivals
     ]
-    sent = [t for (due, _, _), t in zip(frames, late, strict=False) if due >= counted_from]
+    sent = [t for (due, _, _), t in zip(frames, live.late, strict=False) if due >= counted_from]
     for name, values in [("sent", sent), *hop_rows, ("in InfluxDB", score), ("alarm event", alarm)]:
         out(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
             f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"
         )
-    out(f"scores      {len(score):,} frames timed (last sample scored, after warm-up), {missing} never seen")
+    out(f"scores      {len(score):,} frames timed (last sample scored, after warm-up), {live.unstored} never seen")
     out(f"alarms      {len(alarm)} alarm events timed (transitions the rules made)")
     out(f"run directory (logs): {run_dir}")
     out(
