@@ -128,6 +128,7 @@ class WriteRelay:
     def __init__(self, upstream_port: int) -> None:
         self.armed = False
         self.acknowledged: list[tuple[float, bytes]] = []  # (when InfluxDB answered 2xx, the line protocol body)
+        self.write_s: list[float] = []  # how long InfluxDB took to answer each write, once armed
         relay = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -136,6 +137,7 @@ class WriteRelay:
 
             def relay(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                asked = time.time()
                 if self.upstream is None:
                     self.upstream = http.client.HTTPConnection("127.0.0.1", upstream_port, timeout=30)
                 headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "connection")}
@@ -144,6 +146,7 @@ class WriteRelay:
                 answer = response.read()
                 if relay.armed and self.path.startswith("/write") and response.status < 300:
                     relay.acknowledged.append((time.time(), body))
+                    relay.write_s.append(time.time() - asked)
                 self.send_response(response.status)
                 for key, value in response.getheaders():
                     if key.lower() not in ("connection", "transfer-encoding", "content-length"):
@@ -314,6 +317,7 @@ class LiveRun:
     unstored: int  # frames never seen stored before the run gave up waiting
     # ... of them, of units scored in the run: a queue not worked off (a unit that is not running is not scored)
     behind: int
+    influx_write_s: list[float]  # how long InfluxDB took to answer each of the writer's writes
 
     def score_latencies(self, begin_s: float, end_s: float = math.inf) -> list[float]:
         """Latencies of the frames due from `begin_s` until `end_s` whose own last sample was scored."""
@@ -341,7 +345,7 @@ def run_live(
         threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into), daemon=True)
         for name, into in arrivals.items()
     ]
-    taken = len(relay.acknowledged)
+    taken, writes_from = len(relay.acknowledged), len(relay.write_s)
     relay.armed = True
     for thread in threads:
         thread.start()
@@ -372,7 +376,8 @@ def run_live(
         for thread in threads:
             thread.join(30)
     behind = sum(len(pending[unit]) for unit in scored_units)
-    return LiveRun(frames, latencies, scored, late, arrivals, sum(map(len, pending.values())), behind)
+    unstored = sum(map(len, pending.values()))
+    return LiveRun(frames, latencies, scored, late, arrivals, unstored, behind, relay.write_s[writes_from:])
 
 
 def keeps_up(run: LiveRun, step_s: float) -> tuple[bool, float, float]:
@@ -530,7 +535,10 @@ def bench_latency(
         if name in live.arrivals
     ]
     sent = [t for (due, _, _), t in zip(frames, live.late, strict=False) if due >= counted_from]
-    for name, values in [("sent", sent), *hop_rows, ("in InfluxDB", score), ("alarm event", alarm)]:
+    # The writer waits for InfluxDB's answer: how long each write took is part of the scores' latency (a row of
+    # writes, not frames).
+    rows = [("sent", sent), *hop_rows, ("in InfluxDB", score), ("alarm event", alarm), ("write", live.influx_write_s)]
+    for name, values in rows:
         out(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
             f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"
