@@ -49,10 +49,13 @@ class SpecLimit(Condition):
 
     def _side(self, context: FrameContext, limit: Limit, high: bool, bound: float) -> set[str]:
         values, unit = context.columns[limit.sensor], context.unit
-        judged = context.judged_for(self.name, limit.sensor)
         alarm_id = f"{context.frame.equipment_id}/{limit.sensor}/spec_{'high' if high else 'low'}"
         record = unit.alarms.get(alarm_id)
         beyond = (values > bound) if high else (values < bound)
+        # Most frames are within every limit: no alarm to start, whatever is judged.
+        if record is None and not beyond.any():
+            return set()
+        judged = context.judged_for(self.name, limit.sensor)
         if record is None and not (beyond & judged).any():
             return set()
         record = record or context.new_record(alarm_id, self.name, limit.sensor)
