@@ -1,10 +1,13 @@
-"""`bench latency`'s live capacity: a step of live load kept up when its median latency did not grow."""
+"""`bench latency`'s live capacity (a step of live load kept up when its median latency did not grow) and its
+stretches of a run (latency and each process's CPU over each)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 
-from linewatch.tools.latencybench import STEP_S, LiveRun, keeps_up
+import pytest
+
+from linewatch.tools.latencybench import STEP_S, LiveRun, by_window, keeps_up
 
 START = 1_800_000_000.0
 
@@ -37,3 +40,20 @@ def test_frames_whose_own_sample_was_not_scored_do_not_count() -> None:
     # Only the first half's frames were themselves scored: no latency from the last quarter to judge by.
     run.scored = {(unit, ms) for unit, ms in run.scored if ms < (START + STEP_S / 2) * 1e3}
     assert not keeps_up(run, STEP_S)[0]
+
+
+def test_each_stretch_has_the_latencies_of_its_frames_and_each_process_share_of_a_core() -> None:
+    run = step(lambda s: 0.1 + 0.01 * s)
+    # The broker's CPU grows over the step: 0.5 s a second for the first 10 s, then 0.8 s a second.
+    run.cpu = [
+        (START + t / 2, {"broker": sum(0.25 if i < 20 else 0.4 for i in range(t))}) for t in range(int(STEP_S) * 2 + 1)
+    ]
+    rows = by_window(run, START, 10.0)
+    assert [start - START for start, _, _ in rows] == [0.0, 10.0]
+    (_, first, first_cpu), (_, second, second_cpu) = rows
+    assert len(first) == len(second) == 30
+    assert max(first) < min(second)  # the frames due in each stretch, not all of them
+    assert first_cpu["broker"] == pytest.approx(0.5) and second_cpu["broker"] == pytest.approx(0.8)
+    # No CPU samples (a run without pids): latencies only.
+    run.cpu = []
+    assert all(share == {} for _, _, share in by_window(run, START, 10.0))

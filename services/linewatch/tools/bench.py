@@ -120,8 +120,8 @@ def bench_pipeline(samples: int, frame_samples: int, full: bool = False, timeout
 
         services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in names]
         pids = {s.name: s.pid for s in services} | {
-            "broker": _pid(stack.broker.process),
-            "influxd": _pid(stack.influxd.process),
+            "broker": pid_of(stack.broker.process),
+            "influxd": pid_of(stack.influxd.process),
         }
         cpu_at_first: dict[str, float] = {}
         cpu_at_done: dict[str, float] = {}
@@ -210,7 +210,7 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return used
 
 
-def _pid(process: subprocess.Popen[bytes] | None) -> int:
+def pid_of(process: subprocess.Popen[bytes] | None) -> int:
     assert process is not None, "the dev stack is running"
     return process.pid
 

@@ -52,6 +52,18 @@ def _bench_stages(args: argparse.Namespace) -> int:
     return bench_stages(args.records, tuple(args.frame_samples or (1, 100)), tuple(args.stage or STAGES))
 
 
+def _bench_broker(args: argparse.Namespace) -> int:
+    from linewatch.tools.brokerbench import bench_broker
+
+    wait_ms = args.fetch_max_wait_ms
+    if args.partitions < 1 or args.seconds <= 0 or min(args.held or (0,)) < 0 or (wait_ms is not None and wait_ms < 1):
+        raise UsageError(
+            "give --partitions of 1 or more, --seconds above 0, --held of 0 or more, --fetch-max-wait-ms of 1 or more"
+        )
+    held = tuple(sorted(set(args.held or (0, 4_000, 8_000, 16_000))))
+    return bench_broker(args.partitions, held, args.seconds, wait_ms)
+
+
 def _bench_latency(args: argparse.Namespace) -> int:
     from linewatch.tools.latencybench import bench_latency
 
@@ -224,6 +236,13 @@ def register(commands: Commands) -> None:
         "--aligned", action="store_true", help="every unit's frame at one instant (default: spread over the period)"
     )
     latency.add_argument("--prefill", type=int, default=300_000, help="samples for the capacity measurement")
+    broker = commands.add(
+        "bench broker", "the dev broker's CPU at one light load as its partitions fill with batches", _bench_broker
+    )
+    broker.add_argument("--partitions", type=int, default=1, help="partitions of the topic")
+    broker.add_argument("--held", type=int, action="append", help="batches held before a step (repeatable)")
+    broker.add_argument("--seconds", type=float, default=10.0, help="seconds of load a step")
+    broker.add_argument("--fetch-max-wait-ms", type=int, help="the consumer's fetch wait (default: the services')")
     commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
     gateway = commands.add(
         "bench gateway", "Sparkplug B over MQTT into Kafka against the raw MQTT receive rate", _bench_gateway

@@ -33,7 +33,7 @@ import threading
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -51,13 +51,14 @@ from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
 from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.storage.measurements import ANOMALY
-from linewatch.tools.bench import cpu_seconds
+from linewatch.tools.bench import cpu_seconds, pid_of
 from linewatch.tools.devstack import DevStack, free_port
 from linewatch.tools.drill import pipeline_env, train_into, wait_quiet
 from linewatch.tools.launcher import ServiceProcess
 from linewatch.tools.plantfile import write
 
 WARM_UP_S = 10.0
+WINDOW_S = 10.0
 TRAIN_SAMPLES = 3600  # per unit
 # Tansu holds a fetch for its whole wait: this is how late an arrival may be seen (it loads the broker less
 # than a few ms would, with three readers beside the services).
@@ -318,6 +319,8 @@ class LiveRun:
     # ... of them, of units scored in the run: a queue not worked off (a unit that is not running is not scored)
     behind: int
     influx_write_s: list[float]  # how long InfluxDB took to answer each of the writer's writes
+    # (wall time, each process's CPU seconds so far), about every half second: where the CPU went when
+    cpu: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
     def score_latencies(self, begin_s: float, end_s: float = math.inf) -> list[float]:
         """Latencies of the frames due from `begin_s` until `end_s` whose own last sample was scored."""
@@ -334,6 +337,7 @@ def run_live(
     frames: list[tuple[float, str, bytes]],
     observe: dict[str, str],
     wait_s: float,
+    pids: dict[str, int] | None = None,
 ) -> LiveRun:
     """Publish `frames` paced, read the `observe` topics (name: topic) meanwhile, and time each frame's score
     until the writer has stored nothing new for QUIET_S after the last frame was due, with every frame of the units
@@ -352,12 +356,15 @@ def run_live(
     pending, latencies, scored = dues_by_unit(frames), [], set()
     scored_units: set[str] = set()
     last_write = time.time()
+    cpu = [(time.time(), cpu_seconds(pids))] if pids else []
     try:
         while time.time() < frames[-1][0] + wait_s and any(pending.values()):
             done = not any(pending[unit] for unit in scored_units)
             if done and time.time() > max(frames[-1][0], last_write) + QUIET_S:
                 break
             time.sleep(0.5)
+            if pids:
+                cpu.append((time.time(), cpu_seconds(pids)))
             acknowledged = relay.acknowledged[taken:]
             taken += len(acknowledged)
             writes = stored_scores(acknowledged)
@@ -377,7 +384,24 @@ def run_live(
             thread.join(30)
     behind = sum(len(pending[unit]) for unit in scored_units)
     unstored = sum(map(len, pending.values()))
-    return LiveRun(frames, latencies, scored, late, arrivals, unstored, behind, relay.write_s[writes_from:])
+    return LiveRun(frames, latencies, scored, late, arrivals, unstored, behind, relay.write_s[writes_from:], cpu)
+
+
+def by_window(run: LiveRun, begin_s: float, window_s: float) -> list[tuple[float, list[float], dict[str, float]]]:
+    """From `begin_s` to the last frame, each `window_s`: its start, the score latencies of the frames due in it, and
+    each process's share of a core over it (from the CPU samples nearest its ends; none without samples)."""
+    rows = []
+    start = begin_s
+    while start <= run.frames[-1][0]:
+        end = start + window_s
+        share: dict[str, float] = {}
+        if len(run.cpu) > 1:
+            (t0, used0), (t1, used1) = (min(run.cpu, key=lambda sample: abs(sample[0] - at)) for at in (start, end))
+            if t1 > t0:
+                share = {name: (used1[name] - used0[name]) / (t1 - t0) for name in used1}
+        rows.append((start, run.score_latencies(start, end), share))
+        start = end
+    return rows
 
 
 def keeps_up(run: LiveRun, step_s: float) -> tuple[bool, float, float]:
@@ -435,9 +459,9 @@ def sustainable_rate(
 @contextlib.contextmanager
 def pipeline(
     run_dir: Path, reference: PlantModel, plant: PlantModel, rate_hz: float, prefill: int, frame_samples: int
-) -> Iterator[tuple[KafkaSettings, WriteRelay, float, list[ServiceProcess]]]:
+) -> Iterator[tuple[KafkaSettings, WriteRelay, float, list[ServiceProcess], dict[str, int]]]:
     """A fresh stack with a model per class and the four services, warmed up on a backlog of `prefill` samples
-    whose rate it prints; stopped on leaving."""
+    whose rate it prints; stopped on leaving. Also yields the processes' pids by name (broker, influxd, services)."""
     run_dir.mkdir()
     with DevStack() as stack:
         relay = WriteRelay(stack.influxd.http_port)
@@ -463,7 +487,8 @@ def pipeline(
                 f"({prefill:,} samples through all four services)"
             )
             try:
-                yield kafka, relay, backlog, services
+                servers = {"broker": pid_of(stack.broker.process), "influxd": pid_of(stack.influxd.process)}
+                yield kafka, relay, backlog, services, servers | {service.name: service.pid for service in services}
             finally:
                 for service in services:
                     service.stop()
@@ -495,10 +520,10 @@ def bench_latency(
     if search:
         # On a stack of its own: after the search's overloaded steps the broker cost a third more CPU at the
         # same load (tansu 84-86 % against 61 %) and the rules' alarms were still active from them.
-        with pipeline(run_dir / "search", *shape) as (kafka, relay, backlog, services):
+        with pipeline(run_dir / "search", *shape) as (kafka, relay, backlog, services, _):
             capacity = sustainable_rate(kafka, relay, plant, rate_hz, frame_samples, backlog, aligned, services)
         out(f"capacity    live: {capacity:,.0f} samples/s kept up with ({capacity / backlog:.0%} of the backlog rate)")
-    with pipeline(run_dir / "latency", *shape) as (kafka, relay, backlog, services):
+    with pipeline(run_dir / "latency", *shape) as (kafka, relay, backlog, services, pids):
         if not search:
             capacity = backlog
         wanted = capacity * load_share if load_samples_per_s is None else load_samples_per_s
@@ -516,7 +541,7 @@ def bench_latency(
         observe = {"alarms": kafka.topics.alarms}
         if hops:
             observe |= {"raw": kafka.topics.raw, "valid": kafka.topics.valid, "scores": kafka.topics.scores}
-        live = run_live(kafka, relay, frames, observe, wait_s=30.0)
+        live = run_live(kafka, relay, frames, observe, wait_s=30.0, pids=pids)
     counted_from = frames[0][0] + WARM_UP_S
     score = live.score_latencies(counted_from)
     sent_at = dues_by_unit(frames)
@@ -542,6 +567,15 @@ def bench_latency(
         out(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
             f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"
+        )
+    # The dev broker's fetches cost it more the longer its partitions' logs (`linewatch bench broker`): over a run
+    # at one load its CPU grows, and the latency with it. Each stretch shows how much.
+    out(f"by {WINDOW_S:g} s     frames  score p50    p99   share of a core: " + " ".join(f"{n:>9}" for n in pids))
+    for start, latencies, share in by_window(live, counted_from, WINDOW_S):
+        out(
+            f"  {start - live.frames[0][0]:>3.0f} s    {len(latencies):>6}  {percentile_ms(latencies, 50):6.0f} ms "
+            f"{percentile_ms(latencies, 99):6.0f} ms                  "
+            + " ".join(f"{share[name]:>9.0%}" if name in share else f"{'':>9}" for name in pids)
         )
     out(f"scores      {len(score):,} frames timed (last sample scored, after warm-up), {live.unstored} never seen")
     out(f"alarms      {len(alarm)} alarm events timed (transitions the rules made)")
