@@ -49,7 +49,9 @@ def _bench_stages(args: argparse.Namespace) -> int:
     unknown = sorted(set(args.stage or ()) - set(STAGES))
     if unknown:
         raise UsageError(f"--stage {unknown[0]}: no such stage; the stages are {', '.join(STAGES)}")
-    return bench_stages(args.records, tuple(args.frame_samples or (1, 100)), tuple(args.stage or STAGES))
+    if args.repeat < 1:
+        raise UsageError(f"--repeat {args.repeat}: give 1 or more turns")
+    return bench_stages(args.records, tuple(args.frame_samples or (1, 100)), tuple(args.stage or STAGES), args.repeat)
 
 
 def _bench_broker(args: argparse.Namespace) -> int:
@@ -212,6 +214,9 @@ def register(commands: Commands) -> None:
         "--stage", action="append", help="only this stage, a faust service of the pipeline (repeatable)"
     )
     stages.add_argument("--frame-samples", type=int, action="append", help="only this frame size (repeatable)")
+    stages.add_argument(
+        "--repeat", type=int, default=1, help="turns of each stage, each in groups of its own; the median decides"
+    )
     latency = commands.add(
         "bench latency", "sample to score in InfluxDB and to alarm event on Kafka, at half capacity", _bench_latency
     )
