@@ -1,11 +1,12 @@
 """`linewatch bench broker`: what the dev broker (Tansu, memory storage) costs at one fixed light load as its
 partitions fill with record batches.
 
-Tansu's memory storage finds a fetch's records by going over the batches the partition holds, so a fetch that
-returns data costs it more the longer the partition's log (Apache Kafka looks the offset up in an index). One
-topic, one consumer reading at the head (the services' fetch wait) and one producer sending a one-record batch every
-10 ms: Tansu's CPU over each stretch of that load, after filling the partitions with more batches each time. Fills
-are not timed. Also, as a control, the same load with the consumer idle (no producer: nothing to return).
+Measured (README, latency): on Tansu's memory storage a fetch that returns records costs the broker more the more
+batches the partition holds, as if it went over them; Apache Kafka looks a fetch's offset up in an index. One topic,
+one consumer reading at the head (the services' fetch wait) and one producer sending a one-record batch every 10 ms:
+Tansu's CPU over each stretch of that load, after filling the partition(s) up to more batches each time (the fills
+are not timed; the batches each step's load adds count too). As a control, the consumer alone at the head, where
+there is nothing to return.
 """
 
 from __future__ import annotations
@@ -29,8 +30,9 @@ FILL_CHUNK = 500
 
 async def _load(
     bootstrap: str, producer: AIOKafkaProducer | None, seconds: float, fetch_max_wait_ms: int, group: str
-) -> int:
-    """`seconds` of a consumer at the head (and the producer's batches, if one is given); the records read."""
+) -> tuple[int, int]:
+    """`seconds` of a consumer at the head (and the producer's batches, if one is given); the records read and
+    sent."""
     consumer = AIOKafkaConsumer(
         TOPIC,
         bootstrap_servers=bootstrap,
@@ -41,7 +43,7 @@ async def _load(
     await consumer.start()
     try:
         await consumer.getmany(timeout_ms=1000)  # joined and positioned before the clock starts
-        read, until = 0, time.monotonic() + seconds
+        read, sent, until = 0, 0, time.monotonic() + seconds
 
         async def consume() -> None:
             nonlocal read
@@ -50,12 +52,14 @@ async def _load(
                 read += sum(map(len, batches.values()))
 
         async def produce() -> None:
+            nonlocal sent
             while producer is not None and time.monotonic() < until:
                 await (await producer.send(TOPIC, PAYLOAD))
+                sent += 1
                 await asyncio.sleep(SEND_EVERY_S)
 
         await asyncio.gather(consume(), produce())
-        return read
+        return read, sent
     finally:
         await consumer.stop()
 
@@ -77,22 +81,23 @@ async def _measure(
     await producer.start()
     pids = {"broker": broker.process.pid}
 
-    async def timed(sender: AIOKafkaProducer | None, group: str) -> tuple[float, int]:
+    async def timed(sender: AIOKafkaProducer | None, group: str) -> tuple[float, int, int]:
         before = cpu_seconds(pids)["broker"]
-        read = await _load(broker.bootstrap, sender, seconds, fetch_max_wait_ms, group)
-        return (cpu_seconds(pids)["broker"] - before) / seconds, read
+        read, sent = await _load(broker.bootstrap, sender, seconds, fetch_max_wait_ms, group)
+        return (cpu_seconds(pids)["broker"] - before) / seconds, read, sent
 
     try:
         held = 0
         for step, target in enumerate(steps):
-            await _fill(producer, target - held)
-            held = target
-            share, read = await timed(producer, f"loaded-{step}")
-            idle, _ = await timed(None, f"idle-{step}")
+            await _fill(producer, max(0, target - held))
+            held = max(held, target)
+            share, read, sent = await timed(producer, f"loaded-{step}")
+            idle, _, _ = await timed(None, f"idle-{step}")
             out(
                 f"held {held:>7,} batches ({held // partitions:>6,} a partition): broker {share:4.0%} of a core with "
                 f"{read / seconds:,.0f} records/s read at the head, {idle:4.0%} idle"
             )
+            held += sent
     finally:
         await producer.stop()
 

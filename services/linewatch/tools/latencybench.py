@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 from msgspec import structs
 
+from linewatch.core.commandline import UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, scores_decoder, telemetry_decoder
 from linewatch.core.kafka import RecordProducer, TopicReader, ensure_topics
@@ -217,7 +218,7 @@ def measure_capacity(
 
     wait_quiet(kafka, services, quiet_s=3.0, timeout_s=600.0, on_stats=on_progress)
     if len(progress) < 3:
-        raise RuntimeError(f"the pipeline scored too little to measure its rate, see {run_dir}")
+        raise UsageError(f"the backlog was stored too fast to measure its rate: give a larger --prefill ({run_dir})")
     (first_at, first), (last_at, last) = progress[0], progress[-1]
     used = cpu_seconds(pids)
     out(
@@ -356,7 +357,14 @@ def run_live(
     pending, latencies, scored = dues_by_unit(frames), [], set()
     scored_units: set[str] = set()
     last_write = time.time()
-    cpu = [(time.time(), cpu_seconds(pids))] if pids else []
+    cpu: list[tuple[float, dict[str, float]]] = []
+
+    def sample_cpu() -> None:
+        with contextlib.suppress(OSError):  # a process that died: its service's log says why; the timing goes on
+            cpu.append((time.time(), cpu_seconds(pids or {})))
+
+    if pids:
+        sample_cpu()
     try:
         while time.time() < frames[-1][0] + wait_s and any(pending.values()):
             done = not any(pending[unit] for unit in scored_units)
@@ -364,7 +372,7 @@ def run_live(
                 break
             time.sleep(0.5)
             if pids:
-                cpu.append((time.time(), cpu_seconds(pids)))
+                sample_cpu()
             acknowledged = relay.acknowledged[taken:]
             taken += len(acknowledged)
             writes = stored_scores(acknowledged)
@@ -518,8 +526,8 @@ def bench_latency(
     shape = (reference, plant, rate_hz, prefill, frame_samples)
     search = load_samples_per_s is None and capacity_from == "live"
     if search:
-        # On a stack of its own: after the search's overloaded steps the broker cost a third more CPU at the
-        # same load (tansu 84-86 % against 61 %) and the rules' alarms were still active from them.
+        # On a stack of its own: the search's steps fill the broker's logs, which makes its fetches dearer (tansu
+        # 84-86 % against 61 % at one load; `linewatch bench broker`), and leave the rules' alarms active.
         with pipeline(run_dir / "search", *shape) as (kafka, relay, backlog, services, _):
             capacity = sustainable_rate(kafka, relay, plant, rate_hz, frame_samples, backlog, aligned, services)
         out(f"capacity    live: {capacity:,.0f} samples/s kept up with ({capacity / backlog:.0%} of the backlog rate)")
