@@ -360,19 +360,18 @@ def run_live(
     cpu: list[tuple[float, dict[str, float]]] = []
 
     def sample_cpu() -> None:
-        with contextlib.suppress(OSError):  # a process that died: its service's log says why; the timing goes on
-            cpu.append((time.time(), cpu_seconds(pids or {})))
+        if pids:
+            with contextlib.suppress(OSError):  # a process that died: its service's log says why; timing goes on
+                cpu.append((time.time(), cpu_seconds(pids)))
 
-    if pids:
-        sample_cpu()
+    sample_cpu()
     try:
         while time.time() < frames[-1][0] + wait_s and any(pending.values()):
             done = not any(pending[unit] for unit in scored_units)
             if done and time.time() > max(frames[-1][0], last_write) + QUIET_S:
                 break
             time.sleep(0.5)
-            if pids:
-                sample_cpu()
+            sample_cpu()
             acknowledged = relay.acknowledged[taken:]
             taken += len(acknowledged)
             writes = stored_scores(acknowledged)

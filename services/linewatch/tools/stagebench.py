@@ -71,9 +71,11 @@ def bench_stages(
                 for turn in range(repeat):
                     # Each turn in consumer groups of its own, so each reads the whole input again.
                     turn_env = env | {"LINEWATCH_KAFKA__GROUP_PREFIX": f"turn{turn}-"}
-                    faust_s = _faust_cpu(stage, turn_env, kafka, manifest.frames, run_dir / f"turn{turn}")
-                    bare_s = _child_cpu("--bare", stage, turn_env, manifest.frames, run_dir / f"turn{turn}")
-                    floor_s = _child_cpu("--floor", stage, turn_env, manifest.frames, run_dir / f"turn{turn}")
+                    turn_dir = run_dir / f"turn{turn}"
+                    turn_dir.mkdir(exist_ok=True)
+                    faust_s = _faust_cpu(stage, turn_env, kafka, manifest.frames, turn_dir)
+                    bare_s = _child_cpu("--bare", stage, turn_env, manifest.frames, turn_dir)
+                    floor_s = _child_cpu("--floor", stage, turn_env, manifest.frames, turn_dir)
                     per_record = 1e6 / manifest.frames
                     runs.append((faust_s * per_record, bare_s * per_record, floor_s * per_record))
                     if repeat > 1:
@@ -110,7 +112,6 @@ def _print_row(stage: str, frame_samples: int, faust_us: float, bare_us: float, 
 
 def _faust_cpu(stage: str, env: dict[str, str], kafka: KafkaSettings, records: int, run_dir: Path) -> float:
     """CPU seconds the faust service spent from its first record taken to its last."""
-    run_dir.mkdir(exist_ok=True)
     started = datetime.now(UTC)
     process = ServiceProcess(stage, env, run_dir / f"{stage}.log").start()
     counter = f"records_in.{kafka.topics.raw if stage == 'validator' else kafka.topics.valid}"
@@ -142,7 +143,6 @@ def _faust_cpu(stage: str, env: dict[str, str], kafka: KafkaSettings, records: i
 def _child_cpu(mode: str, stage: str, env: dict[str, str], records: int, run_dir: Path) -> float:
     """CPU seconds of this module run as `--bare STAGE` or `--floor STAGE` from its first record to its last."""
     name = f"{mode.strip('-')}-{stage}"
-    run_dir.mkdir(exist_ok=True)
     result = run_dir / f"{name}.json"
     command = [sys.executable, "-m", "linewatch.tools.stagebench", mode, stage, "--records", str(records)]
     with (run_dir / f"{name}.log").open("w") as log:
