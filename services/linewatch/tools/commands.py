@@ -44,13 +44,18 @@ def _bench_pipeline(args: argparse.Namespace) -> int:
 
 
 def _bench_stages(args: argparse.Namespace) -> int:
-    from linewatch.tools.stagebench import STAGES, bench_stages
+    from linewatch.tools.stagebench import MIN_STAGE_RECORDS, STAGES, bench_stages
 
     unknown = sorted(set(args.stage or ()) - set(STAGES))
     if unknown:
         raise UsageError(f"--stage {unknown[0]}: no such stage; the stages are {', '.join(STAGES)}")
     if args.repeat < 1:
         raise UsageError(f"--repeat {args.repeat}: give 1 or more turns")
+    if args.records < MIN_STAGE_RECORDS:
+        raise UsageError(
+            f"--records {args.records}: give {MIN_STAGE_RECORDS:,} or more (a faust service's CPU is read at its "
+            "stats reports, every 0.1 s: a shorter run is mostly its first and last report)"
+        )
     return bench_stages(args.records, tuple(args.frame_samples or (1, 100)), tuple(args.stage or STAGES), args.repeat)
 
 
