@@ -64,7 +64,7 @@ class KafkaSettings(BaseModel):
     bootstrap_servers: str = "127.0.0.1:9092"
     partitions: int = 4
     # Tansu holds every fetch for the full wait even when data is waiting (platform notes): each hop waits up to
-    # this long, and every idle consumer asks the broker this often. 25 ms beat 10 ms under load (README, latency).
+    # this long, and every idle consumer asks the broker this often. 25 ms beat 10 ms under load (docs/benchmarks.md).
     fetch_max_wait_ms: int = 25
     session_timeout_s: float = 10.0
     topics: Topics = Topics()

@@ -1,12 +1,12 @@
 """`linewatch bench broker`: what the dev broker (Tansu, memory storage) costs at one fixed light load as its
 partitions fill with record batches.
 
-Measured (README, latency): on Tansu's memory storage a fetch that returns records costs the broker more the more
-batches the partition holds, as if it went over them; Apache Kafka looks a fetch's offset up in an index. One topic,
-one consumer reading at the head (the services' fetch wait) and one producer sending a one-record batch every 10 ms:
-Tansu's CPU over each stretch of that load, after filling the partition(s) up to more batches each time (the fills
-are not timed; the batches each step's load adds count too). As a control, the consumer alone at the head, where
-there is nothing to return.
+Measured (docs/benchmarks.md, latency): on Tansu's memory storage a fetch that returns records costs the broker
+more the more batches the partition holds (its storage lists them all); Apache Kafka looks a fetch's offset up in
+an index. One topic, one consumer reading at the head (the services' fetch wait) and one producer sending a
+one-record batch every 10 ms: Tansu's CPU over each stretch of that load, after filling the partition(s) up to
+more batches each time (the fills are not timed; the batches each step's load adds count too). As a control, the
+consumer alone at the head, where there is nothing to return.
 """
 
 from __future__ import annotations
