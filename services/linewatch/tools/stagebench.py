@@ -5,14 +5,14 @@ For each frame size a fresh embedded stack; the stage's input topic is pre-fille
 valid frames for the scorer and the alerter), then, one after the other on the same broker and input, the faust
 service and the bare loop drain it. The bare loop (this module run as `--bare STAGE`, a process of its own) is an
 aiokafka consumer in a group of its own and an aiokafka producer: it takes what `getmany` returns, runs the
-service's own code on it (the validator's `FrameValidator`, the scorer's `scores_for` with the same model, the
-alerter's `apply` with each unit's state encoded as its table stores it), sends the results to a topic of its
-own, waits for the acknowledgements and commits. What it does not do is what faust gives us: tables' changelogs,
-rebalances with state, stats. Beside them, faust's floor: a faust app with the services' settings whose agent
-takes the same input in the stage's batches and does nothing with them (`--floor STAGE`), what faust costs a
-record before any of our code. Each process's CPU (user + system) a record is taken from the end of its first
-batch to its last record, over the records taken in that time (the faust service's from /proc, from its first
-stats report with records taken, every 0.1 s); the bare loop and the floor time themselves.
+service's own code on it (the validator's `FrameValidator`; the scorer's `scores_for` with the same model and the
+alerter's `apply`, each with every unit's state decoded and encoded as its table stores it), sends the results to a
+topic of its own, waits for the acknowledgements and commits. What it does not do is what faust gives us: tables'
+changelogs, rebalances with state, stats. Beside them, faust's floor: a faust app with the services' settings whose
+agent takes the same input in the stage's batches and does nothing with them (`--floor STAGE`), what faust costs a
+record before any of our code. Each process's CPU (user + system) a record is taken from the end of its first batch
+to its last record, over the records taken in that time (the faust service's from /proc, from its first stats report
+with records taken, every 0.1 s); the bare loop and the floor time themselves.
 """
 
 from __future__ import annotations
@@ -168,7 +168,7 @@ def _child_cpu(mode: str, stage: str, env: dict[str, str], records: int, run_dir
 
 def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | None, bytes]]]]:
     """The stage's input topic and its own code, from records to (key, value) results."""
-    from linewatch.core.contract import encoder, telemetry_decoder
+    from linewatch.core.contract import TelemetryFrame, encoder, telemetry_decoder
     from linewatch.core.plant import load_plant
     from linewatch.core.settings import CommonSettings
 
@@ -191,8 +191,10 @@ def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | 
 
         return topics.raw, validate
     if stage == "scorer":
+        from linewatch.core.contract import seen_before
+        from linewatch.services.scorer import engine as scoring
         from linewatch.services.scorer.agents import scores_for
-        from linewatch.services.scorer.engine import PlantScorer
+        from linewatch.services.scorer.engine import PlantScorer, unit_decoder, unit_encoder
         from linewatch.services.scorer.rollout import ModelSet
         from linewatch.services.scorer.settings import ScorerSettings
 
@@ -200,14 +202,30 @@ def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | 
         models = ModelSet(scorer_settings.registry, scorer_settings.signing_key())
         models.refresh()
         engine = PlantScorer(plant)
+        states: dict[bytes, bytes] = {}
 
         def score(batch: list[Any]) -> list[tuple[bytes | None, bytes]]:
-            frames = [telemetry_decoder.decode(record.value) for record in batch]
+            # Each unit's state as the agent keeps it: read once a batch, the redeliveries and copies skipped, the
+            # positions noted, written back encoded once a batch (its table's changelog is what faust adds).
+            frames: list[TelemetryFrame] = []
+            touched: dict[bytes, scoring.UnitState] = {}
+            for record in batch:
+                frame = telemetry_decoder.decode(record.value)
+                key = frame.equipment_id.encode()
+                if key not in touched:
+                    touched[key] = unit_decoder.decode(states[key]) if key in states else scoring.UnitState()
+                unit, position = touched[key], f"{record.topic}:{record.partition}"
+                if unit.applied.get(position, -1) >= record.offset or seen_before(unit.recent_frames, frame):
+                    continue
+                engine.units[frame.equipment_id] = unit
+                unit.applied[position] = record.offset
+                frames.append(frame)
             results: list[tuple[bytes | None, bytes]] = [
                 (frame.equipment_id.encode(), encoder.encode(result))
                 for frame, per_frame in zip(frames, scores_for(engine, models, frames), strict=True)
                 for result in per_frame
             ]
+            states.update({key: unit_encoder.encode(unit) for key, unit in touched.items()})
             return results
 
         return topics.valid, score
