@@ -16,7 +16,7 @@ from typing import Any
 
 import faust
 
-from linewatch.core.kafka import faust_app, store_batch
+from linewatch.core.kafka import faust_app, store_batch, take_batches
 from linewatch.core.logs import configure
 from linewatch.core.settings import KafkaSettings
 
@@ -32,7 +32,7 @@ source = app.topic(INPUT_TOPIC)
 
 @app.agent(source, name="store")  # type: ignore[untyped-decorator]
 async def store(stream: Any) -> None:
-    async for events in stream.take_events(1000, within=0.01):
+    async for events in take_batches(stream, 1000, 0.01):
         if mode != "write":
             continue
         for event in events:

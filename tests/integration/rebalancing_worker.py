@@ -10,7 +10,7 @@ from typing import Any
 
 import faust
 
-from linewatch.core.kafka import faust_app, store_batch
+from linewatch.core.kafka import faust_app, store_batch, take_batches
 from linewatch.core.logs import configure
 from linewatch.core.settings import KafkaSettings
 
@@ -23,7 +23,7 @@ processed = out.open("a", buffering=1)
 
 @app.agent(app.topic(topic), name="process")  # type: ignore[untyped-decorator]
 async def process(stream: Any) -> None:
-    async for events in stream.take_events(64, within=0.05):
+    async for events in take_batches(stream, 64, 0.05):
         # Slow enough that a worker joining finds fetched records not yet handed to the stream.
         await asyncio.sleep(0.15)
         processed.write("".join(f"{e.message.partition} {e.message.offset}\n" for e in events))

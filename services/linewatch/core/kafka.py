@@ -582,6 +582,66 @@ def store_batch(stream: Any, table: Any, last_event: dict[bytes, Any], values: d
     stream._set_current_event(current)
 
 
+async def take_batches(stream: Any, max_records: int, within_s: float) -> AsyncIterator[list[Any]]:
+    """The events of an agent's stream in batches: what its queue holds, up to `max_records`, closed `within_s`
+    after the batch's first event; each batch acknowledged once the agent's turn on it returns. What faust's
+    `take_events` gives, without its passive drainer: that runs the stream's per-event iteration (a turn of the
+    event loop, a processor coroutine and two sensor calls an event), about half of faust's own cost a record at 1
+    sample a frame (`linewatch bench stages`). What that iteration does for faust is done here a batch at a time:
+    records of an earlier assignment (generation) or taken while flow is stopped (a rebalance) are acknowledged
+    unprocessed, every record is tracked as unacknowledged (the commit waits for it) and each partition's last
+    event is reported to the monitor (faust's slow-processing check)."""
+    app, queue = stream.app, stream.channel.queue
+    flow_control, acking_topics, unacked = app.flow_control, app.topics.acking_topics, app.consumer.unacked
+    loop = asyncio.get_running_loop()
+    await stream.maybe_start()
+    while not stream.should_stop:
+        try:
+            events = [await queue.get()]
+            closes = loop.time() + within_s
+            while len(events) < max_records:
+                if not queue.empty():
+                    events.append(queue.get_nowait())
+                    continue
+                remaining = closes - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    events.append(await asyncio.wait_for(queue.get(), remaining))
+                except TimeoutError:
+                    break
+        except StopAsyncIteration:  # faust stopping the channel (a worker's shutdown), as its own iteration ends
+            return
+        current: list[Any] = []
+        skipped: list[Any] = []
+        latest: dict[Any, Any] = {}
+        generation, active = app.consumer_generation_id, flow_control.is_active()
+        for event in events:
+            message = event.message
+            if not active or message.generation_id != generation:
+                skipped.append(event)
+                continue
+            if message.topic in acking_topics and not message.tracked:
+                message.tracked = True
+                unacked.add(message)
+                stream._on_message_in(message.tp, message.offset, message)
+            latest[message.tp] = event
+            current.append(event)
+        for tp, event in latest.items():
+            stream._on_stream_event_in(tp, event.message.offset, stream, event)
+        try:
+            if current:
+                stream._set_current_event(current[-1])
+                stream.events_total += len(current)
+                yield current
+        finally:
+            stream._set_current_event(None)
+            for event in (*skipped, *current):
+                message = event.message
+                if event.ack():
+                    stream._on_message_out(message.tp, message.offset, message)
+
+
 def publish_stats(app: Any, topic: str, stats: StatsCounter, interval_s: float) -> None:
     """A faust timer that sends the service's counters to the stats topic (live view, dashboards, benchmarks)."""
     stats_topic = app.topic(topic)

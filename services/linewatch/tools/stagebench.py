@@ -302,7 +302,7 @@ def _floor(stage: str, records: int, result: Path) -> None:
     only counts them; it writes its CPU seconds a record after its first batch to `result` and stops."""
     import faust
 
-    from linewatch.core.kafka import faust_app
+    from linewatch.core.kafka import faust_app, take_batches
     from linewatch.core.settings import CommonSettings
 
     kafka = CommonSettings().kafka
@@ -321,7 +321,7 @@ def _floor(stage: str, records: int, result: Path) -> None:
     @app.agent(app.topic(topic), name="floor")  # type: ignore[untyped-decorator]
     async def floor(stream: Any) -> None:
         taken, started, untimed = 0, 0.0, 0
-        async for events in stream.take_events(batch, within=within):
+        async for events in take_batches(stream, batch, within):
             taken += len(events)
             if not started:  # timed from the end of the first batch, as the faust service from its first report
                 started, untimed = time.process_time(), taken

@@ -22,7 +22,14 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of, store_batch
+from linewatch.core.kafka import (
+    dead_letter_event,
+    publish_stats,
+    send_acknowledged,
+    source_of,
+    store_batch,
+    take_batches,
+)
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import Topics
 from linewatch.core.stats import StatsCounter
@@ -105,7 +112,7 @@ def register(
     async def evaluate(stream: Any) -> None:
         # What arrived within 10 ms, in order: each unit's state is read and written (a changelog record) once a
         # batch, not once a record.
-        async for events in stream.take_events(BATCH_RECORDS, within=BATCH_WITHIN_S):
+        async for events in take_batches(stream, BATCH_RECORDS, BATCH_WITHIN_S):
             touched: dict[bytes, UnitState] = {}
             taken: dict[bytes, list[Any]] = {}  # the events each unit took this batch, to rebuild it after a failure
             last_event: dict[bytes, Any] = {}

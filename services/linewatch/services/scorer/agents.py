@@ -18,7 +18,14 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of, store_batch
+from linewatch.core.kafka import (
+    dead_letter_event,
+    publish_stats,
+    send_acknowledged,
+    source_of,
+    store_batch,
+    take_batches,
+)
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.services.scorer.engine import PlantScorer, Prepared, UnitState, unit_decoder, unit_encoder
@@ -105,7 +112,7 @@ def register(app: Any, settings: ScorerSettings, plant: PlantModel, models: Mode
 
     @app.agent(valid_topic, name="score")  # type: ignore[untyped-decorator]
     async def score(stream: Any) -> None:
-        async for events in stream.take_events(BATCH_FRAMES, within=BATCH_WITHIN_S):
+        async for events in take_batches(stream, BATCH_FRAMES, BATCH_WITHIN_S):
             stats.took(topics.valid, len(events))
             taken: list[tuple[Any, TelemetryFrame]] = []
             touched: dict[bytes, UnitState] = {}

@@ -8,7 +8,7 @@ from typing import Any
 
 from msgspec import structs
 
-from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of
+from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of, take_batches
 from linewatch.core.stats import StatsCounter
 from linewatch.services.validator.checks import FrameValidator, Outcome, Rejection
 from linewatch.services.validator.settings import ValidatorSettings
@@ -30,7 +30,7 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
     async def validate(stream: Any) -> None:
         # What arrived within 10 ms: its frames are sent together and their acknowledgements awaited once (faust
         # commits the batch after that), rather than one round of the event loop per send.
-        async for events in stream.take_events(BATCH_RECORDS, within=BATCH_WITHIN_S):
+        async for events in take_batches(stream, BATCH_RECORDS, BATCH_WITHIN_S):
             valid: list[tuple[bytes | None, bytes]] = []
             for event in events:
                 payload: bytes = event.value if event.value is not None else b""
