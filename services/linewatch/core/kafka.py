@@ -592,7 +592,7 @@ async def take_batches(stream: Any, max_records: int, within_s: float) -> AsyncI
     unprocessed, every record is tracked as unacknowledged (the commit waits for it) and each partition's last
     event is reported to the monitor (faust's slow-processing check)."""
     app, queue = stream.app, stream.channel.queue
-    flow_control, acking_topics, unacked = app.flow_control, app.topics.acking_topics, app.consumer.unacked
+    flow_control, acking_topics, consumer = app.flow_control, app.topics.acking_topics, app.consumer
     loop = asyncio.get_running_loop()
     await stream.maybe_start()
     while not stream.should_stop:
@@ -623,8 +623,7 @@ async def take_batches(stream: Any, max_records: int, within_s: float) -> AsyncI
                 continue
             if message.topic in acking_topics and not message.tracked:
                 message.tracked = True
-                unacked.add(message)
-                stream._on_message_in(message.tp, message.offset, message)
+                consumer.track_message(message)
             latest[message.tp] = event
             current.append(event)
         for tp, event in latest.items():
