@@ -1,5 +1,5 @@
-"""`send_acknowledged`: the agents' sends straight to faust's producer return only once Kafka acknowledged every
-record, and a refused record fails the batch (the agent then does not acknowledge its input)."""
+"""`send_acknowledged`: the agents' sends straight to the aiokafka producer inside faust's return only once Kafka
+acknowledged every record, and a refused record fails the batch (the agent then does not acknowledge its input)."""
 
 from __future__ import annotations
 
@@ -13,20 +13,22 @@ from linewatch.core.kafka import send_acknowledged
 
 
 class Producer:
-    """faust's producer as the helper uses it: `send` hands back a future that Kafka's answer resolves."""
+    """The aiokafka producer inside faust's, as the helper uses it: `send` hands back a future that Kafka's answer
+    resolves."""
 
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes | None, bytes]] = []
         self.futures: list[asyncio.Future[Any]] = []
 
-    async def send(self, topic: str, key: bytes | None, value: bytes, *_: Any) -> asyncio.Future[Any]:
+    async def send(self, topic: str, value: bytes, *, key: bytes | None) -> asyncio.Future[Any]:
         self.sent.append((topic, key, value))
         self.futures.append(asyncio.get_running_loop().create_future())
         return self.futures[-1]
 
 
 def topic_on(producer: Producer) -> Any:
-    return SimpleNamespace(app=SimpleNamespace(producer=producer), get_topic_name=lambda: "linewatch.valid")
+    faust_producer = SimpleNamespace(_ensure_producer=lambda: producer)
+    return SimpleNamespace(app=SimpleNamespace(producer=faust_producer), get_topic_name=lambda: "linewatch.valid")
 
 
 def test_returns_once_every_record_is_acknowledged() -> None:

@@ -222,8 +222,7 @@ def _patch_faust_seek_race() -> None:
     Going back only repeats records, which at-least-once allows; a commit held back shows in readiness."""
     from faust.transport.consumer import Consumer
 
-    original_getmany = Consumer.getmany
-    if getattr(original_getmany, "linewatch_seek_safe", False):
+    if getattr(Consumer.getmany, "linewatch_seek_safe", False):
         return
     original_perform_seek = Consumer.perform_seek
     original_new_offset = Consumer._new_offset
@@ -252,12 +251,31 @@ def _patch_faust_seek_race() -> None:
             self.linewatch_seeking -= 1
 
     async def getmany(self: Any, timeout: float) -> AsyncIterator[tuple[Any, Any]]:
+        # faust's own getmany, in one generator rather than two, and without its lookup of the partition's end offset
+        # a record: that only feeds the monitor's end offsets, which LeanMonitor does not keep.
         seeks_before = getattr(self, "linewatch_seeks", 0)
         overlapped: set[Any] = set()
-        async for tp, message in original_getmany(self, timeout):
+        records, active_partitions = await self._wait_next_records(timeout)
+        app = self.app
+        generation_id = app.consumer_generation_id
+        if records is None or self.should_stop:
+            return
+        if not self.flow_active:  # a rebalance stopped the flow: these records are not handed on
+            try:
+                await self.perform_seek()
+            except Exception as exc:  # as faust: the next rebalance seeks again
+                log.warning("seek while flow stopped failed", extra={"error": repr(exc)})
+            return
+        to_message, buffered = self._to_message, self._buffered_partitions
+        for tp, record in self.scheduler.iterate(records):
+            if not self.flow_active or app.consumer_generation_id != generation_id:
+                break
+            if active_partitions is not None and tp not in active_partitions and tp not in buffered:
+                continue
             if getattr(self, "linewatch_seeking", 0) or getattr(self, "linewatch_seeks", 0) != seeks_before:
                 overlapped.add(tp)
                 continue
+            message = to_message(tp, record)
             unread = getattr(self, "linewatch_unread", None)
             if unread and tp in unread:
                 unread.discard(tp)
@@ -332,9 +350,10 @@ def learn_head(consumer: Any, tp: Any, offset: int) -> None:
 
 def _deliver_without_tasks() -> None:
     """faust hands each fetched message to the streams with `wait_first(delivery, suspend_flow.wait())`, which makes
-    four tasks a message (the delivery, the suspend flag, the stopped and crashed flags) and cancels three: the larger
-    part of faust's own cost a record (`linewatch bench stages`). The delivery almost never waits (a stream's queue
-    has room), so it is run at once; only when it does wait does it race the suspend flag, as before."""
+    four tasks a message (the delivery, the suspend flag, the stopped and crashed flags) and cancels three. Records
+    `_deliver_at_once` does not queue itself come this way (table changelogs during recovery, records met during a
+    rebalance). Their delivery seldom waits, so it is run at once; only when it does wait does it race the suspend
+    flag, as before."""
     from faust.transport.consumer import Consumer
     from mode.services import WaitResults
 
@@ -359,6 +378,89 @@ def _deliver_without_tasks() -> None:
 
     wait_first.linewatch_eager = True  # type: ignore[attr-defined]
     Consumer.wait_first = wait_first  # type: ignore[method-assign]
+
+
+def _deliver_at_once() -> None:
+    """faust's drain loop hands every fetched record to the conductor as a coroutine raced against the suspend flag;
+    on its way to the stream's queue each record takes the conductor's lock and awaits a flow-control check, a
+    producer-buffer check (a settings lookup a record) and its decode: about half of faust's own cost a record at 1
+    sample a frame (`linewatch bench stages`, 2026-12-05). Here a record that nothing would hold up (flow running,
+    no rebalance rebuilding the conductor's index, producer buffer under its limit, one raw channel on its partition
+    with room in its queue) is put on that queue at once, as faust's handler would; any other record goes faust's
+    way. The loop is otherwise faust's `Consumer._drain_messages`."""
+    from faust.transport.consumer import CONSUMER_FETCHING, Consumer
+
+    if getattr(Consumer._drain_messages, "linewatch_at_once", False):
+        return
+
+    async def drain_messages(self: Any, fetcher: Any) -> None:
+        app = self.app
+        conductor, flow_control, producer_buffer = app.topics, app.flow_control, app.producer.buffer
+        handlers, index_lock = conductor._tp_to_callback, conductor._tp_to_callback_lock
+        callback, read_offset, commit_every = self.callback, self._read_offset, self._commit_every
+
+        def delivered_at_once(message: Any) -> bool:
+            if (
+                index_lock.locked()
+                or not flow_control.is_active()
+                or self.suspend_flow.is_set()
+                or producer_buffer.queue is not None  # set for a threaded producer, whose size faust's check reads
+                or len(producer_buffer.pending._queue) > producer_buffer.max_messages
+            ):
+                return False
+            handler = handlers.get(message.tp)
+            channels: Any = getattr(handler, "channels", ())  # faust's compiled handler; the pure-Python one has none
+            if len(channels) != 1:
+                return False
+            (channel,) = channels
+            make_event = getattr(channel.decode, "linewatch_make_event", None)
+            queue = channel.queue
+            if make_event is None or queue.full():
+                return False
+            message.refcount += 1
+            high, drop = handler.on_pressure_high, handler.on_pressure_drop
+            queue.put_nowait_enhanced(make_event(message), on_pressure_high=high, on_pressure_drop=drop)
+            return True
+
+        since_yield = 0
+        try:
+            while not (self._stopped.is_set() or fetcher._stopped.is_set()):
+                self.diag.set_flag(CONSUMER_FETCHING)
+                records = self.getmany(timeout=1.0)
+                await self.sleep(0)  # as faust: getmany may not give the loop a turn
+                if self.should_stop:
+                    continue
+                async for tp, message in records:
+                    since_yield += 1
+                    if since_yield > 100:
+                        await asyncio.sleep(0)
+                        since_yield = 0
+                    offset, r_offset = message.offset, read_offset[tp]
+                    if r_offset is not None and offset < r_offset:
+                        continue  # read before: faust drops it too
+                    if r_offset and offset - r_offset > 1 and app.topics.acks_enabled_for(message.topic):
+                        await self._add_gap(tp, r_offset + 1, offset)
+                    if commit_every is not None and self._n_acked >= commit_every:
+                        self._n_acked = 0
+                        await self.commit()
+                    if not delivered_at_once(message):
+                        await self.wait_first(callback(message), self.suspend_flow.wait())
+                    read_offset[tp] = offset
+                self.diag.unset_flag(CONSUMER_FETCHING)
+        except self.consumer_stopped_errors:
+            if not app.should_stop:
+                raise
+        except asyncio.CancelledError:
+            if not app.should_stop:
+                raise
+        except Exception as exc:
+            log.exception("draining fetched records failed", extra={"error": repr(exc)})
+            raise
+        finally:
+            self.diag.unset_flag(CONSUMER_FETCHING)
+
+    drain_messages.linewatch_at_once = True  # type: ignore[attr-defined]
+    Consumer._drain_messages = drain_messages  # type: ignore[method-assign]
 
 
 async def finish_started(coro: Any, waiting_on: Any) -> Any:
@@ -548,11 +650,12 @@ def source_of(record: Any) -> SourcePosition:
 async def send_acknowledged(topic: Any, records: Iterable[tuple[bytes | None, bytes]]) -> None:
     """Send records to a faust topic and return once Kafka acknowledged all of them.
 
-    Straight to the app's producer (aiokafka's send, with faust's own driver around it): `Topic.send` wraps each
-    record in a pending message, a future, two sensor calls and a callback, none of which we use; they were 40 % of
-    the validator's CPU a record at 1 sample a frame (`bench stages`, 2026-12-04)."""
-    producer, name = topic.app.producer, topic.get_topic_name()
-    await asyncio.gather(*[await producer.send(name, key, value, None, None, None) for key, value in records])
+    Straight to the aiokafka producer inside the app's: `Topic.send` wraps each record in a pending message, a
+    future, two sensor calls and a callback, none of which we use; they were 40 % of the validator's CPU a record at
+    1 sample a frame (`bench stages`, 2026-12-04). faust's driver around aiokafka's send only adds a signal a record
+    that nothing here listens to (4 %, 2026-12-05)."""
+    producer, name = topic.app.producer._ensure_producer(), topic.get_topic_name()
+    await asyncio.gather(*[await producer.send(name, value, key=key) for key, value in records])
 
 
 async def dead_letter_event(
@@ -668,9 +771,13 @@ def _lean_faust_classes() -> tuple[type, type]:
                 return super().compile(app, **options)
             event_type = app.conf.Event
 
-            async def decode(message: Any, *, propagate: bool = False) -> Any:
+            def make_event(message: Any) -> Any:
                 return event_type(app, message.key, message.value, message.headers, message)
 
+            async def decode(message: Any, *, propagate: bool = False) -> Any:
+                return make_event(message)
+
+            decode.linewatch_make_event = make_event  # type: ignore[attr-defined]  # for `_deliver_at_once`
             return decode
 
     class LeanMonitor(Monitor):
@@ -705,6 +812,7 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
     _patch_faust_producer_flush()
     _patch_faust_seek_race()
     _deliver_without_tasks()
+    _deliver_at_once()
     # Tables live in memory and come back from their changelogs: faust's data directory only has to exist.
     datadir = tempfile.mkdtemp(prefix=f"linewatch-{service}-")
     atexit.register(shutil.rmtree, datadir, ignore_errors=True)

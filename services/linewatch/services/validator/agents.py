@@ -32,6 +32,8 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
         # commits the batch after that), rather than one round of the event loop per send.
         async for events in take_batches(stream, BATCH_RECORDS, BATCH_WITHIN_S):
             valid: list[tuple[bytes | None, bytes]] = []
+            stats.took(topics.raw, len(events))
+            samples_valid = 0
             for event in events:
                 payload: bytes = event.value if event.value is not None else b""
                 key: bytes | None = event.key
@@ -41,21 +43,23 @@ def register(app: Any, settings: ValidatorSettings, validator: FrameValidator) -
                     # A bug here must not skip the message (faust would commit past it): dead-letter it.
                     log.exception("validation failed", extra=structs.asdict(source_of(event.message)))
                     outcome = Outcome(rejections=[Rejection("internal_error", f"{type(exc).__name__}: {exc}")])
-                stats.took(topics.raw)
                 if outcome.valid is not None and outcome.equipment_id is not None:
                     # Keyed by the equipment the frame is about, whatever key it came with: a unit's frames share
                     # a partition, so its state (scorer, alerter) sees them in order.
-                    if key != outcome.equipment_id.encode():
+                    unit = outcome.equipment_id.encode()
+                    if key != unit:
                         stats.counters["rekeyed"] += 1
-                    valid.append((outcome.equipment_id.encode(), outcome.valid))
-                    stats.counters["samples_valid"] += outcome.valid_samples
-                    stats.counters["messages_out"] += 1
+                    valid.append((unit, outcome.valid))
+                    samples_valid += outcome.valid_samples
                 for rejection in outcome.rejections:
                     await dead_letter_event(
                         deadletter_topic, event, SERVICE, rejection.reason, rejection.detail, rejection.payload
                     )
                     stats.counters["dead_letters"] += 1
                     stats.counters[f"dead_letters.{rejection.reason}"] += 1
+            # Counted a batch at a time: the live view reads them every few seconds.
+            stats.counters["samples_valid"] += samples_valid
+            stats.counters["messages_out"] += len(valid)
             await send_acknowledged(valid_topic, valid)
 
     publish_stats(app, topics.stats, stats, settings.stats_interval_s)
