@@ -438,7 +438,7 @@ def _deliver_at_once() -> None:
                     offset, r_offset = message.offset, read_offset[tp]
                     if r_offset is not None and offset < r_offset:
                         continue  # read before: faust drops it too
-                    if r_offset and offset - r_offset > 1 and app.topics.acks_enabled_for(message.topic):
+                    if r_offset and offset - r_offset > 1 and conductor.acks_enabled_for(message.topic):
                         await self._add_gap(tp, r_offset + 1, offset)
                     if commit_every is not None and self._n_acked >= commit_every:
                         self._n_acked = 0
