@@ -77,6 +77,8 @@ def _bench_latency(args: argparse.Namespace) -> int:
     shape = (args.rate_hz, args.frame_samples, args.prefill, args.copies)
     if args.load is not None and args.load <= 0:
         raise UsageError(f"--load {args.load:g}: give a load above 0 samples/s, or leave it out for --load-share")
+    if args.partitions < 1:
+        raise UsageError(f"--partitions {args.partitions}: give 1 or more")
     return bench_latency(
         args.load_share,
         args.seconds,
@@ -85,6 +87,7 @@ def _bench_latency(args: argparse.Namespace) -> int:
         hops=args.hops,
         load_samples_per_s=args.load,
         capacity_from=args.capacity,
+        partitions=args.partitions,
     )
 
 
@@ -238,7 +241,7 @@ def register(commands: Commands) -> None:
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of live load")
     latency.add_argument("--rate-hz", type=float, default=10.0, help="each unit's sample rate")
     latency.add_argument("--frame-samples", type=int, default=10, help="samples per Kafka record")
-    latency.add_argument("--copies", type=int, default=12, help="the reference plant's units this many times over")
+    latency.add_argument("--copies", type=int, default=24, help="the reference plant's units this many times over")
     latency.add_argument(
         "--hops", action="store_true", help="also time frames' arrival on the raw, valid and scores topics"
     )
@@ -246,6 +249,12 @@ def register(commands: Commands) -> None:
         "--aligned", action="store_true", help="every unit's frame at one instant (default: spread over the period)"
     )
     latency.add_argument("--prefill", type=int, default=300_000, help="samples for the capacity measurement")
+    latency.add_argument(
+        "--partitions",
+        type=int,
+        default=1,
+        help="partitions of every topic: one worker a service reads one (more cost the dev broker a listing a fetch)",
+    )
     broker = commands.add(
         "bench broker", "the dev broker's CPU at one light load as its partitions fill with batches", _bench_broker
     )

@@ -1,8 +1,11 @@
 """`linewatch bench latency`: how long after a sample's timestamp its score is in InfluxDB and its alarm event
 on Kafka, with the whole pipeline (validator, scorer, alerter, writer) loaded at a share of its own capacity.
 
-The load is the reference plant's equipment several times over (12 copies of its 44 units by default), sampled
-at 10 Hz in frames of one second, with settle times zero and timestamps that are wall-clock time. In one run:
+The load is the reference plant's equipment several times over (24 copies of its 44 units by default), sampled
+at 10 Hz in frames of one second, with settle times zero and timestamps that are wall-clock time. Every topic has
+one partition by default (`--partitions`): one worker a service reads one, and on the dev broker each fetch lists
+every record batch the partitions it reads hold, so partitions no worker needs only make its fetches dearer. In
+one run:
 1. backlog rate: the raw topic is pre-filled with past samples, the pipeline started on it, and its steady rate
    taken from the writer's scored points (first to last report that moved, while every service worked);
 2. live capacity (sustainable throughput, as stream-processing benchmarks define it): the highest live load the
@@ -12,7 +15,8 @@ at 10 Hz in frames of one second, with settle times zero and timestamps that are
    each frame sent once its last sample is due;
    scores are timed when InfluxDB acknowledges the write that carries them (the writer writes through a relay
    in this process that notes the time of each 2xx: exact, where polling InfluxDB every 20 ms cost influxd half
-   a core and the figures up to 20 ms), alarm events by a reader on the alarms topic with a 10 ms fetch wait.
+   a core and the figures up to 20 ms), alarm events by their record's timestamp, which the alerter's producer
+   sets as it sends (`alarm read`: when a reader on the alarms topic, polling as the services do, saw them).
    A frame counts from its last sample (it cannot be sent before); an alarm event from the last sample of the
    frame that carried the sample which completed the rule's on-delay, so on-delay, debounce and the source's
    framing are not in the figure. The first 10 s are warm-up and not counted. How late the generator sent each
@@ -27,6 +31,7 @@ import bisect
 import contextlib
 import http.client
 import math
+import os
 import re
 import tempfile
 import threading
@@ -61,9 +66,11 @@ from linewatch.tools.plantfile import write
 WARM_UP_S = 10.0
 WINDOW_S = 10.0
 TRAIN_SAMPLES = 3600  # per unit
-# Tansu holds a fetch for its whole wait: this is how late an arrival may be seen (it loads the broker less
-# than a few ms would, with three readers beside the services).
+# Tansu holds a fetch for its whole wait: this is how late an arrival on the raw, valid and scores topics may be
+# seen (`--hops`). Alarm events are timed by their record's timestamp instead, so their reader polls as a service
+# does (at 10 ms its fetches were a tenth of the broker's requests).
 OBSERVER_FETCH_WAIT_MS = 10
+ALARM_READER_FETCH_WAIT_MS = 25
 # The live capacity search: steps of live load, halving the range in log scale (five steps from 1/16 of the backlog
 # rate to all of it: within 9 %); a step kept up if its median latency did not grow (keeps_up).
 SEARCH_STEPS = 5
@@ -112,8 +119,8 @@ def spread_units(plant: PlantModel, count: int) -> list[str]:
     return chosen
 
 
-def _last_sample(decoder: Any) -> Callable[[tuple[float, bytes]], tuple[float, float]]:
-    def arrival(item: tuple[float, bytes]) -> tuple[float, float]:
+def _last_sample(decoder: Any) -> Callable[[tuple[float, bytes, float]], tuple[float, float]]:
+    def arrival(item: tuple[float, bytes, float]) -> tuple[float, float]:
         return item[0], decoder.decode(item[1]).samples[-1].ts.timestamp()
 
     return arrival
@@ -216,9 +223,16 @@ def measure_capacity(
         if len(progress) == 1 and not cpu:
             cpu.append(cpu_seconds(pids))
 
-    wait_quiet(kafka, services, quiet_s=3.0, timeout_s=600.0, on_stats=on_progress)
-    if len(progress) < 3:
-        raise UsageError(f"the backlog was stored too fast to measure its rate: give a larger --prefill ({run_dir})")
+    try:
+        wait_quiet(kafka, services, quiet_s=3.0, timeout_s=600.0, on_stats=on_progress)
+        if len(progress) < 3:
+            raise UsageError(
+                f"the backlog was stored too fast to measure its rate: give a larger --prefill ({run_dir})"
+            )
+    except BaseException:
+        for service in services:  # the caller stops them only once this returns
+            service.stop()
+        raise
     (first_at, first), (last_at, last) = progress[0], progress[-1]
     used = cpu_seconds(pids)
     out(
@@ -274,11 +288,14 @@ def publish_paced(
         producer.close()
 
 
-def read_arrivals(kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes]]) -> None:
-    reader = TopicReader(kafka, topic, fetch_max_wait_ms=OBSERVER_FETCH_WAIT_MS)
+def read_arrivals(
+    kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes, float]], wait_ms: int
+) -> None:
+    """(when read, value, the record's timestamp) of every record of `topic`, in seconds."""
+    reader = TopicReader(kafka, topic, fetch_max_wait_ms=wait_ms)
     try:
         while not stop.is_set():
-            reader.read(lambda value: into.append((time.time(), value)), 0.1)
+            reader.read_records(lambda record: into.append((time.time(), record.value, record.timestamp / 1e3)), 0.1)
     finally:
         reader.close()
 
@@ -315,7 +332,7 @@ class LiveRun:
     latencies: list[tuple[str, float, float]]  # (unit, frame's last sample, seconds until it was stored)
     scored: set[tuple[str, int]]  # (unit, ms) of every active score stored: which frames were themselves scored
     late: list[float]
-    arrivals: dict[str, list[tuple[float, bytes]]]
+    arrivals: dict[str, list[tuple[float, bytes, float]]]  # (when read, value, the record's timestamp) by name
     unstored: int  # frames never seen stored before the run gave up waiting
     # ... of them, of units scored in the run: a queue not worked off (a unit that is not running is not scored)
     behind: int
@@ -344,10 +361,11 @@ def run_live(
     until the writer has stored nothing new for QUIET_S after the last frame was due, with every frame of the units
     it scored stored, or `wait_s` after the last was due."""
     stop = threading.Event()
-    arrivals: dict[str, list[tuple[float, bytes]]] = {name: [] for name in observe}
+    arrivals: dict[str, list[tuple[float, bytes, float]]] = {name: [] for name in observe}
     late: list[float] = []
+    waits = {name: ALARM_READER_FETCH_WAIT_MS if name == "alarms" else OBSERVER_FETCH_WAIT_MS for name in observe}
     threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop, late), daemon=True)] + [
-        threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into), daemon=True)
+        threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into, waits[name]), daemon=True)
         for name, into in arrivals.items()
     ]
     taken, writes_from = len(relay.acknowledged), len(relay.write_s)
@@ -458,6 +476,9 @@ def sustainable_rate(
         else:
             high = load
         wait_quiet(kafka, services, quiet_s=2.0, timeout_s=STEP_DRAIN_S)  # a step that fell behind left a queue
+        if ok and len(units) == len(plant.equipment):
+            out("note        every unit of the plant kept up: the live capacity is more; raise --copies to find it")
+            break
     if not passed:
         out(f"note        no step kept up: {low:,.0f} samples/s (a sixteenth of the backlog rate) is not verified")
     return low
@@ -465,7 +486,13 @@ def sustainable_rate(
 
 @contextlib.contextmanager
 def pipeline(
-    run_dir: Path, reference: PlantModel, plant: PlantModel, rate_hz: float, prefill: int, frame_samples: int
+    run_dir: Path,
+    reference: PlantModel,
+    plant: PlantModel,
+    rate_hz: float,
+    prefill: int,
+    frame_samples: int,
+    partitions: int,
 ) -> Iterator[tuple[KafkaSettings, WriteRelay, float, list[ServiceProcess], dict[str, int]]]:
     """A fresh stack with a model per class and the four services, warmed up on a backlog of `prefill` samples
     whose rate it prints; stopped on leaving. Also yields the processes' pids by name (broker, influxd, services)."""
@@ -476,8 +503,9 @@ def pipeline(
             "LINEWATCH_PLANT_FILE": str(run_dir.parent / "plant.yaml"),
             "LINEWATCH_STATS_INTERVAL_S": "0.5",
             "LINEWATCH_INFLUX__URL": relay.url,
+            "LINEWATCH_KAFKA__PARTITIONS": str(partitions),
         }
-        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap)
+        kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap, partitions=partitions)
         ensure_topics(kafka, kafka.topics.all())
         # One model per class, trained on the reference units only (the copies are more of the same).
         train_into(
@@ -495,7 +523,9 @@ def pipeline(
             )
             try:
                 servers = {"broker": pid_of(stack.broker.process), "influxd": pid_of(stack.influxd.process)}
-                yield kafka, relay, backlog, services, servers | {service.name: service.pid for service in services}
+                # The benchmark itself (its producer, alarm reader and relay) shares the cores: its CPU is shown too.
+                pids = servers | {service.name: service.pid for service in services} | {"bench": os.getpid()}
+                yield kafka, relay, backlog, services, pids
             finally:
                 for service in services:
                     service.stop()
@@ -514,6 +544,7 @@ def bench_latency(
     hops: bool = False,
     load_samples_per_s: float | None = None,
     capacity_from: str = "live",
+    partitions: int = 1,
 ) -> int:
     """`load_samples_per_s`: that load instead of `load_share` of the capacity (no search for the live capacity:
     half of it moves with the machine and the settings, a fixed load compares them). `capacity_from`: "live",
@@ -522,7 +553,7 @@ def bench_latency(
     reference = read_plant(DEFAULT_PLANT_FILE)
     plant = bench_plant(reference, rate_hz, copies)
     write(plant.model_dump(mode="json", by_alias=True), run_dir / "plant.yaml")
-    shape = (reference, plant, rate_hz, prefill, frame_samples)
+    shape = (reference, plant, rate_hz, prefill, frame_samples, partitions)
     search = load_samples_per_s is None and capacity_from == "live"
     if search:
         # On a stack of its own: the search's steps fill the broker's logs, which makes its fetches dearer (tansu
@@ -552,14 +583,18 @@ def bench_latency(
     counted_from = frames[0][0] + WARM_UP_S
     score = live.score_latencies(counted_from)
     sent_at = dues_by_unit(frames)
-    alarm = []
-    for received, value in live.arrivals["alarms"]:
+    # An alarm event is on Kafka from when the alerter sent it: its record's timestamp, which the alerter's producer
+    # sets as it sends (Kafka acknowledges it one produce round trip later). `alarm read` is when a reader polling
+    # as the services do saw it.
+    alarm, alarm_read = [], []
+    for received, value, stamped in live.arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
             dues = sent_at[event.equipment_id]
             carried = bisect.bisect_left(dues, event.ts.timestamp() - 1e-6)  # the frame that carried its sample
             if carried < len(dues):
-                alarm.append(received - dues[carried])
+                alarm.append(stamped - dues[carried])
+                alarm_read.append(received - dues[carried])
     # On the way: when each frame's last sample was readable on each topic (raw: the benchmark's own path).
     hop_rows = [
         (name, [t - last for t, last in map(_last_sample(decoder), live.arrivals[name]) if last >= counted_from])
@@ -569,7 +604,14 @@ def bench_latency(
     sent = [t for (due, _, _), t in zip(frames, live.late, strict=False) if due >= counted_from]
     # The writer waits for InfluxDB's answer: how long each write took is part of the scores' latency (a row of
     # writes, not frames).
-    rows = [("sent", sent), *hop_rows, ("in InfluxDB", score), ("alarm event", alarm), ("write", live.influx_write_s)]
+    rows = [
+        ("sent", sent),
+        *hop_rows,
+        ("in InfluxDB", score),
+        ("alarm event", alarm),
+        ("alarm read", alarm_read),
+        ("write", live.influx_write_s),
+    ]
     for name, values in rows:
         out(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "

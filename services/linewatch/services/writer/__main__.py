@@ -67,6 +67,7 @@ async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
         stats,
         settings.max_poll_records,
         settings.max_in_flight,
+        settings.commit_interval_s,
     )
     consumer.subscribe(list(formatters), listener=sink.rebalance_listener())
     await producer.start()
