@@ -199,9 +199,16 @@ def stored_scores(acknowledged: list[tuple[float, bytes]]) -> list[tuple[float, 
 
 
 def measure_capacity(
-    kafka: KafkaSettings, plant: PlantModel, env: dict[str, str], run_dir: Path, samples: int, frame_samples: int
-) -> tuple[float, list[ServiceProcess]]:
-    """Pre-fill the raw topic with past samples, start the pipeline on it, and take its steady rate."""
+    kafka: KafkaSettings,
+    plant: PlantModel,
+    env: dict[str, str],
+    run_dir: Path,
+    samples: int,
+    frame_samples: int,
+    services: list[ServiceProcess],
+) -> float:
+    """Pre-fill the raw topic with past samples, start the pipeline on it (into `services`, which the caller stops
+    however this ends), and take its steady rate."""
     span_s = samples / len(plant.equipment) * plant.sample_period_s
     publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
     plan = RunPlan(start_s=time.time() - span_s - 120, duration_s=span_s, frame_samples=frame_samples, speed=None)
@@ -214,7 +221,8 @@ def measure_capacity(
         if stats.service == "writer" and stats.counters.get(scored, 0) > (progress[-1][1] if progress else 0):
             progress.append((stats.at.timestamp(), stats.counters[scored]))
 
-    services = [ServiceProcess(name, env, run_dir / f"{name}.log").start() for name in PIPELINE]
+    for name in PIPELINE:
+        services.append(ServiceProcess(name, env, run_dir / f"{name}.log").start())
     pids = {service.name: service.pid for service in services}
     cpu: list[dict[str, float]] = []
 
@@ -223,23 +231,16 @@ def measure_capacity(
         if len(progress) == 1 and not cpu:
             cpu.append(cpu_seconds(pids))
 
-    try:
-        wait_quiet(kafka, services, quiet_s=3.0, timeout_s=600.0, on_stats=on_progress)
-        if len(progress) < 3:
-            raise UsageError(
-                f"the backlog was stored too fast to measure its rate: give a larger --prefill ({run_dir})"
-            )
-    except BaseException:
-        for service in services:  # the caller stops them only once this returns
-            service.stop()
-        raise
+    wait_quiet(kafka, services, quiet_s=3.0, timeout_s=600.0, on_stats=on_progress)
+    if len(progress) < 3:
+        raise UsageError(f"the backlog was stored too fast to measure its rate: give a larger --prefill ({run_dir})")
     (first_at, first), (last_at, last) = progress[0], progress[-1]
     used = cpu_seconds(pids)
     out(
         f"capacity    {last - first:,} scored samples stored in {last_at - first_at:.1f} s; CPU a sample: "
         + ", ".join(f"{name} {(used[name] - cpu[0][name]) / (last - first) * 1e6:.0f} us" for name in pids)
     )
-    return (last - first) / (last_at - first_at), services
+    return (last - first) / (last_at - first_at)
 
 
 def live_frames(
@@ -495,7 +496,8 @@ def pipeline(
     partitions: int,
 ) -> Iterator[tuple[KafkaSettings, WriteRelay, float, list[ServiceProcess], dict[str, int]]]:
     """A fresh stack with a model per class and the four services, warmed up on a backlog of `prefill` samples
-    whose rate it prints; stopped on leaving. Also yields the processes' pids by name (broker, influxd, services)."""
+    whose rate it prints; stopped on leaving. Also yields the processes' pids by name (broker, influxd, services,
+    this benchmark)."""
     run_dir.mkdir()
     with DevStack() as stack:
         relay = WriteRelay(stack.influxd.http_port)
@@ -515,21 +517,20 @@ def pipeline(
             TRAIN_SAMPLES / rate_hz / 3600,
             1,
         )
+        services: list[ServiceProcess] = []
         try:
-            backlog, services = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples)
+            backlog = measure_capacity(kafka, plant, env, run_dir, prefill, frame_samples, services)
             out(
                 f"capacity    backlog: {backlog:,.0f} samples/s scored and stored "
                 f"({prefill:,} samples through all four services)"
             )
-            try:
-                servers = {"broker": pid_of(stack.broker.process), "influxd": pid_of(stack.influxd.process)}
-                # The benchmark itself (its producer, alarm reader and relay) shares the cores: its CPU is shown too.
-                pids = servers | {service.name: service.pid for service in services} | {"bench": os.getpid()}
-                yield kafka, relay, backlog, services, pids
-            finally:
-                for service in services:
-                    service.stop()
+            servers = {"broker": pid_of(stack.broker.process), "influxd": pid_of(stack.influxd.process)}
+            # The benchmark itself (its producer, alarm reader and relay) shares the cores: its CPU is shown too.
+            pids = servers | {service.name: service.pid for service in services} | {"bench": os.getpid()}
+            yield kafka, relay, backlog, services, pids
         finally:
+            for service in services:  # also when the capacity measurement failed: none is left running
+                service.stop()
             relay.close()
 
 

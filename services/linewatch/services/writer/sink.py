@@ -81,6 +81,8 @@ class InfluxSink:
         self._commit_interval_s = commit_interval_s
         self._written: dict[TopicPartition, int] = {}  # next offsets written (and dead-lettered) but not committed
         self._committed_at = time.monotonic()
+        # A drain on revoke must not return while the idle loop's commit is still on its way.
+        self._committing = asyncio.Lock()
 
     def rebalance_listener(self) -> ConsumerRebalanceListener:
         sink = self
@@ -158,15 +160,16 @@ class InfluxSink:
         self._stats.counters["write_retries"] = self._influx.retries
 
     async def _commit(self) -> None:
-        offsets, self._written = self._written, {}
-        self._committed_at = time.monotonic()
-        if not offsets:
-            return
-        try:
-            await self._consumer.commit(offsets)
-        except (CommitFailedError, KafkaError) as exc:
-            # The partitions moved on; whoever owns them now rewrites the batches (idempotent points).
-            log.warning("commit failed, batches will be written again", extra={"error": str(exc)})
+        async with self._committing:
+            offsets, self._written = self._written, {}
+            self._committed_at = time.monotonic()
+            if not offsets:
+                return
+            try:
+                await self._consumer.commit(offsets)
+            except (CommitFailedError, KafkaError) as exc:
+                # The partitions moved on; whoever owns them now rewrites the batches (idempotent points).
+                log.warning("commit failed, batches will be written again", extra={"error": str(exc)})
 
     async def _write_one_by_one(self, batch: Batch) -> None:
         kept: list[RecordLines] = []
