@@ -540,6 +540,14 @@ async def _counted_ends(app: Any, reported: Mapping[Any, int], timeout_s: float 
 OBSERVER_FETCH_MAX_WAIT_MS = 200
 
 
+def partitions_of(consumer: Any, topic: str, settings: KafkaSettings) -> list[int]:
+    """The partitions the broker has for `topic` (a kafka-python or aiokafka consumer's metadata). A reader that
+    took `settings.partitions` would silently miss the rest of a topic made with more: a tool on a laptop, default
+    4, against the 12 of compose. A topic the broker does not know yet gets that count when it is created."""
+    known = consumer.partitions_for_topic(topic)
+    return sorted(known) if known else list(range(settings.partitions))
+
+
 class TopicReader:
     """Reads a topic with assign() (group joins are slow on Tansu) from the beginning; `fetch_max_wait_ms` is
     also how late it may see a record (a benchmark timing arrivals wants a few ms)."""
@@ -561,7 +569,7 @@ class TopicReader:
             auto_offset_reset="earliest",
             max_partition_fetch_bytes=8 << 20,
         )
-        partitions = [TopicPartition(self.topic, p) for p in range(self.settings.partitions)]
+        partitions = [TopicPartition(self.topic, p) for p in partitions_of(consumer, self.topic, self.settings)]
         consumer.assign(partitions)
         consumer.seek_to_beginning(*partitions)
         return consumer

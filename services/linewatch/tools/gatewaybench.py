@@ -15,7 +15,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from linewatch.core import sparkplug
 from linewatch.core.console import out
 from linewatch.core.contract import telemetry_decoder
-from linewatch.core.kafka import TopicReader, ensure_topics
+from linewatch.core.kafka import TopicReader, ensure_topics, partitions_of
 from linewatch.core.settings import KafkaSettings
 from linewatch.tools.devstack import Broker, Mosquitto, wait_until
 from linewatch.tools.launcher import ServiceProcess
@@ -109,7 +109,7 @@ def _last_record_time(kafka: KafkaSettings) -> float:
     from kafka import KafkaConsumer, TopicPartition
 
     consumer = KafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
-    partitions = [TopicPartition(kafka.topics.raw, p) for p in range(kafka.partitions)]
+    partitions = [TopicPartition(kafka.topics.raw, p) for p in partitions_of(consumer, kafka.topics.raw, kafka)]
     consumer.assign(partitions)
     consumer.seek_to_beginning(*partitions)
     last = 0

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from linewatch.core.contract import ACTIVE_STATES, AlarmEvent, alarm_event_decoder, raises_alarm
-from linewatch.core.kafka import aiokafka_security
+from linewatch.core.kafka import aiokafka_security, partitions_of
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.state import TRAIL
 
@@ -81,7 +81,9 @@ async def follow(view: AlarmView, kafka: KafkaSettings) -> None:
     )
     await consumer.start()
     try:
-        partitions = [TopicPartition(kafka.topics.alarms, p) for p in range(kafka.partitions)]
+        partitions = [
+            TopicPartition(kafka.topics.alarms, p) for p in partitions_of(consumer, kafka.topics.alarms, kafka)
+        ]
         consumer.assign(partitions)
         await consumer.seek_to_beginning(*partitions)
         while True:
