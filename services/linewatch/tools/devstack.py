@@ -242,9 +242,10 @@ class Influxd:
 class DevStack:
     """Broker plus influxd, started together and stopped together (also on errors)."""
 
-    def __init__(self, database: str = "linewatch") -> None:
+    def __init__(self, database: str = "linewatch", influx_parent: Path | None = None) -> None:
+        """`influx_parent`: the directory influxd's temp dir goes in (default: the system's temp dir)."""
         self.broker = Broker()
-        self.influxd = Influxd()
+        self.influxd = Influxd(Path(tempfile.mkdtemp(prefix="linewatch-influxd-", dir=influx_parent)))
         self.database = database
 
     def __enter__(self) -> DevStack:

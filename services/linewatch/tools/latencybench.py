@@ -494,12 +494,13 @@ def pipeline(
     prefill: int,
     frame_samples: int,
     partitions: int,
+    influx_parent: Path | None,
 ) -> Iterator[tuple[KafkaSettings, WriteRelay, float, list[ServiceProcess], dict[str, int]]]:
     """A fresh stack with a model per class and the four services, warmed up on a backlog of `prefill` samples
     whose rate it prints; stopped on leaving. Also yields the processes' pids by name (broker, influxd, services,
     this benchmark)."""
     run_dir.mkdir()
-    with DevStack() as stack:
+    with DevStack(influx_parent=influx_parent) as stack:
         relay = WriteRelay(stack.influxd.http_port)
         env = pipeline_env(stack, run_dir) | {
             "LINEWATCH_PLANT_FILE": str(run_dir.parent / "plant.yaml"),
@@ -546,6 +547,7 @@ def bench_latency(
     load_samples_per_s: float | None = None,
     capacity_from: str = "live",
     partitions: int = 1,
+    influx_parent: Path | None = None,
 ) -> int:
     """`load_samples_per_s`: that load instead of `load_share` of the capacity (no search for the live capacity:
     half of it moves with the machine and the settings, a fixed load compares them). `capacity_from`: "live",
@@ -554,7 +556,8 @@ def bench_latency(
     reference = read_plant(DEFAULT_PLANT_FILE)
     plant = bench_plant(reference, rate_hz, copies)
     write(plant.model_dump(mode="json", by_alias=True), run_dir / "plant.yaml")
-    shape = (reference, plant, rate_hz, prefill, frame_samples, partitions)
+    shape = (reference, plant, rate_hz, prefill, frame_samples, partitions, influx_parent)
+    out(f"influxd     data and WAL under {influx_parent or tempfile.gettempdir()}")
     search = load_samples_per_s is None and capacity_from == "live"
     if search:
         # On a stack of its own: the search's steps fill the broker's logs, which makes its fetches dearer (tansu
