@@ -260,9 +260,9 @@ def register(commands: Commands) -> None:
         default=1,
         help="partitions of every topic: one worker a service reads one (more cost the dev broker a listing a fetch)",
     )
-    # influxd 1.6 syncs its WAL on every write; on this machine's shared disk a sync took 100-180 ms at times, and
-    # every score behind it waited (docs/benchmarks.md, "influxd's files in memory"). In memory, as the dev broker's
-    # storage is, the figure is the pipeline's; a directory on disk puts the disk back in.
+    # influxd 1.6 syncs its WAL on every write; on this machine's shared disk some writes took 100-180 ms (none on
+    # tmpfs), and every score behind them waited (docs/benchmarks.md, "influxd's files in memory"). In memory, as
+    # the dev broker's storage is, the figure is the pipeline's; a directory on disk puts the disk back in.
     latency.add_argument(
         "--influx-dir",
         type=Path,
