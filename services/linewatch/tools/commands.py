@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
+import shutil
 from pathlib import Path
 
 from linewatch.core.commandline import Commands, UsageError
@@ -11,6 +13,15 @@ from linewatch.core.services import SERVICES
 from linewatch.storage.historian import add_csv_arguments
 
 SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 (influxd gets a private mkdtemp directory inside it)
+SHARED_MEMORY_MIN_FREE = 2 << 30  # a container's /dev/shm is often 64 MB: too small for a run's influxd files
+
+
+def _memory_dir() -> Path | None:
+    """Shared memory where the machine has it with room to spare, else None (the system's temp dir)."""
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(SHARED_MEMORY).free >= SHARED_MEMORY_MIN_FREE:
+            return SHARED_MEMORY
+    return None
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -266,8 +277,8 @@ def register(commands: Commands) -> None:
     latency.add_argument(
         "--influx-dir",
         type=Path,
-        default=SHARED_MEMORY if SHARED_MEMORY.is_dir() else None,
-        help="where influxd keeps its data and WAL (default: /dev/shm, memory, where the machine has it)",
+        default=_memory_dir(),
+        help="where influxd keeps its data and WAL (default: /dev/shm, memory, where it has 2 GB free; else temp)",
     )
     broker = commands.add(
         "bench broker", "the dev broker's CPU at one light load as its partitions fill with batches", _bench_broker
