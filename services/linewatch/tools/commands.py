@@ -3,25 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import importlib
-import shutil
 from pathlib import Path
 
 from linewatch.core.commandline import Commands, UsageError
 from linewatch.core.services import SERVICES
 from linewatch.storage.historian import add_csv_arguments
-
-SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 (influxd gets a private mkdtemp directory inside it)
-SHARED_MEMORY_MIN_FREE = 2 << 30  # a container's /dev/shm is often 64 MB: too small for a run's influxd files
-
-
-def _memory_dir() -> Path | None:
-    """Shared memory where the machine has it with room to spare, else None (the system's temp dir)."""
-    with contextlib.suppress(OSError):
-        if shutil.disk_usage(SHARED_MEMORY).free >= SHARED_MEMORY_MIN_FREE:
-            return SHARED_MEMORY
-    return None
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -271,13 +258,9 @@ def register(commands: Commands) -> None:
         default=1,
         help="partitions of every topic: one worker a service reads one (more cost the dev broker a listing a fetch)",
     )
-    # influxd 1.6 syncs its WAL on every write; on this machine's shared disk some writes took 100-180 ms (none on
-    # tmpfs), and every score behind them waited (docs/benchmarks.md, "influxd's files in memory"). In memory, as
-    # the dev broker's storage is, the figure is the pipeline's; a directory on disk puts the disk back in.
     latency.add_argument(
         "--influx-dir",
         type=Path,
-        default=_memory_dir(),
         help="where influxd keeps its data and WAL (default: /dev/shm, memory, where it has 2 GB free; else temp)",
     )
     broker = commands.add(

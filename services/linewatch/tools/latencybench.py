@@ -33,6 +33,7 @@ import http.client
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 import time
@@ -79,6 +80,20 @@ STEP_DRAIN_S = 60.0
 KEEPS_UP_P50_S = 1.0
 KEEPS_UP_GROWTH_S = 0.2
 QUIET_S = 2.0  # a live run ends once the writer stored nothing new this long after its last frame was due
+
+# influxd 1.6 syncs its WAL on every write; on this machine's shared disk some writes took 100-180 ms (none on tmpfs),
+# and every score behind them waited (docs/benchmarks.md, "influxd's files in memory"). In memory, as the dev
+# broker's storage is, the figure is the pipeline's; `--influx-dir` on disk puts the disk back in.
+SHARED_MEMORY = Path("/dev/shm")  # noqa: S108 (influxd gets a private mkdtemp directory inside it)
+SHARED_MEMORY_MIN_FREE = 2 << 30  # a container's /dev/shm is often 64 MB: too small for a run's influxd files
+
+
+def memory_dir() -> Path | None:
+    """Shared memory where the machine has it with room to spare, else None (the system's temp dir)."""
+    with contextlib.suppress(OSError):
+        if shutil.disk_usage(SHARED_MEMORY).free >= SHARED_MEMORY_MIN_FREE:
+            return SHARED_MEMORY
+    return None
 
 
 def bench_plant(plant: PlantModel, rate_hz: float, copies: int) -> PlantModel:
@@ -551,11 +566,13 @@ def bench_latency(
 ) -> int:
     """`load_samples_per_s`: that load instead of `load_share` of the capacity (no search for the live capacity:
     half of it moves with the machine and the settings, a fixed load compares them). `capacity_from`: "live",
-    the highest live load the pipeline keeps up with, or "backlog", its rate through a pre-filled topic."""
+    the highest live load the pipeline keeps up with, or "backlog", its rate through a pre-filled topic.
+    `influx_parent`: where influxd's files go (None: `memory_dir()`)."""
     run_dir = Path(tempfile.mkdtemp(prefix="linewatch-latency-"))
     reference = read_plant(DEFAULT_PLANT_FILE)
     plant = bench_plant(reference, rate_hz, copies)
     write(plant.model_dump(mode="json", by_alias=True), run_dir / "plant.yaml")
+    influx_parent = influx_parent or memory_dir()
     shape = (reference, plant, rate_hz, prefill, frame_samples, partitions, influx_parent)
     out(f"influxd     data and WAL under {influx_parent or tempfile.gettempdir()}")
     search = load_samples_per_s is None and capacity_from == "live"
