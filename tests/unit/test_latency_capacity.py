@@ -1,12 +1,14 @@
 """`bench latency`'s live capacity (a step of live load kept up when its median latency did not grow) and its
-stretches of a run (latency and each process's CPU over each)."""
+stretches of a run (latency, each process's CPU, the machine's idle and stolen time over each)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import pytest
 
+from linewatch.tools.bench import machine_seconds
 from linewatch.tools.latencybench import STEP_S, LiveRun, by_window, keeps_up
 
 START = 1_800_000_000.0
@@ -57,3 +59,13 @@ def test_each_stretch_has_the_latencies_of_its_frames_and_each_process_share_of_
     # No CPU samples (a run without pids): latencies only.
     run.cpu = []
     assert all(share == {} for _, _, share in by_window(run, START, 10.0))
+
+
+def test_the_machine_idle_and_stolen_time_come_from_the_first_line_of_proc_stat() -> None:
+    ticks = os.sysconf("SC_CLK_TCK")
+    # user nice system idle iowait irq softirq steal guest guest_nice; the per-core lines after it are not summed.
+    stat = "cpu  500 10 200 4000 100 0 5 300 0 0\ncpu0 250 5 100 2000 50 0 2 150 0 0\n"
+    assert machine_seconds(stat) == {"idle": 4100 / ticks, "steal": 300 / ticks}
+    # This machine's own: both grow, never shrink.
+    first = machine_seconds()
+    assert all(later >= earlier for later, earlier in zip(machine_seconds().values(), first.values(), strict=True))

@@ -210,6 +210,19 @@ def cpu_seconds(pids: dict[str, int]) -> dict[str, float]:
     return used
 
 
+# The machine's idle and stolen time, beside the processes': on a shared VM the hypervisor runs other guests on our
+# cores ("steal"), which no process's own CPU shows and which stalls every one of them.
+MACHINE = ("idle", "steal")
+
+
+def machine_seconds(proc_stat: str | None = None) -> dict[str, float]:
+    """Idle (with I/O wait) and stolen CPU time so far, summed over the cores (Linux /proc/stat, first line)."""
+    text = Path("/proc/stat").read_text() if proc_stat is None else proc_stat
+    fields = [int(value) for value in text.split("\n", 1)[0].split()[1:9]]
+    ticks = os.sysconf("SC_CLK_TCK")
+    return {"idle": (fields[3] + fields[4]) / ticks, "steal": fields[7] / ticks}
+
+
 def pid_of(process: subprocess.Popen[bytes] | None) -> int:
     assert process is not None, "the dev stack is running"
     return process.pid

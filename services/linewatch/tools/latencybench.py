@@ -20,7 +20,9 @@ one run:
    A frame counts from its last sample (it cannot be sent before); an alarm event from the last sample of the
    frame that carried the sample which completed the rule's on-delay, so on-delay, debounce and the source's
    framing are not in the figure. The first 10 s are warm-up and not counted. How late the generator sent each
-   frame is printed beside them (`sent`): a generator that fell behind would hide latency.
+   frame is printed beside them (`sent`): a generator that fell behind would hide latency. Each 10 s of the
+   minute also shows each process's share of a core and the machine's idle and stolen time (on a shared VM the
+   hypervisor's other guests take the cores for a while, which stalls every process at once).
 Units' frames are spread evenly over the frame period, as independent devices' clocks are; `aligned` sends every
 unit's frame at the same instant instead (one burst a period: the last frame of a burst waits for all the others).
 """
@@ -58,7 +60,7 @@ from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
 from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.storage.measurements import ANOMALY
-from linewatch.tools.bench import cpu_seconds, pid_of
+from linewatch.tools.bench import MACHINE, cpu_seconds, machine_seconds, pid_of
 from linewatch.tools.devstack import DevStack, free_port
 from linewatch.tools.drill import pipeline_env, train_into, wait_quiet
 from linewatch.tools.launcher import ServiceProcess
@@ -396,7 +398,7 @@ def run_live(
     def sample_cpu() -> None:
         if pids:
             with contextlib.suppress(OSError):  # a process that died: its service's log says why; timing goes on
-                cpu.append((time.time(), cpu_seconds(pids)))
+                cpu.append((time.time(), cpu_seconds(pids) | machine_seconds()))
 
     sample_cpu()
     try:
@@ -640,14 +642,21 @@ def bench_latency(
         )
     # The dev broker's fetches cost it more the longer its partitions' logs (`linewatch bench broker`): over a run
     # at one load its CPU grows, and the latency with it. Each stretch shows how much.
-    out(f"by {WINDOW_S:g} s     frames  score p50    p99   share of a core: " + " ".join(f"{n:>9}" for n in pids))
+    columns = [*pids, *MACHINE]
+    out(f"by {WINDOW_S:g} s     frames  score p50    p99   share of a core: " + " ".join(f"{n:>9}" for n in columns))
     for start, latencies, share in by_window(live, counted_from, WINDOW_S):
         out(
             f"  {start - live.frames[0][0]:>3.0f} s    {len(latencies):>6}  {percentile_ms(latencies, 50):6.0f} ms "
             f"{percentile_ms(latencies, 99):6.0f} ms                  "
-            + " ".join(f"{share[name]:>9.0%}" if name in share else f"{'':>9}" for name in pids)
+            + " ".join(f"{share[name]:>9.0%}" if name in share else f"{'':>9}" for name in columns)
         )
     out(f"scores      {len(score):,} frames timed (last sample scored, after warm-up), {live.unstored} never seen")
+    # A unit is scored only once its model's settle samples after its start are past: a class whose settle time
+    # outlasts the run is in the load but not in the figure.
+    unscored = {unit for _, unit, _ in live.frames} - {unit for unit, _ in live.scored}
+    if unscored:
+        classes = sorted({equipment.equipment_class for equipment in plant.equipment if equipment.id in unscored})
+        out(f"unscored    {len(unscored)} units never scored in the run, of {', '.join(classes)}")
     out(f"alarms      {len(alarm)} alarm events timed (transitions the rules made)")
     out(f"run directory (logs): {run_dir}")
     out(
