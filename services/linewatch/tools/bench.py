@@ -220,7 +220,7 @@ def machine_seconds(proc_stat: str | None = None) -> dict[str, float]:
     text = Path("/proc/stat").read_text() if proc_stat is None else proc_stat
     fields = [int(value) for value in text.split("\n", 1)[0].split()[1:9]]
     ticks = os.sysconf("SC_CLK_TCK")
-    return {"idle": (fields[3] + fields[4]) / ticks, "steal": fields[7] / ticks}
+    return dict(zip(MACHINE, ((fields[3] + fields[4]) / ticks, fields[7] / ticks), strict=True))
 
 
 def pid_of(process: subprocess.Popen[bytes] | None) -> int:

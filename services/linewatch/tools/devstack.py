@@ -173,11 +173,16 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
+def influxd_root(parent: Path | None = None) -> Path:
+    """A fresh directory for one influxd's data, WAL and log, in `parent` (default: the system's temp dir)."""
+    return Path(tempfile.mkdtemp(prefix="linewatch-influxd-", dir=parent))
+
+
 @dataclass
 class Influxd:
     """influxd from Debian's `influxdb` package (1.6.7: /write and /query only), data in a temp dir."""
 
-    root: Path = field(default_factory=lambda: Path(tempfile.mkdtemp(prefix="linewatch-influxd-")))
+    root: Path = field(default_factory=influxd_root)
     http_port: int = field(default_factory=free_port)
     rpc_port: int = field(default_factory=free_port)
     process: subprocess.Popen[bytes] | None = None
@@ -245,7 +250,7 @@ class DevStack:
     def __init__(self, database: str = "linewatch", influx_parent: Path | None = None) -> None:
         """`influx_parent`: the directory influxd's temp dir goes in (default: the system's temp dir)."""
         self.broker = Broker()
-        self.influxd = Influxd(Path(tempfile.mkdtemp(prefix="linewatch-influxd-", dir=influx_parent)))
+        self.influxd = Influxd(influxd_root(influx_parent))
         self.database = database
 
     def __enter__(self) -> DevStack:
