@@ -11,8 +11,10 @@ from collections import defaultdict
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
+import pytest
 from support import Hook, faulty_plan, read_quiet, simulate
 
+from linewatch.core.commandline import UsageError
 from linewatch.core.contract import alarm_event_decoder, raises_alarm, telemetry_decoder
 from linewatch.core.kafka import RecordProducer, ensure_topics
 from linewatch.core.plant import PlantModel
@@ -290,3 +292,12 @@ def test_live_recording_takes_what_arrives_after_it_starts(kafka: KafkaSettings,
     # Tansu's end offsets point into the last multi-record batch; with one record a batch they are exact, so
     # what was there before the recording started must not appear.
     assert keys.count(b"before") == 0, keys
+
+
+def test_recording_a_topic_the_broker_does_not_have_says_so(kafka: KafkaSettings, tmp_path: Path) -> None:
+    missing = f"{kafka.topics.raw}.misspelt"
+    path = tmp_path / "none.lwrec.gz"
+    said = pytest.raises(UsageError, match=f"has no topic {missing}: check the name")
+    with said, RecordingWriter(path, kafka.bootstrap_servers, [missing]) as writer:
+        record(kafka, RecordPlan([kafka.topics.raw, missing], for_s=5.0), writer)
+    assert not path.exists()  # no empty recording left behind

@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 
 from linewatch.tools.bench import machine_seconds
-from linewatch.tools.latencybench import STEP_S, LiveRun, by_window, keeps_up
+from linewatch.tools.latencybench import STEP_S, LiveRun, by_window, hop_times, keeps_up, passed_at, slow_frames
 
 START = 1_800_000_000.0
 
@@ -69,3 +69,24 @@ def test_the_machine_idle_and_stolen_time_come_from_the_first_line_of_proc_stat(
     # This machine's own: both grow, never shrink.
     first = machine_seconds()
     assert all(later >= earlier for later, earlier in zip(machine_seconds().values(), first.values(), strict=True))
+
+
+def test_each_frame_is_traced_to_the_first_record_of_its_unit_that_carries_its_last_sample() -> None:
+    # The validator sent U0's two frames in one record 30 ms after the second was due; the scorer sent them in two.
+    valid = {"U0": [(START + 1.0, START + 1.03)]}
+    scores = {"U0": [(START + 0.5, START + 1.10), (START + 1.0, START + 1.25)]}
+    traced = hop_times([("U0", START + 0.5, 0.7), ("U0", START + 1.0, 0.3)], {"validator": valid, "scorer": scores})
+    taken = [[round(t, 3) for t in hops] for _, hops in traced]
+    assert taken == [[0.53, 0.07, 0.1], [0.03, 0.22, 0.05]]
+    assert passed_at(valid["U0"], START + 2.0) != passed_at(valid["U0"], START + 2.0)  # nan: never passed
+
+
+def test_slow_frames_name_the_hop_that_held_them_and_come_in_bursts() -> None:
+    fast = [(START + s / 10, [0.02, 0.05, 0.03]) for s in range(100)]
+    # Five frames at 4 s held by the scorer, one at 8 s by the writer.
+    held = [(START + 4 + s / 10, [0.02, 0.4, 0.03]) for s in range(5)] + [(START + 8, [0.02, 0.05, 0.3])]
+    lines = slow_frames(sorted(fast + held), ["validator", "scorer", "writer"])
+    assert "6 frames over 250 ms" in lines[0]
+    assert "held longest by validator 0, scorer 5, writer 1" in lines[0]
+    assert "in 2 bursts" in lines[1] and "the largest: 5 frames over 0.4 s, from 4 s" in lines[1]
+    assert slow_frames(fast, ["validator", "scorer", "writer"]) == ["slow        no frame over 250 ms"]

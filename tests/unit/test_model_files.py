@@ -4,6 +4,7 @@ neither block a reload nor fill the memory."""
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import json
 import math
@@ -98,3 +99,16 @@ def test_a_pointer_that_is_not_a_file_is_refused_without_blocking(tmp_path: Path
     began = time.monotonic()
     models.refresh()
     assert time.monotonic() - began < 2.0 and models.active.version == good and models.failures == 1
+
+
+def test_a_loaded_version_is_out_of_the_collectors_walks(tmp_path: Path, model: dict[str, ClassModel]) -> None:
+    root = tmp_path / "registry"
+    root.mkdir()
+    registry.point(root, "ACTIVE", registry.save(root, KEY, model, {"source": "test"}))
+    models = ModelSet(root, KEY)
+    gc.unfreeze()
+    try:
+        models.refresh()
+        assert not any(thing is models.active.models for thing in gc.get_objects())
+    finally:
+        gc.unfreeze()

@@ -17,6 +17,7 @@ from typing import Any, Self
 from msgspec import structs
 
 from linewatch.core.contract import SourcePosition, dead_letter, encoder
+from linewatch.core.heap import freeze_startup_heap
 from linewatch.core.settings import KafkaSettings
 from linewatch.core.stats import StatsCounter
 
@@ -853,6 +854,10 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
     config["Schema"], config["Monitor"] = _lean_faust_classes()
     config.update(overrides)
     app = faust.App(settings.group(service), **config)
+
+    @app.task  # type: ignore[untyped-decorator]
+    async def started() -> None:
+        freeze_startup_heap()
 
     @app.on_partitions_assigned.connect
     def log_assignment(_: Any, /, *assigned: Any, signal: Any, **__: Any) -> None:

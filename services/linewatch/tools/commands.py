@@ -86,7 +86,6 @@ def _bench_latency(args: argparse.Namespace) -> int:
         args.seconds,
         *shape,
         aligned=args.aligned,
-        hops=args.hops,
         load_samples_per_s=args.load,
         capacity_from=args.capacity,
         partitions=args.partitions,
@@ -245,9 +244,6 @@ def register(commands: Commands) -> None:
     latency.add_argument("--rate-hz", type=float, default=10.0, help="each unit's sample rate")
     latency.add_argument("--frame-samples", type=int, default=10, help="samples per Kafka record")
     latency.add_argument("--copies", type=int, default=24, help="the reference plant's units this many times over")
-    latency.add_argument(
-        "--hops", action="store_true", help="also time frames' arrival on the raw, valid and scores topics"
-    )
     latency.add_argument(
         "--aligned", action="store_true", help="every unit's frame at one instant (default: spread over the period)"
     )

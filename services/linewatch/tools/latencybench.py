@@ -23,6 +23,10 @@ one run:
    frame is printed beside them (`sent`): a generator that fell behind would hide latency. Each 10 s of the
    minute also shows each process's share of a core and the machine's idle and stolen time (on a shared VM the
    hypervisor's other guests take the cores for a while, which stalls every process at once).
+4. where each frame's time went: after the run the valid and scores topics are read back, and each frame's record
+   on them is timed by its timestamp, which the validator's and the scorer's producers set as they send (so no
+   reader loads the broker while the latency is measured): due to valid (validator), valid to scores (scorer),
+   scores to stored (writer); each hop's p50 and p99, and for the frames over the target, which hop held them.
 Units' frames are spread evenly over the frame period, as independent devices' clocks are; `aligned` sends every
 unit's frame at the same instant instead (one burst a period: the last frame of a burst waits for all the others).
 """
@@ -32,6 +36,7 @@ from __future__ import annotations
 import bisect
 import contextlib
 import http.client
+import itertools
 import math
 import os
 import re
@@ -40,9 +45,9 @@ import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -69,11 +74,10 @@ from linewatch.tools.plantfile import write
 WARM_UP_S = 10.0
 WINDOW_S = 10.0
 TRAIN_SAMPLES = 3600  # per unit
-# Tansu holds a fetch for its whole wait: this is how late an arrival on the raw, valid and scores topics may be
-# seen (`--hops`). Alarm events are timed by their record's timestamp instead, so their reader polls as a service
-# does (at 10 ms its fetches were a tenth of the broker's requests).
-OBSERVER_FETCH_WAIT_MS = 10
+# Alarm events are timed by their record's timestamp, so their reader polls as a service does (at 10 ms its fetches
+# were a tenth of the broker's requests).
 ALARM_READER_FETCH_WAIT_MS = 25
+TARGET_S = 0.25  # the issue's p99: frames slower than this are traced hop by hop
 # The live capacity search: steps of live load, halving the range in log scale (five steps from 1/16 of the backlog
 # rate to all of it: within 9 %); a step kept up if its median latency did not grow (keeps_up).
 SEARCH_STEPS = 5
@@ -134,13 +138,6 @@ def spread_units(plant: PlantModel, count: int) -> list[str]:
             if units and len(chosen) < count:
                 chosen.append(units.pop(0))
     return chosen
-
-
-def _last_sample(decoder: Any) -> Callable[[tuple[float, bytes, float]], tuple[float, float]]:
-    def arrival(item: tuple[float, bytes, float]) -> tuple[float, float]:
-        return item[0], decoder.decode(item[1]).samples[-1].ts.timestamp()
-
-    return arrival
 
 
 def percentile_ms(values: list[float], q: float) -> float:
@@ -307,15 +304,55 @@ def publish_paced(
 
 
 def read_arrivals(
-    kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes, float]], wait_ms: int
+    kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes, float]]
 ) -> None:
     """(when read, value, the record's timestamp) of every record of `topic`, in seconds."""
-    reader = TopicReader(kafka, topic, fetch_max_wait_ms=wait_ms)
+    reader = TopicReader(kafka, topic, fetch_max_wait_ms=ALARM_READER_FETCH_WAIT_MS)
     try:
         while not stop.is_set():
             reader.read_records(lambda record: into.append((time.time(), record.value, record.timestamp / 1e3)), 0.1)
     finally:
         reader.close()
+
+
+def send_times(kafka: KafkaSettings, topic: str, decoder: Any) -> dict[str, list[tuple[float, float]]]:
+    """Per unit, in order: (its record's last sample, the record's timestamp) of every record of `topic`, read back
+    until a second passes with nothing new, in seconds."""
+    stamps: dict[str, list[tuple[float, float]]] = defaultdict(list)
+
+    def note(record: Any) -> None:
+        frame = decoder.decode(record.value)
+        if getattr(frame, "role", "active") == "active":  # a shadow model's scores are not what is stored
+            stamps[frame.equipment_id].append((frame.samples[-1].ts.timestamp(), record.timestamp / 1e3))
+
+    reader = TopicReader(kafka, topic)
+    try:
+        while True:
+            before = sum(map(len, stamps.values()))
+            reader.read_records(note, 1.0)
+            if sum(map(len, stamps.values())) == before:
+                break
+    finally:
+        reader.close()
+    return {unit: sorted(records) for unit, records in stamps.items()}
+
+
+def passed_at(records: list[tuple[float, float]], due: float) -> float:
+    """When a frame whose last sample is `due` passed a hop: the timestamp of the first record of its unit there
+    that carries that sample or a later one (a record may carry several frames); nan if none did."""
+    found = bisect.bisect_left(records, (due - 1e-6, -math.inf))
+    return records[found][1] if found < len(records) else math.nan
+
+
+def hop_times(
+    latencies: list[tuple[str, float, float]], hops: dict[str, dict[str, list[tuple[float, float]]]]
+) -> list[tuple[float, list[float]]]:
+    """Per stored frame: its last sample, and the seconds each hop (in `hops`' order, then the write) took it."""
+    traced = []
+    for unit, due, latency in latencies:
+        passed = [due, *(passed_at(records.get(unit, []), due) for records in hops.values()), due + latency]
+        traced.append((due, [later - earlier for earlier, later in itertools.pairwise(passed)]))
+    return traced
 
 
 def dues_by_unit(frames: list[tuple[float, str, bytes]]) -> dict[str, list[float]]:
@@ -339,6 +376,33 @@ def score_latencies(
                 due = waiting.pop(0)
                 latencies.append((unit, due, at - due))
     return latencies
+
+
+def slow_frames(traced: list[tuple[float, list[float]]], hop_names: list[str], gap_s: float = 1.0) -> list[str]:
+    """Lines on the frames over TARGET_S: how many, which hop held each longest, each hop's median share of them,
+    and whether they came together (bursts: slow frames less than `gap_s` apart, by their last sample)."""
+    slow = sorted((due, taken) for due, taken in traced if sum(taken) > TARGET_S)
+    if not slow:
+        return [f"slow        no frame over {TARGET_S * 1000:.0f} ms"]
+    held = [int(np.argmax(taken)) for _, taken in slow]
+    bursts: list[list[float]] = []
+    for due, _ in slow:
+        if bursts and due - bursts[-1][-1] < gap_s:
+            bursts[-1].append(due)
+        else:
+            bursts.append([due])
+    longest = max(bursts, key=len)
+    start = traced[0][0] if traced else 0.0
+    return [
+        f"slow        {len(slow)} frames over {TARGET_S * 1000:.0f} ms ({len(slow) / len(traced):.1%}); "
+        + "held longest by "
+        + ", ".join(f"{name} {held.count(k)}" for k, name in enumerate(hop_names))
+        + "; median ms in each hop: "
+        + ", ".join(f"{name} {np.median([t[k] for _, t in slow]) * 1000:.0f}" for k, name in enumerate(hop_names)),
+        f"slow        in {len(bursts)} bursts (frames under {gap_s:g} s apart); the largest: {len(longest)} frames "
+        f"over {longest[-1] - longest[0]:.1f} s, from {longest[0] - start:.0f} s after the first timed frame "
+        f"(due {datetime.fromtimestamp(longest[0], UTC).isoformat(timespec='milliseconds')}, as the logs' ts)",
+    ]
 
 
 @dataclass
@@ -381,9 +445,8 @@ def run_live(
     stop = threading.Event()
     arrivals: dict[str, list[tuple[float, bytes, float]]] = {name: [] for name in observe}
     late: list[float] = []
-    waits = {name: ALARM_READER_FETCH_WAIT_MS if name == "alarms" else OBSERVER_FETCH_WAIT_MS for name in observe}
     threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop, late), daemon=True)] + [
-        threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into, waits[name]), daemon=True)
+        threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into), daemon=True)
         for name, into in arrivals.items()
     ]
     taken, writes_from = len(relay.acknowledged), len(relay.write_s)
@@ -560,7 +623,6 @@ def bench_latency(
     prefill: int,
     copies: int,
     aligned: bool = False,
-    hops: bool = False,
     load_samples_per_s: float | None = None,
     capacity_from: str = "live",
     partitions: int = 1,
@@ -597,12 +659,11 @@ def bench_latency(
             f"frame ({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
         )
         frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3, aligned=aligned)
-        # Reading the valid and scores topics (every frame, twice) costs the broker and this process as much as a
-        # service does: only when asked.
-        observe = {"alarms": kafka.topics.alarms}
-        if hops:
-            observe |= {"raw": kafka.topics.raw, "valid": kafka.topics.valid, "scores": kafka.topics.scores}
-        live = run_live(kafka, relay, frames, observe, wait_s=30.0, pids=pids)
+        live = run_live(kafka, relay, frames, {"alarms": kafka.topics.alarms}, wait_s=30.0, pids=pids)
+        hops = {
+            "validator": send_times(kafka, kafka.topics.valid, telemetry_decoder),
+            "scorer": send_times(kafka, kafka.topics.scores, scores_decoder),
+        }
     counted_from = frames[0][0] + WARM_UP_S
     score = live.score_latencies(counted_from)
     sent_at = dues_by_unit(frames)
@@ -618,19 +679,17 @@ def bench_latency(
             if carried < len(dues):
                 alarm.append(stamped - dues[carried])
                 alarm_read.append(received - dues[carried])
-    # On the way: when each frame's last sample was readable on each topic (raw: the benchmark's own path).
-    hop_rows = [
-        (name, [t - last for t, last in map(_last_sample(decoder), live.arrivals[name]) if last >= counted_from])
-        for name, decoder in (("raw", telemetry_decoder), ("valid", telemetry_decoder), ("scores", scores_decoder))
-        if name in live.arrivals
-    ]
+    timed = {(unit, round(due * 1e3)) for unit, due, _ in live.latencies if due >= counted_from} & live.scored
+    traced = hop_times([f for f in live.latencies if (f[0], round(f[1] * 1e3)) in timed], hops)
+    hop_names = [*hops, "writer"]
+    hop_rows = [(f"  {name}", [taken[k] for _, taken in traced]) for k, name in enumerate(hop_names)]
     sent = [t for (due, _, _), t in zip(frames, live.late, strict=False) if due >= counted_from]
     # The writer waits for InfluxDB's answer: how long each write took is part of the scores' latency (a row of
     # writes, not frames).
     rows = [
         ("sent", sent),
-        *hop_rows,
         ("in InfluxDB", score),
+        *hop_rows,
         ("alarm event", alarm),
         ("alarm read", alarm_read),
         ("write", live.influx_write_s),
@@ -640,6 +699,8 @@ def bench_latency(
             f"  {name:<12} {len(values):>6} p50 {percentile_ms(values, 50):5.0f} ms  "
             f"p99 {percentile_ms(values, 99):5.0f} ms  max {percentile_ms(values, 100):5.0f} ms"
         )
+    for line in slow_frames(traced, hop_names):
+        out(line)
     # The dev broker's fetches cost it more the longer its partitions' logs (`linewatch bench broker`): over a run
     # at one load its CPU grows, and the latency with it. Each stretch shows how much.
     columns = [*pids, *MACHINE]

@@ -8,6 +8,7 @@ import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from linewatch.core.heap import freeze_long_lived
 from linewatch.services.scorer import registry
 from linewatch.services.scorer.models import ClassModel
 from linewatch.services.scorer.registry import Role
@@ -52,6 +53,7 @@ class ModelSet:
                 )
                 continue
             self.roles[role] = Loaded(wanted, models)
+            freeze_long_lived()
             log.info("model loaded", extra={"role": role, "version": wanted, "classes": sorted(models)})
 
     @property

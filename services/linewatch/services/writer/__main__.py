@@ -10,6 +10,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from linewatch.core import logs
 from linewatch.core.health import beat, start_watch
+from linewatch.core.heap import freeze_startup_heap
 from linewatch.core.kafka import aiokafka_security, ensure_topics
 from linewatch.core.stats import StatsCounter
 from linewatch.services.writer.settings import WriterSettings
@@ -75,6 +76,7 @@ async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
     reporter = asyncio.create_task(publish_stats(producer, kafka.topics.stats, stats, settings.stats_interval_s, stop))
     watch = start_watch(SERVICE, settings, stats, topic_ids)
     beating = asyncio.create_task(beat(watch.state))
+    freeze_startup_heap()
     try:
         await sink.run(stop)
     finally:

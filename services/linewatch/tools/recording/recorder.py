@@ -15,6 +15,7 @@ from typing import Literal
 
 import msgspec
 
+from linewatch.core.commandline import UsageError
 from linewatch.core.contract import (
     ALARM_SCHEMA_VERSION,
     DEADLETTER_SCHEMA_VERSION,
@@ -83,8 +84,10 @@ class RecordingWriter:
     def __enter__(self) -> RecordingWriter:
         return self
 
-    def __exit__(self, *_: object) -> None:
+    def __exit__(self, failed: type[BaseException] | None, *_: object) -> None:
         self.close()
+        if failed is not None and self.count == 0:
+            self.path.unlink(missing_ok=True)  # a recording that failed before its first message holds nothing
 
 
 def read_header(path: Path) -> RecordingHeader:
@@ -139,7 +142,15 @@ def record(
         max_partition_fetch_bytes=8 << 20,
         **kafka_python_security(settings),
     )
-    partitions = [TopicPartition(t, p) for t in plan.topics for p in sorted(consumer.partitions_for_topic(t) or [])]
+    found = {topic: sorted(consumer.partitions_for_topic(topic) or []) for topic in plan.topics}
+    missing = [topic for topic, partitions in found.items() if not partitions]
+    if missing:  # recording it would take nothing and say nothing
+        consumer.close()
+        raise UsageError(
+            f"the broker at {settings.bootstrap_servers} has no topic {', '.join(missing)}: check the name "
+            "(the services' topics are in the settings, LINEWATCH_KAFKA__TOPICS__*)"
+        )
+    partitions = [TopicPartition(topic, p) for topic, partitions in found.items() for p in partitions]
     consumer.assign(partitions)
     if plan.from_start or plan.since is not None:
         consumer.seek_to_beginning(*partitions)
