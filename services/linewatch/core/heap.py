@@ -1,5 +1,5 @@
 """The collector's pauses. A full collection walks every object the process keeps; the scorer keeps its models'
-(about 100,000 objects), and each walk of them stopped it for 70-195 ms while frames waited (`bench latency`,
+(about 100,000 objects), and each walk of them stopped it for 65-195 ms while frames waited (`bench latency`,
 2026-12-06: the slow bursts were the scorer's, at its full collections, with CPU to spare). What lives as long as
 the process is frozen out of those walks."""
 

@@ -856,8 +856,8 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
     app = faust.App(settings.group(service), **config)
 
     @app.task  # type: ignore[untyped-decorator]
-    async def started() -> None:
-        freeze_startup_heap()
+    async def freeze_heap_once_started() -> None:
+        freeze_startup_heap()  # what the worker built so far lives as long as it does (linewatch/core/heap.py)
 
     @app.on_partitions_assigned.connect
     def log_assignment(_: Any, /, *assigned: Any, signal: Any, **__: Any) -> None:

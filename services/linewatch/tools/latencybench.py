@@ -422,13 +422,17 @@ class LiveRun:
     # (wall time, each process's CPU seconds so far), about every half second: where the CPU went when
     cpu: list[tuple[float, dict[str, float]]] = field(default_factory=list)
 
-    def score_latencies(self, begin_s: float, end_s: float = math.inf) -> list[float]:
-        """Latencies of the frames due from `begin_s` until `end_s` whose own last sample was scored."""
+    def timed_frames(self, begin_s: float, end_s: float = math.inf) -> list[tuple[str, float, float]]:
+        """(unit, last sample, latency) of the frames due from `begin_s` until `end_s` whose own last sample was
+        scored."""
         return [
-            latency
+            (unit, due, latency)
             for unit, due, latency in self.latencies
             if begin_s <= due < end_s and (unit, round(due * 1e3)) in self.scored
         ]
+
+    def score_latencies(self, begin_s: float, end_s: float = math.inf) -> list[float]:
+        return [latency for _, _, latency in self.timed_frames(begin_s, end_s)]
 
 
 def run_live(
@@ -679,8 +683,7 @@ def bench_latency(
             if carried < len(dues):
                 alarm.append(stamped - dues[carried])
                 alarm_read.append(received - dues[carried])
-    timed = {(unit, round(due * 1e3)) for unit, due, _ in live.latencies if due >= counted_from} & live.scored
-    traced = hop_times([f for f in live.latencies if (f[0], round(f[1] * 1e3)) in timed], hops)
+    traced = hop_times(live.timed_frames(counted_from), hops)
     hop_names = [*hops, "writer"]
     hop_rows = [(f"  {name}", [taken[k] for _, taken in traced]) for k, name in enumerate(hop_names)]
     sent = [t for (due, _, _), t in zip(frames, live.late, strict=False) if due >= counted_from]

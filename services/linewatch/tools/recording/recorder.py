@@ -143,14 +143,15 @@ def record(
         **kafka_python_security(settings),
     )
     found = {topic: sorted(consumer.partitions_for_topic(topic) or []) for topic in plan.topics}
-    missing = [topic for topic, partitions in found.items() if not partitions]
+    missing = [topic for topic, numbers in found.items() if not numbers]
     if missing:  # recording it would take nothing and say nothing
         consumer.close()
         raise UsageError(
-            f"the broker at {settings.bootstrap_servers} has no topic {', '.join(missing)}: check the name "
-            "(the services' topics are in the settings, LINEWATCH_KAFKA__TOPICS__*)"
+            f"the broker at {settings.bootstrap_servers} has no topic {', '.join(missing)}: check the name (the "
+            "services' topics are in the settings, LINEWATCH_KAFKA__TOPICS__*), or start the services first: they "
+            "create their topics"
         )
-    partitions = [TopicPartition(topic, p) for topic, partitions in found.items() for p in partitions]
+    partitions = [TopicPartition(topic, number) for topic, numbers in found.items() for number in numbers]
     consumer.assign(partitions)
     if plan.from_start or plan.since is not None:
         consumer.seek_to_beginning(*partitions)
