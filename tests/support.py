@@ -173,8 +173,7 @@ def faulty_plan(
 
 
 def read_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> list[bytes]:
-    """Every record's value: read until nothing new came for `quiet_s` (its end offsets lie on Tansu, and a fixed
-    time may end before a loaded broker has answered for every partition)."""
+    """Every record's value: read until nothing new came for `quiet_s`."""
     return [record.value for record in records_quiet(kafka, topic, quiet_s)]
 
 
@@ -183,13 +182,10 @@ def records_quiet(kafka: KafkaSettings, topic: str, quiet_s: float = 2.0) -> lis
     reader = TopicReader(kafka, topic)
     records: list[Any] = []
     try:
-        while True:
-            before = len(records)
-            reader.read_records(records.append, quiet_s)
-            if len(records) == before:
-                return records
+        reader.read_until_quiet(records.append, quiet_s)
     finally:
         reader.close()
+    return records
 
 
 def keep_broker_state(

@@ -89,4 +89,6 @@ def test_slow_frames_name_the_hop_that_held_them_and_come_in_bursts() -> None:
     assert "6 frames over 250 ms" in lines[0]
     assert "held longest by validator 0, scorer 5, writer 1" in lines[0]
     assert "in 2 bursts" in lines[1] and "the largest: 5 frames over 0.4 s, from 4 s" in lines[1]
+    # In the order the writes came back, not by due: the same lines.
+    assert slow_frames(fast[::-1] + held, ["validator", "scorer", "writer"]) == lines
     assert slow_frames(fast, ["validator", "scorer", "writer"]) == ["slow        no frame over 250 ms"]

@@ -589,6 +589,22 @@ class TopicReader:
             if remaining == 0:
                 return
 
+    def read_until_quiet(self, on_record: Callable[[Any], None], quiet_s: float) -> None:
+        """Every record from here on, until nothing new came for `quiet_s` (end offsets lie on Tansu, and a fixed
+        time may end before a loaded broker has answered for every partition)."""
+        seen = 0
+
+        def counted(record: Any) -> None:
+            nonlocal seen
+            seen += 1
+            on_record(record)
+
+        while True:
+            before = seen
+            self.read_records(counted, quiet_s)
+            if seen == before:
+                return
+
     def close(self) -> None:
         self._consumer.close()
 

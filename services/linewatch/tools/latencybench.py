@@ -327,11 +327,7 @@ def send_times(kafka: KafkaSettings, topic: str, decoder: Any) -> dict[str, list
 
     reader = TopicReader(kafka, topic)
     try:
-        while True:
-            before = sum(map(len, stamps.values()))
-            reader.read_records(note, 1.0)
-            if sum(map(len, stamps.values())) == before:
-                break
+        reader.read_until_quiet(note, 1.0)
     finally:
         reader.close()
     return {unit: sorted(records) for unit, records in stamps.items()}
@@ -392,7 +388,7 @@ def slow_frames(traced: list[tuple[float, list[float]]], hop_names: list[str], g
         else:
             bursts.append([due])
     longest = max(bursts, key=len)
-    start = traced[0][0] if traced else 0.0
+    start = min(due for due, _ in traced)  # traced is in the order the writes came, not by due
     return [
         f"slow        {len(slow)} frames over {TARGET_S * 1000:.0f} ms ({len(slow) / len(traced):.1%}); "
         + "held longest by "
