@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import logging
+import signal
 import time
 from collections import Counter
 from datetime import datetime
@@ -22,6 +23,7 @@ from linewatch.core.plant import PlantModel
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import HealthSettings, KafkaSettings
 from linewatch.core.stats import StatsCounter
+from linewatch.core.stopping import STOP_OVERRUN_EXIT
 from linewatch.services.simulator.runner import RunPlan
 from linewatch.tools.devstack import DevStack, free_port, wait_until
 from linewatch.tools.drill import pipeline_env, train
@@ -130,3 +132,38 @@ def test_a_loss_before_the_watch_first_looked_is_still_seen(stack: DevStack, tmp
         if watch._admin is not None:
             watch._admin.close()
     assert exits == [EXIT_BROKER_STATE_LOST]
+
+
+@pytest.mark.production
+def test_stopped_with_the_broker_gone_every_service_ends_within_its_deadline(stack: DevStack, tmp_path: Path) -> None:
+    """SIGTERM with no broker to take the last commit: faust's stop waited for it forever (60 s and counting), and
+    the writer's ended in aiokafka's traceback. Each ends by its deadline now, saying why, with no traceback."""
+    stop_within_s = 3.0
+    env = pipeline_env(stack, tmp_path) | {"LINEWATCH_STOP_WITHIN_S": str(stop_within_s)}
+    processes = [
+        ServiceProcess(name, env, tmp_path / f"{name}.log", health_port=free_port()).start() for name in PIPELINE
+    ]
+    try:
+        wait_until("every service ready", lambda: all(p.readiness()[0] for p in processes), 90)
+        assert stack.broker.process is not None
+        stack.broker.process.kill()
+        stack.broker.process.wait(10)
+        wait_until("readiness says the broker is away", lambda: not any(p.readiness()[0] for p in processes), 20)
+        stopped = time.monotonic()
+        for process in processes:
+            assert process.process is not None
+            process.process.send_signal(signal.SIGTERM)
+        exit_codes = {p.name: p.process.wait(stop_within_s + 20) for p in processes if p.process is not None}
+        took_s = time.monotonic() - stopped
+    finally:
+        for process in processes:
+            process.kill()
+
+    assert took_s < stop_within_s + 5, exit_codes
+    for name, code in exit_codes.items():
+        lines = (tmp_path / f"{name}.log").read_text().splitlines()
+        assert not [line for line in lines if line.startswith("Traceback")], name
+        overran = [line for line in lines if "stop did not finish in time" in line]
+        # Either it stopped on its own (the writer does, once aiokafka's close is past) or its deadline ended it.
+        assert (code, len(overran)) in ((0, 0), (STOP_OVERRUN_EXIT, 1)), (name, code, overran)
+    log.info("stop with the broker gone", extra={"took_s": round(took_s, 1), "exit_codes": exit_codes})

@@ -12,14 +12,15 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any, Self
+from typing import Any, NoReturn, Self
 
 from msgspec import structs
 
 from linewatch.core.contract import SourcePosition, dead_letter, encoder
 from linewatch.core.heap import freeze_startup_heap
-from linewatch.core.settings import KafkaSettings
+from linewatch.core.settings import CommonSettings, KafkaSettings
 from linewatch.core.stats import StatsCounter
+from linewatch.core.stopping import exit_unless_stopped_within
 
 log = logging.getLogger(__name__)
 
@@ -882,3 +883,16 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
         log.info("partitions assigned", extra={"partitions": tps})
 
     return app
+
+
+def run_faust_worker(app: Any, settings: CommonSettings) -> NoReturn:
+    """The service's faust worker until SIGTERM or SIGINT; its stop is bounded by `settings.stop_within_s`."""
+    import faust
+
+    class BoundedStopWorker(faust.Worker):
+        async def on_stop(self) -> None:
+            exit_unless_stopped_within(settings.stop_within_s)
+            await super().on_stop()
+
+    worker = BoundedStopWorker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
+    worker.execute_from_commandline()

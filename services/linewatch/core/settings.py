@@ -131,4 +131,7 @@ class CommonSettings(BaseSettings):
     health: HealthSettings = HealthSettings()
     log_level: str = "INFO"
     stats_interval_s: float = Field(default=1.0, gt=0)
+    # Past this a stop ends the process (the broker gone, it could wait forever): within docker's 10 s and
+    # Kubernetes' 30 s before they kill it; a stop with the broker there takes about a second.
+    stop_within_s: float = Field(default=8.0, gt=0)
     plant_file: Path = DEFAULT_PLANT_FILE

@@ -6,12 +6,11 @@ import asyncio
 import logging
 from datetime import UTC, datetime, timedelta
 
-import faust
 from aiohttp import web
 
 from linewatch.core import logs
 from linewatch.core.health import watch_faust
-from linewatch.core.kafka import ensure_topics, faust_app
+from linewatch.core.kafka import ensure_topics, faust_app, run_faust_worker
 from linewatch.core.plant import load_plant
 from linewatch.services.alerter.agents import SERVICE, register
 from linewatch.services.alerter.annotations import Annotator
@@ -73,8 +72,7 @@ def main() -> None:
             else:
                 log.info("alarm KPIs and sensor limits written", extra={"window_h": settings.kpi_window_h})
 
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    run_faust_worker(app, settings)
 
 
 if __name__ == "__main__":

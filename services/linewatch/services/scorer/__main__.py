@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import faust
-
 from linewatch.core import logs
 from linewatch.core.health import watch_faust
-from linewatch.core.kafka import ensure_topics, faust_app
+from linewatch.core.kafka import ensure_topics, faust_app, run_faust_worker
 from linewatch.core.plant import load_plant
 from linewatch.services.scorer.agents import SERVICE, register
 from linewatch.services.scorer.learning import learn
@@ -29,8 +27,7 @@ def main() -> None:
     async def learning_mode() -> None:
         await learn(settings, plant, stats)
 
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    run_faust_worker(app, settings)
 
 
 if __name__ == "__main__":

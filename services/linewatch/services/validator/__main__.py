@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import faust
-
 from linewatch.core import logs
 from linewatch.core.health import watch_faust
-from linewatch.core.kafka import ensure_topics, faust_app
+from linewatch.core.kafka import ensure_topics, faust_app, run_faust_worker
 from linewatch.core.plant import load_plant
 from linewatch.services.validator.agents import SERVICE, build_validator, register
 from linewatch.services.validator.settings import ValidatorSettings
@@ -19,8 +17,7 @@ def main() -> None:
     app = faust_app(SERVICE, settings.kafka)
     stats = register(app, settings, build_validator(settings, load_plant(settings.plant_file)))
     watch_faust(app, SERVICE, settings, stats, topic_ids)
-    worker = faust.Worker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
-    worker.execute_from_commandline()
+    run_faust_worker(app, settings)
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ from linewatch.core.health import beat, start_watch
 from linewatch.core.heap import freeze_startup_heap
 from linewatch.core.kafka import aiokafka_security, ensure_topics
 from linewatch.core.stats import StatsCounter
+from linewatch.core.stopping import exit_unless_stopped_within
 from linewatch.services.writer.settings import WriterSettings
 from linewatch.services.writer.sink import SERVICE, InfluxSink, telemetry_formatter
 from linewatch.storage.influx import InfluxWriter
@@ -33,8 +34,14 @@ async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
     kafka = settings.kafka
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            exit_unless_stopped_within(settings.stop_within_s)  # the sink may be waiting on a broker that is gone
+            stop.set()
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+        loop.add_signal_handler(sig, on_signal)
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
@@ -80,11 +87,19 @@ async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
     try:
         await sink.run(stop)
     finally:
-        stop.set()
+        if not stop.is_set():  # the sink failed: that stop is bounded too
+            exit_unless_stopped_within(settings.stop_within_s)
+            stop.set()
         watch.stop()
         beating.cancel()
         await reporter
-        await consumer.stop()
+        try:
+            await consumer.stop()
+        except asyncio.CancelledError:
+            # aiokafka 0.14's Fetcher.close awaits the fetches it cancelled: one waiting out its retry backoff (the
+            # broker gone) raises its cancellation here. The consumer is closed; only a cancellation of ours goes on.
+            if asyncio.current_task().cancelling():  # type: ignore[union-attr]
+                raise
         await producer.stop()
         await influx.close()
 
