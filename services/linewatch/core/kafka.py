@@ -894,5 +894,9 @@ def run_faust_worker(app: Any, settings: CommonSettings) -> NoReturn:
             exit_unless_stopped_within(settings.stop_within_s)
             await super().on_stop()
 
-    worker = BoundedStopWorker(app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False)
+    # quiet, no spinner: faust's console lines ("OK ^", cursor codes) would break the log's one JSON object a line.
+    worker = BoundedStopWorker(
+        app, loglevel=settings.log_level, override_logging=False, redirect_stdouts=False, quiet=True
+    )
+    worker.spinner = None
     worker.execute_from_commandline()

@@ -302,12 +302,12 @@ async def _bare_loop(stage: str, records: int) -> float:
 def _floor(stage: str, records: int, result: Path) -> None:
     """A faust worker with the services' settings whose agent takes the stage's input in the stage's batches and
     only counts them; it writes its CPU seconds a record after its first batch to `result` and stops."""
-    import faust
 
-    from linewatch.core.kafka import faust_app, take_batches
+    from linewatch.core.kafka import faust_app, run_faust_worker, take_batches
     from linewatch.core.settings import CommonSettings
 
-    kafka = CommonSettings().kafka
+    settings = CommonSettings()
+    kafka = settings.kafka
     if stage == "validator":
         from linewatch.services.validator.agents import BATCH_RECORDS as batch
         from linewatch.services.validator.agents import BATCH_WITHIN_S as within
@@ -332,7 +332,7 @@ def _floor(stage: str, records: int, result: Path) -> None:
                 result.write_text(json.dumps({"stage": stage, "records": taken, "cpu_s_a_record": cpu_s}))
                 os.kill(os.getpid(), signal.SIGTERM)  # the worker's own graceful stop
 
-    faust.Worker(app, loglevel="warning", override_logging=False, redirect_stdouts=False).execute_from_commandline()
+    run_faust_worker(app, settings)  # as the services run theirs
 
 
 def _child_main() -> int:
