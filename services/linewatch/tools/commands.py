@@ -243,7 +243,7 @@ def register(commands: Commands) -> None:
     latency.add_argument("--seconds", type=float, default=60.0, help="seconds of live load")
     latency.add_argument("--rate-hz", type=float, default=10.0, help="each unit's sample rate")
     latency.add_argument("--frame-samples", type=int, default=10, help="samples per Kafka record")
-    latency.add_argument("--copies", type=int, default=24, help="the reference plant's units this many times over")
+    latency.add_argument("--copies", type=int, default=48, help="the reference plant's units this many times over")
     latency.add_argument(
         "--aligned", action="store_true", help="every unit's frame at one instant (default: spread over the period)"
     )

@@ -78,6 +78,9 @@ TRAIN_SAMPLES = 3600  # per unit
 # were a tenth of the broker's requests).
 ALARM_READER_FETCH_WAIT_MS = 25
 TARGET_S = 0.25  # the issue's p99: frames slower than this are traced hop by hop
+# Step faults on this many units of each class that has one, started apart over the run's middle third: one unit a
+# class gave two alarm events a run, too few for a p99.
+FAULTED_UNITS = 8
 # The live capacity search: steps of live load, halving the range in log scale (five steps from 1/16 of the backlog
 # rate to all of it: within 9 %); a step kept up if its median latency did not grow (keeps_up).
 SEARCH_STEPS = 5
@@ -261,15 +264,19 @@ def live_frames(
     plant: PlantModel, seconds: float, frame_samples: int, seed: int, aligned: bool = False
 ) -> list[tuple[float, str, bytes]]:
     """(last sample's time, unit, payload) of `seconds` of the plant from two seconds after it is made, with a
-    step fault on one unit of each class that has one, a third of the way in; unless `aligned`, unit k of n is
-    shifted by k/n of a frame's period."""
+    step fault on up to FAULTED_UNITS units of each class that has one, spread over the class's units and started
+    apart over the middle third; unless `aligned`, unit k of n is shifted by k/n of a frame's period."""
     provisional = time.time() + 86_400  # shifted to the real start once made (making them takes a while)
     rng = np.random.default_rng(seed)
     injections = []
     for name, fault in plant.faults.items():
         units = [e.id for e in plant.equipment if e.equipment_class == fault.equipment_class]
-        if fault.shape == "step" and units:
-            injections.append(plan_injection(plant, name, units[0], provisional + seconds / 3, rng))
+        if fault.shape != "step" or not units:
+            continue
+        faulted = units[:: -(-len(units) // FAULTED_UNITS)]
+        for k, unit in enumerate(faulted):
+            start_s = provisional + seconds / 3 * (1 + k / len(faulted))
+            injections.append(plan_injection(plant, name, unit, start_s, rng))
     made: list[bytes] = []
     plan = RunPlan(provisional, seconds, frame_samples, speed=None, seed=seed, injections=injections)
     run(plant, plan, lambda _key, payload, _ts: made.append(payload))
