@@ -151,6 +151,23 @@ def test_compose_ports_partitions_and_health(compose: dict[str, Any]) -> None:
     assert "deploy/grafana/provisioning" in mounts and "deploy/grafana/dashboards" in mounts
 
 
+def test_a_stop_ends_on_its_own_before_the_engine_kills_it(compose: dict[str, Any]) -> None:
+    """A service exits by LINEWATCH_STOP_WITHIN_S even with the broker gone; the engine's SIGKILL comes later."""
+    shared = compose["x-linewatch"]["environment"]
+    for name, service in linewatch_services(compose).items():
+        environment = service.get("environment", shared)
+        stop_within_s = float(environment.get("LINEWATCH_STOP_WITHIN_S", CommonSettings().stop_within_s))
+        grace = str(service.get("stop_grace_period", "10s"))  # docker's default
+        assert grace.endswith("s") and stop_within_s < float(grace[:-1]), name
+    documents = k8s_documents()
+    [config] = [d for d in documents if d["kind"] == "ConfigMap"]
+    for deployment in (d for d in documents if d["kind"] == "Deployment"):
+        pod = deployment["spec"]["template"]["spec"]
+        env = config["data"] | {e["name"]: e.get("value") for e in pod["containers"][0].get("env", [])}
+        stop_within_s = float(env.get("LINEWATCH_STOP_WITHIN_S") or CommonSettings().stop_within_s)
+        assert stop_within_s < pod.get("terminationGracePeriodSeconds", 30), deployment["metadata"]["name"]
+
+
 def k8s_documents(folder: Path = K8S) -> list[dict[str, Any]]:
     documents = []
     for path in sorted(folder.glob("*.yaml")):
