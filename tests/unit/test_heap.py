@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from linewatch.core.heap import freeze_startup_heap
+from linewatch.core.heap import collector_paused, freeze_startup_heap
 
 
 @pytest.fixture
@@ -28,3 +28,10 @@ def test_what_startup_built_is_frozen_and_what_comes_after_is_still_collected(un
     assert not walked(built_at_startup) and gc.get_freeze_count() > 0
     per_record = {"frame": [1.0, 2.0]}
     assert walked(per_record)
+
+
+def test_an_instrument_timing_has_no_collection_of_its_own_and_collects_again_after(unfrozen: None) -> None:
+    built_before = {"frames": [[0.5] * 3 for _ in range(10)]}
+    with collector_paused():
+        assert not gc.isenabled() and not walked(built_before)
+    assert gc.isenabled() and walked(built_before)
