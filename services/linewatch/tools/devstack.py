@@ -163,7 +163,8 @@ bind-address = "127.0.0.1:{rpc_port}"
   query-log-enabled = false
   cache-snapshot-write-cold-duration = "10s"
   # At 25 MB (the default) a busy run snapshots every few seconds, and on cores shared with the pipeline some writes
-  # then took 140-290 ms to answer (bench latency, 2026-12-06: 38-129 ms at 512 MB, the writer's hop p99 down too).
+  # then took 93-290 ms to answer (bench latency, 2026-12-06: 38-129 ms at 512 MB in three comparisons). The price is
+  # a larger Go heap to collect (docs/benchmarks.md, "influxd's cache snapshots").
   cache-snapshot-memory-size = "512m"
 [http]
   bind-address = "127.0.0.1:{http_port}"
