@@ -6,8 +6,10 @@ so what was not committed is read again after the restart."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import signal
 import threading
 
 log = logging.getLogger(__name__)
@@ -32,3 +34,17 @@ def exit_unless_stopped_within(seconds: float) -> threading.Timer:
     timer.name, timer.daemon = "stop-deadline", True
     timer.start()
     return timer
+
+
+def stop_on_signals(stop: asyncio.Event, seconds: float) -> None:
+    """An asyncio service's SIGTERM and SIGINT: set `stop`, and end the process if the stop takes over `seconds`
+    (its loop may be waiting on a broker that is gone). Call from within the running loop."""
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if not stop.is_set():
+            exit_unless_stopped_within(seconds)
+            stop.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, on_signal)

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import signal
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -15,6 +14,7 @@ from linewatch.core import logs
 from linewatch.core.health import beat, start_watch
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.stats import StatsCounter
+from linewatch.core.stopping import stop_on_signals
 from linewatch.services.gateway.buffer import Buffer
 from linewatch.services.gateway.forwarder import Forwarder
 from linewatch.services.gateway.frames import Assembler, bindings
@@ -74,9 +74,7 @@ async def flush(
 
 async def run(settings: GatewaySettings, plant: PlantModel) -> None:
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop_on_signals(stop, settings.stop_within_s)  # its samples wait in the buffer on disk for the next start
     stats = StatsCounter(SERVICE)
     assembler = Assembler(plant, settings.frame_max_samples)
     buffer = Buffer(

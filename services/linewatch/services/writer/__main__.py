@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
@@ -13,7 +12,7 @@ from linewatch.core.health import beat, start_watch
 from linewatch.core.heap import freeze_startup_heap
 from linewatch.core.kafka import aiokafka_security, ensure_topics
 from linewatch.core.stats import StatsCounter
-from linewatch.core.stopping import exit_unless_stopped_within
+from linewatch.core.stopping import exit_unless_stopped_within, stop_on_signals
 from linewatch.services.writer.settings import WriterSettings
 from linewatch.services.writer.sink import SERVICE, InfluxSink, telemetry_formatter
 from linewatch.storage.influx import InfluxWriter
@@ -33,15 +32,7 @@ async def publish_stats(
 async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
     kafka = settings.kafka
     stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if not stop.is_set():
-            exit_unless_stopped_within(settings.stop_within_s)  # the sink may be waiting on a broker that is gone
-            stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+    stop_on_signals(stop, settings.stop_within_s)
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
