@@ -142,7 +142,8 @@ def test_stopped_with_the_broker_gone_every_service_ends_within_its_deadline(sta
     stop_within_s = 3.0
     env = pipeline_env(stack, tmp_path) | {"LINEWATCH_STOP_WITHIN_S": str(stop_within_s)}
     processes = [
-        ServiceProcess(name, env, tmp_path / f"{name}.log", health_port=free_port()).start() for name in PIPELINE
+        ServiceProcess(name, env, tmp_path / f"{name}.log", health_port=free_port()).start()
+        for name in (*PIPELINE, "gateway")  # the gateway with no source configured: only its stop is in question
     ]
     try:
         wait_until("every service ready", lambda: all(p.readiness()[0] for p in processes), 90)
