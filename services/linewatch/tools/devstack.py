@@ -162,10 +162,6 @@ bind-address = "127.0.0.1:{rpc_port}"
   wal-dir = "{root}/wal"
   query-log-enabled = false
   cache-snapshot-write-cold-duration = "10s"
-  # At 25 MB (the default) a busy run snapshots every few seconds, and on cores shared with the pipeline some writes
-  # then took 93-290 ms to answer (bench latency, 2026-12-06: 38-129 ms at 512 MB in three comparisons). The price is
-  # a larger Go heap to collect (docs/benchmarks.md, "influxd's cache snapshots").
-  cache-snapshot-memory-size = "512m"
 [http]
   bind-address = "127.0.0.1:{http_port}"
   log-enabled = false
