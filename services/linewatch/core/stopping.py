@@ -36,15 +36,16 @@ def exit_unless_stopped_within(seconds: float) -> threading.Timer:
     return timer
 
 
+def begin_stop(stop: asyncio.Event, seconds: float) -> None:
+    """An asyncio service's stop, once: set `stop`, and end the process if the stop takes over `seconds` (its loop
+    may be waiting on a broker that is gone)."""
+    if not stop.is_set():
+        exit_unless_stopped_within(seconds)
+        stop.set()
+
+
 def stop_on_signals(stop: asyncio.Event, seconds: float) -> None:
-    """An asyncio service's SIGTERM and SIGINT: set `stop`, and end the process if the stop takes over `seconds`
-    (its loop may be waiting on a broker that is gone). Call from within the running loop."""
+    """SIGTERM and SIGINT begin the stop (`begin_stop`). Call from within the running loop."""
     loop = asyncio.get_running_loop()
-
-    def on_signal() -> None:
-        if not stop.is_set():
-            exit_unless_stopped_within(seconds)
-            stop.set()
-
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, on_signal)
+        loop.add_signal_handler(sig, begin_stop, stop, seconds)

@@ -12,7 +12,7 @@ from linewatch.core.health import beat, start_watch
 from linewatch.core.heap import freeze_startup_heap
 from linewatch.core.kafka import aiokafka_security, ensure_topics
 from linewatch.core.stats import StatsCounter
-from linewatch.core.stopping import exit_unless_stopped_within, stop_on_signals
+from linewatch.core.stopping import begin_stop, stop_on_signals
 from linewatch.services.writer.settings import WriterSettings
 from linewatch.services.writer.sink import SERVICE, InfluxSink, telemetry_formatter
 from linewatch.storage.influx import InfluxWriter
@@ -78,9 +78,7 @@ async def run(settings: WriterSettings, topic_ids: dict[str, str]) -> None:
     try:
         await sink.run(stop)
     finally:
-        if not stop.is_set():  # the sink failed: that stop is bounded too
-            exit_unless_stopped_within(settings.stop_within_s)
-            stop.set()
+        begin_stop(stop, settings.stop_within_s)  # already begun unless the sink failed: that stop is bounded too
         watch.stop()
         beating.cancel()
         await reporter
