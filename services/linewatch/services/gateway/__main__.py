@@ -14,7 +14,7 @@ from linewatch.core import logs
 from linewatch.core.health import beat, start_watch
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.stats import StatsCounter
-from linewatch.core.stopping import stop_on_signals
+from linewatch.core.stopping import begin_stop, stop_on_signals
 from linewatch.services.gateway.buffer import Buffer
 from linewatch.services.gateway.forwarder import Forwarder
 from linewatch.services.gateway.frames import Assembler, bindings
@@ -117,7 +117,7 @@ async def run(settings: GatewaySettings, plant: PlantModel) -> None:
             stats.counters["buffered_records"], _ = buffer.counts()
             await forwarder.send_stats(topics.stats, SERVICE.encode(), stats.snapshot())
     finally:
-        stop.set()
+        begin_stop(stop, settings.stop_within_s)  # already begun unless the loop failed: that stop is bounded too
         await flush(assembler, buffer, forwarder, settings.model_copy(update={"hold_s": 0.0}), stats, stored)
         watch.stop()
         for task in tasks:
