@@ -16,9 +16,9 @@ from typing import Any
 
 import faust
 
-from linewatch.core.kafka import faust_app, store_batch, take_batches
 from linewatch.core.logs import configure
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app, store_batch, take_batches
 
 KEYS = [f"key-{i}".encode() for i in range(10)]
 INPUT_TOPIC = "batched-table-input"

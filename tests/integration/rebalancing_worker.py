@@ -10,9 +10,9 @@ from typing import Any
 
 import faust
 
-from linewatch.core.kafka import faust_app, store_batch, take_batches
 from linewatch.core.logs import configure
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app, store_batch, take_batches
 
 bootstrap, topic, partitions, out = sys.argv[1], sys.argv[2], int(sys.argv[3]), Path(sys.argv[4])
 configure(f"rebalancing-{out.stem}")  # the seek-back lines and assignments go with a failure

@@ -1,6 +1,7 @@
-"""The consumer's drain loop (`linewatch.core.kafka._deliver_at_once`), on real faust objects with no broker: a record
-nothing would hold up goes straight onto its channel's queue; one that might wait (a rebalance rebuilding the
-conductor's index, a full queue) goes faust's way, through the conductor; a record read before is dropped."""
+"""The consumer's drain loop (`linewatch.core.faust_fixes._deliver_at_once`), on real faust objects with no
+broker: a record nothing would hold up goes straight onto its channel's queue; one that might wait (a rebalance
+rebuilding the conductor's index, a full queue) goes faust's way, through the conductor; a record read before is
+dropped."""
 
 from __future__ import annotations
 
@@ -8,8 +9,8 @@ import asyncio
 from collections.abc import AsyncIterator
 from typing import Any
 
-from linewatch.core.kafka import faust_app
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app
 
 TOPIC = "deliver-at-once-input"
 

@@ -1,5 +1,5 @@
 """faust's commit never passes a record that was neither acknowledged nor shown not to exist
-(`linewatch.core.kafka._patch_faust_seek_race`, point 3)."""
+(`linewatch.core.faust_fixes._patch_faust_seek_race`, point 3)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,9 @@ from faust.transport.consumer import Consumer
 from faust.types import TP as TopicPartition
 from intervaltree import IntervalTree  # type: ignore[import-untyped]  # faust's, no stubs
 
-from linewatch.core.kafka import faust_app, learn_head
+from linewatch.core.faust_fixes import learn_head
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app
 
 TP = TopicPartition("linewatch.telemetry.valid", 4)
 

@@ -1,5 +1,5 @@
 """The consumer's delivery of a fetched message to the streams without a task per message
-(`linewatch.core.kafka`): what it must keep from faust's own `wait_first` race with the suspend flag."""
+(`linewatch.core.faust_fixes`): what it must keep from faust's own `wait_first` race with the suspend flag."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from linewatch.core.kafka import _deliver_without_tasks, finish_started
+from linewatch.core.faust_fixes import _deliver_without_tasks, finish_started
 
 
 class DrainingConsumer:

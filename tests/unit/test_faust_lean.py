@@ -1,12 +1,12 @@
-"""The trimmed faust Schema and Monitor every service's app uses (`linewatch.core.kafka.faust_app`)."""
+"""The trimmed faust Schema and Monitor every service's app uses (`linewatch.core.streams.faust_app`)."""
 
 from __future__ import annotations
 
 import asyncio
 from typing import Any
 
-from linewatch.core.kafka import faust_app
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app
 
 
 def app_and_message() -> tuple[Any, Any]:

@@ -8,8 +8,8 @@ from typing import Any
 
 from faust.transport.producer import ProducerBuffer
 
-from linewatch.core.kafka import faust_app
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app
 
 
 async def test_flush_returns_only_once_a_slow_send_is_out() -> None:

@@ -8,8 +8,8 @@ from typing import Any
 
 from faust.types import TP
 
-from linewatch.core.kafka import faust_app
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app
 
 
 class SeekingConsumer:

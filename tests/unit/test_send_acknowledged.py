@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from linewatch.core.kafka import send_acknowledged
+from linewatch.core.streams import send_acknowledged
 
 
 class Producer:

@@ -1,4 +1,4 @@
-"""How every agent takes its stream (`linewatch.core.kafka.take_batches`): batches closed by size or time, each
+"""How every agent takes its stream (`linewatch.core.streams.take_batches`): batches closed by size or time, each
 record tracked until the agent's turn on its batch returns, records of an earlier assignment acknowledged
 unprocessed, and a stopping channel ending the iteration."""
 
@@ -7,8 +7,8 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from linewatch.core.kafka import faust_app, take_batches
 from linewatch.core.settings import KafkaSettings
+from linewatch.core.streams import faust_app, take_batches
 
 TOPIC = "take-batches-input"
 

@@ -302,8 +302,8 @@ async def _bare_loop(stage: str, records: int) -> float:
 def _floor(stage: str, records: int, result: Path) -> None:
     """A faust worker with the services' settings whose agent takes the stage's input in the stage's batches and
     only counts them; it writes its CPU seconds a record after its first batch to `result` and stops."""
-    from linewatch.core.kafka import faust_app, run_faust_worker, take_batches
     from linewatch.core.settings import CommonSettings
+    from linewatch.core.streams import faust_app, run_faust_worker, take_batches
 
     settings = CommonSettings()
     kafka = settings.kafka

@@ -10,8 +10,9 @@ from aiohttp import web
 
 from linewatch.core import logs
 from linewatch.core.health import watch_faust
-from linewatch.core.kafka import ensure_topics, faust_app, run_faust_worker
+from linewatch.core.kafka import ensure_topics
 from linewatch.core.plant import load_plant
+from linewatch.core.streams import faust_app, run_faust_worker
 from linewatch.services.alerter.agents import SERVICE, register
 from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.api import build_api

@@ -22,17 +22,11 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import (
-    dead_letter_event,
-    publish_stats,
-    send_acknowledged,
-    source_of,
-    store_batch,
-    take_batches,
-)
+from linewatch.core.kafka import source_of
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import Topics
 from linewatch.core.stats import StatsCounter
+from linewatch.core.streams import dead_letter_event, publish_stats, send_acknowledged, store_batch, take_batches
 from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, UnknownAlarm
 from linewatch.services.alerter.notify import DeliveryFailed, Notifier, should_notify

@@ -18,16 +18,10 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import (
-    dead_letter_event,
-    publish_stats,
-    send_acknowledged,
-    source_of,
-    store_batch,
-    take_batches,
-)
+from linewatch.core.kafka import source_of
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
+from linewatch.core.streams import dead_letter_event, publish_stats, send_acknowledged, store_batch, take_batches
 from linewatch.services.scorer.engine import PlantScorer, Prepared, UnitState, unit_decoder, unit_encoder
 from linewatch.services.scorer.models import ClassModel, pick
 from linewatch.services.scorer.rollout import ModelSet

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from linewatch.core import logs
 from linewatch.core.health import watch_faust
-from linewatch.core.kafka import ensure_topics, faust_app, run_faust_worker
+from linewatch.core.kafka import ensure_topics
 from linewatch.core.plant import load_plant
+from linewatch.core.streams import faust_app, run_faust_worker
 from linewatch.services.validator.agents import SERVICE, build_validator, register
 from linewatch.services.validator.settings import ValidatorSettings
 

@@ -8,8 +8,9 @@ from typing import Any
 
 from msgspec import structs
 
-from linewatch.core.kafka import dead_letter_event, publish_stats, send_acknowledged, source_of, take_batches
+from linewatch.core.kafka import source_of
 from linewatch.core.stats import StatsCounter
+from linewatch.core.streams import dead_letter_event, publish_stats, send_acknowledged, take_batches
 from linewatch.services.validator.checks import FrameValidator, Outcome, Rejection
 from linewatch.services.validator.settings import ValidatorSettings
 
