@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from linewatch.core.services import SERVICES
 from linewatch.tools.devstack import free_port
 
 pytestmark = pytest.mark.operators
@@ -96,3 +97,20 @@ def test_help_names_the_command_people_type() -> None:
         assert status == 0 and stdout.startswith("usage: linewatch"), stdout[:200]
     _, stdout, _, _ = linewatch({}, "alarms", "kpi", "--help")
     assert "ISO 8601" in stdout and "01.11.2026" in stdout
+
+
+def test_a_service_started_with_a_mistyped_setting_says_which_in_one_line() -> None:
+    """As compose and the launcher start them (`python -m linewatch.services.NAME`), before any server is asked."""
+    for service in SERVICES:
+        result = subprocess.run(
+            [sys.executable, "-m", f"linewatch.services.{service.name}"],
+            env=os.environ | {"LINEWATCH_KAFKA__PARTITIONS": "twelve"},
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        lines = [line for line in result.stderr.splitlines() if line.strip()]
+        assert result.returncode == 2, (service.name, result.stderr[-1500:])
+        assert len(lines) == 1 and "Traceback" not in result.stderr, (service.name, result.stderr[-1500:])
+        assert lines[0].startswith(("linewatch service", "linewatch simulate")), lines[0]
+        assert "LINEWATCH_KAFKA__PARTITIONS" in lines[0], lines[0]

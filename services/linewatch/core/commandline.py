@@ -1,12 +1,14 @@
 """The `linewatch` command line as a tree every package adds to: a module named `commands` anywhere under
 `linewatch` defines `register(commands: Commands)`, and `linewatch.tools.cli` finds it (faust's
 autodiscovery, telegraf's one registration line). Handlers take the parsed arguments and return the exit
-status; a person's mistake is a `UsageError`, printed as one line that says what to do."""
+status; a person's mistake is a `UsageError`, printed as one line that says what to do (`exit_with`)."""
 
 from __future__ import annotations
 
 import argparse
+import sys
 from collections.abc import Callable
+from typing import NoReturn
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -50,3 +52,41 @@ class Commands:
         args = self.parser.parse_args(argv)
         handler: Handler = args.handler
         return handler(args)
+
+
+def exit_with(run: Callable[[], int | None], prog: str) -> NoReturn:
+    """Run a command, or a service's `main`, and exit with its status. A person's mistake or a server that is not
+    there ends in one line, `prog: what to do`, and exit 2; a bug ends in its traceback, which is the report."""
+    try:
+        status = run() or 0
+    except KeyboardInterrupt:
+        status = 130
+    except Exception as exc:
+        message = explain(exc)
+        if message is None:
+            raise
+        sys.stderr.write(f"{prog}: {message}\n")
+        status = 2
+    sys.exit(status)
+
+
+def explain(exc: Exception) -> str | None:
+    """What went wrong in words that say what to do; None for a bug."""
+    import urllib.error
+
+    from pydantic import ValidationError
+
+    if isinstance(exc, UsageError):
+        return str(exc)
+    if isinstance(exc, FileNotFoundError | IsADirectoryError | PermissionError):
+        return f"{exc.strerror}: {exc.filename}"
+    if isinstance(exc, ValidationError):
+        first = exc.errors()[0]
+        where = "__".join(str(part) for part in first["loc"]).upper()
+        return f"setting LINEWATCH_{where}: {first['msg']}"
+    if isinstance(exc, urllib.error.URLError | ConnectionError):
+        reason = getattr(exc, "reason", exc)
+        return f"cannot reach a server ({reason}): check LINEWATCH_API_URL / LINEWATCH_INFLUX__URL, and that it runs"
+    if type(exc).__module__.startswith(("kafka.", "aiokafka.")):
+        return f"Kafka: {exc!r}: check LINEWATCH_KAFKA__BOOTSTRAP_SERVERS and that the broker runs"
+    return None

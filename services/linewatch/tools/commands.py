@@ -19,8 +19,8 @@ def _up(args: argparse.Namespace) -> int:
 
 def _service(args: argparse.Namespace) -> int:
     """Run one service in the foreground, in this process, as compose and k8s do."""
-    importlib.import_module(f"linewatch.services.{args.name}.__main__").main()
-    return 0
+    status: int | None = importlib.import_module(f"linewatch.services.{args.name}.__main__").main()
+    return status or 0
 
 
 def _drill(args: argparse.Namespace) -> int:

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from datetime import datetime
 
 from linewatch.core import logs
+from linewatch.core.commandline import exit_with
 from linewatch.core.health import beat, start_watch
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.stats import StatsCounter
@@ -136,4 +137,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_with(main, f"linewatch service {SERVICE}")

@@ -5,14 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from linewatch.core.commandline import exit_with
 from linewatch.services.simulator.commands import add_arguments, simulate
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
+    """With no `argv` (`linewatch service simulator`), the defaults; the launcher passes options."""
     parser = argparse.ArgumentParser(prog="linewatch simulate", description=__doc__)
     add_arguments(parser)
-    sys.exit(simulate(parser.parse_args()))
+    return simulate(parser.parse_args(argv or []))
 
 
 if __name__ == "__main__":
-    main()
+    exit_with(lambda: main(sys.argv[1:]), "linewatch simulate")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from linewatch.core import logs
+from linewatch.core.commandline import exit_with
 from linewatch.core.health import watch_faust
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.plant import load_plant
@@ -22,4 +23,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_with(main, f"linewatch service {SERVICE}")

@@ -8,6 +8,7 @@ import contextlib
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from linewatch.core import logs
+from linewatch.core.commandline import exit_with
 from linewatch.core.health import beat, start_watch
 from linewatch.core.heap import freeze_startup_heap
 from linewatch.core.kafka import aiokafka_security, ensure_topics
@@ -100,4 +101,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    exit_with(main, f"linewatch service {SERVICE}")
