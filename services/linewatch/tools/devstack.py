@@ -173,6 +173,10 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
+class InfluxdExited(RuntimeError):
+    """influxd ended while it was being started; the message ends with its log's last lines."""
+
+
 def influxd_root(parent: Path | None = None) -> Path:
     """A fresh directory for one influxd's data, WAL and log, in `parent` (default: the system's temp dir)."""
     return Path(tempfile.mkdtemp(prefix="linewatch-influxd-", dir=parent))
@@ -196,20 +200,33 @@ class Influxd:
         binary = shutil.which("influxd") or "/usr/bin/influxd"
         if not os.path.exists(binary):
             raise FileNotFoundError("influxd not found: install Debian's package with `apt-get install -y influxdb`")
-        config = self.root / "influxd.conf"
-        config.write_text(_INFLUXD_CONFIG.format(root=self.root, http_port=self.http_port, rpc_port=self.rpc_port))
-        log_file = (self.root / "influxd.log").open("ab")
-        self.process = subprocess.Popen(
-            [binary, "-config", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
-        )
-        log_file.close()
-        wait_until(f"influxd on {self.url}", self._pings, timeout_s)
-        log.info("influxd started", extra={"url": self.url, "pid": self.process.pid})
+        # A first start may find a port taken between `free_port` and influxd's bind (another server of the run
+        # starting): new ports, up to three times. A restart keeps its ports: the services know them.
+        attempts = 3 if self.process is None else 1
+        for attempt in range(1, attempts + 1):
+            config = self.root / "influxd.conf"
+            config.write_text(_INFLUXD_CONFIG.format(root=self.root, http_port=self.http_port, rpc_port=self.rpc_port))
+            log_file = (self.root / "influxd.log").open("ab")
+            process = self.process = subprocess.Popen(
+                [binary, "-config", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
+            )
+            log_file.close()
+            try:
+                wait_until(f"influxd on {self.url}", self._pings, timeout_s)
+                break
+            except InfluxdExited as exc:
+                if attempt == attempts or "address already in use" not in str(exc):
+                    raise
+                log.warning("influxd found a port taken, starting on others", extra={"error": str(exc)})
+                self.http_port, self.rpc_port = free_port(), free_port()
+        log.info("influxd started", extra={"url": self.url, "pid": process.pid})
         return self
 
     def _pings(self) -> bool:
         if self.process is not None and self.process.poll() is not None:
-            raise RuntimeError(f"influxd exited with {self.process.returncode}, see {self.root}/influxd.log")
+            # Its directory goes when the stack stops: the log's last lines are the report.
+            lines = (self.root / "influxd.log").read_text(errors="replace").strip().splitlines()[-3:]
+            raise InfluxdExited(f"influxd exited with {self.process.returncode}: " + " | ".join(lines))
         try:
             with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:  # noqa: S310
                 return int(response.status) == 204
