@@ -92,3 +92,17 @@ def test_slow_frames_name_the_hop_that_held_them_and_come_in_bursts() -> None:
     # In the order the writes came back, not by due: the same lines.
     assert slow_frames(fast[::-1] + held, ["validator", "scorer", "writer"]) == lines
     assert slow_frames(fast, ["validator", "scorer", "writer"]) == ["slow        no frame over 250 ms"]
+
+
+def test_each_step_fault_goes_on_a_few_units_of_its_class_spread_over_them() -> None:
+    from linewatch.core.plant import read_plant
+    from linewatch.core.settings import DEFAULT_PLANT_FILE
+    from linewatch.tools.latencybench import FAULTED_UNITS, bench_plant, faulted_units
+
+    plant = bench_plant(read_plant(DEFAULT_PLANT_FILE), 10.0, 12)
+    faulted = faulted_units(plant)
+    assert faulted and set(faulted) == {name for name, fault in plant.faults.items() if fault.shape == "step"}
+    for name, units in faulted.items():
+        of_class = [e.id for e in plant.equipment if e.equipment_class == plant.faults[name].equipment_class]
+        assert 1 < len(units) <= FAULTED_UNITS and set(units) <= set(of_class)
+        assert of_class.index(units[-1]) > len(of_class) // 2  # spread over the class, not its first few

@@ -44,7 +44,7 @@ import shutil
 import tempfile
 import threading
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -261,6 +261,17 @@ def measure_capacity(
     return (last - first) / (last_at - first_at)
 
 
+def faulted_units(plant: PlantModel) -> dict[str, list[str]]:
+    """The units each step fault of the catalogue goes on in the live minute: up to FAULTED_UNITS of its class,
+    spread over the class's units."""
+    faulted = {}
+    for name, fault in plant.faults.items():
+        units = [e.id for e in plant.equipment if e.equipment_class == fault.equipment_class]
+        if fault.shape == "step" and units:
+            faulted[name] = units[:: -(-len(units) // FAULTED_UNITS)]
+    return faulted
+
+
 def live_frames(
     plant: PlantModel, seconds: float, frame_samples: int, seed: int, aligned: bool = False
 ) -> list[tuple[float, str, bytes]]:
@@ -270,11 +281,7 @@ def live_frames(
     provisional = time.time() + 86_400  # shifted to the real start once made (making them takes a while)
     rng = np.random.default_rng(seed)
     injections = []
-    for name, fault in plant.faults.items():
-        units = [e.id for e in plant.equipment if e.equipment_class == fault.equipment_class]
-        if fault.shape != "step" or not units:
-            continue
-        faulted = units[:: -(-len(units) // FAULTED_UNITS)]
+    for name, faulted in faulted_units(plant).items():
         for k, unit in enumerate(faulted):
             start_s = provisional + seconds / 3 * (1 + k / len(faulted))
             injections.append(plan_injection(plant, name, unit, start_s, rng))
@@ -681,12 +688,15 @@ def bench_latency(
     # sets as it sends (Kafka acknowledges it one produce round trip later). `alarm read` is when a reader polling
     # as the services do saw it.
     alarm, alarm_read = [], []
+    faulted = {unit for of_fault in faulted_units(with_units(plant, set(units))).values() for unit in of_fault}
+    alarmed: Counter[str] = Counter()  # timed events a unit: the faults' alarms apart from any others
     for received, value, stamped in live.arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
             dues = sent_at[event.equipment_id]
             carried = bisect.bisect_left(dues, event.ts.timestamp() - 1e-6)  # the frame that carried its sample
             if carried < len(dues):
+                alarmed[event.equipment_id] += 1
                 alarm.append(stamped - dues[carried])
                 alarm_read.append(received - dues[carried])
     traced = hop_times(live.timed_frames(counted_from), hops)
@@ -727,7 +737,11 @@ def bench_latency(
     if unscored:
         classes = sorted({equipment.equipment_class for equipment in plant.equipment if equipment.id in unscored})
         out(f"unscored    {len(unscored)} units never scored in the run, of {', '.join(classes)}")
-    out(f"alarms      {len(alarm)} alarm events timed (transitions the rules made)")
+    out(
+        f"alarms      {len(alarm)} alarm events timed (transitions the rules made) on {len(alarmed)} units: "
+        f"{sum(alarmed[unit] for unit in faulted)} on {len(faulted & alarmed.keys())} of the {len(faulted)} faulted "
+        f"units"
+    )
     out(f"run directory (logs): {run_dir}")
     out(
         f"load_samples_per_s={load:.0f} score_p50_ms={percentile_ms(score, 50):.0f} "
