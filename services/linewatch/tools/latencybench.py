@@ -675,7 +675,8 @@ def bench_latency(
             f"load        {load:,.0f} samples/s: {len(units)} units at {rate_hz:g} Hz, {frame_samples} samples a "
             f"frame ({frame_samples / rate_hz * 1000:.0f} ms), for {seconds:g} s"
         )
-        frames = live_frames(with_units(plant, set(units)), seconds, frame_samples, seed=3, aligned=aligned)
+        live_plant = with_units(plant, set(units))
+        frames = live_frames(live_plant, seconds, frame_samples, seed=3, aligned=aligned)
         live = run_live(kafka, relay, frames, {"alarms": kafka.topics.alarms}, wait_s=30.0, pids=pids)
         hops = {
             "validator": send_times(kafka, kafka.topics.valid, telemetry_decoder),
@@ -688,7 +689,7 @@ def bench_latency(
     # sets as it sends (Kafka acknowledges it one produce round trip later). `alarm read` is when a reader polling
     # as the services do saw it.
     alarm, alarm_read = [], []
-    faulted = {unit for of_fault in faulted_units(with_units(plant, set(units))).values() for unit in of_fault}
+    faulted = {unit for of_fault in faulted_units(live_plant).values() for unit in of_fault}
     alarmed: Counter[str] = Counter()  # timed events a unit: the faults' alarms apart from any others
     for received, value, stamped in live.arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
