@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import json
+import logging
 import math
 import shutil
 from pathlib import Path
@@ -15,7 +16,7 @@ import pytest
 import skops.io
 
 from linewatch.core.commandline import UsageError
-from linewatch.core.contract import AnomalyScores
+from linewatch.core.contract import AnomalyScores, TelemetryFrame
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import evaluate, registry, training
 from linewatch.services.scorer.agents import scores_for
@@ -231,7 +232,36 @@ def test_run_contexts_get_their_own_model_where_there_is_data(models: dict[str, 
     assert context.key == "dry_room@EXP-2"
     assert pick(chosen, "dry_room", "EXP-2") is context and pick(chosen, "dry_room", "EXP-9") is model
     assert pick(chosen, "dry_room", None) is model and pick(chosen, "stacker", None) is None
+    ran = dataclasses.replace(model, recipes_not_learned=["EXP-9"])
+    assert pick({ran.key: ran}, "dry_room", "EXP-1") is ran, "pooled, and it ran that recipe"
+    assert pick({ran.key: ran}, "dry_room", "run-17") is ran, "a context that is no recipe of the plant's"
+    assert pick({ran.key: ran}, "dry_room", "EXP-9") is None, "a recipe of the plant's that its training never ran"
     assert Targets().false_alarm_rate == 0.005
+
+
+def test_a_recipe_the_model_never_learned_is_not_scored_and_is_reported_once(
+    plant: PlantModel, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    def labelled(frames: list[TelemetryFrame], recipe: str) -> list[TelemetryFrame]:
+        return [msgspec.structs.replace(frame, recipe=recipe) for frame in frames]
+
+    dry_room = plant.classes["dry_room"].model_copy(update={"recipes": {"EXP-1": {}, "EXP-9": {}}})
+    plant = plant.model_copy(update={"classes": plant.classes | {"dry_room": dry_room}})
+    trained_on = [f for f in simulated(plant, START, 1.0, seed=1) if f.equipment_class == "dry_room"]
+    fitted, _ = training.fit(plant, training.collect(plant, labelled(trained_on, "EXP-1")))
+    registry.point(tmp_path, "ACTIVE", registry.save(tmp_path, KEY, fitted, {"source": "test"}))
+    model_set = ModelSet(tmp_path, KEY)
+    model_set.refresh()
+    assert model_set.active.models["dry_room"].recipes_not_learned == ["EXP-9"]  # saved, signed and loaded
+    later = [f for f in simulated(plant, START + 86400, 0.1, seed=3) if f.equipment_id == "S1-DRY-01"]
+    with caplog.at_level(logging.WARNING, logger="linewatch.services.scorer.rollout"):
+        unlearned = scores_for(PlantScorer(plant), model_set, labelled(later, "EXP-9"))
+    assert not any(unlearned)
+    assert [r.getMessage() for r in caplog.records].count(
+        "recipe not learned, its frames are not scored: train on normal running data of it"
+    ) == 1
+    assert any(scores_for(PlantScorer(plant), model_set, labelled(later, "EXP-1")))
+    assert any(scores_for(PlantScorer(plant), model_set, labelled(later, "run-17"))), "no recipe: more of the same"
 
 
 # -- evaluation ------------------------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.core.streams import dead_letter_event, publish_stats, send_acknowledged, store_batch, take_batches
 from linewatch.services.scorer.engine import PlantScorer, Prepared, UnitState, unit_decoder, unit_encoder
-from linewatch.services.scorer.models import ClassModel, pick
+from linewatch.services.scorer.models import ClassModel
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.services.scorer.settings import ScorerSettings
 
@@ -72,7 +72,7 @@ def scores_for(engine: PlantScorer, models: ModelSet, frames: list[TelemetryFram
         if prepared is None:
             continue
         for role, loaded in roles:
-            model = pick(loaded.models, frame.equipment_class, frame.recipe)
+            model = loaded.model_for(frame.equipment_class, frame.recipe)
             if model is None or loaded.version is None:
                 continue
             engine.advance(frame.equipment_id, prepared, [model])

@@ -107,6 +107,8 @@ class ClassModel:
     debounce: int = 3
     settle: int = 0  # samples after a stream begins (start-up, recipe change, gap) before they are scored
     calibration: dict[str, Any] = field(default_factory=dict)
+    # Recipes the plant file gives its class (each with its own setpoints) that its training data never ran.
+    recipes_not_learned: list[str] = field(default_factory=list)
 
     @cached_property
     def flat_forest(self) -> FlatForest:
@@ -187,8 +189,17 @@ class ClassModel:
 
 
 def pick(models: dict[str, ClassModel], equipment_class: str, context: str | None) -> ClassModel | None:
-    """The model of the frame's run context (its recipe) where there is one, else the class's pooled model."""
-    return (models.get(f"{equipment_class}@{context}") if context else None) or models.get(equipment_class)
+    """The model of the frame's run context (its recipe) where there is one, else the class's pooled model, unless
+    the context is one of the plant's recipes that model never ran: that is not scored, rather than alarmed on at
+    every changeover to it (a mill's other recipe runs 100 rpm faster: hundreds of times the threshold). Other
+    contexts (a CSV run's file, an experiment) are more of the same process: the pooled model scores them."""
+    specific = models.get(f"{equipment_class}@{context}") if context else None
+    if specific is not None:
+        return specific
+    pooled = models.get(equipment_class)
+    if pooled is None or context in pooled.recipes_not_learned:
+        return None
+    return pooled
 
 
 @dataclass(frozen=True)

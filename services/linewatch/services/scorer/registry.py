@@ -98,6 +98,7 @@ def save(
         classes[name] = {
             "equipment_class": model.equipment_class,
             "context": model.context,
+            "recipes_not_learned": model.recipes_not_learned,
             "sensors": model.sensors,
             "tracks": model.layout.tracks,
             "lags": model.layout.lags,
@@ -174,6 +175,7 @@ def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
         debounce=int(entry["debounce"]),
         settle=int(entry["settle_samples"]),
         calibration=entry["calibration"],
+        recipes_not_learned=list(entry.get("recipes_not_learned", [])),  # older versions: every recipe is scored
         **params,
     )
 

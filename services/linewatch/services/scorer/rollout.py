@@ -10,7 +10,7 @@ from pathlib import Path
 
 from linewatch.core.heap import freeze_long_lived
 from linewatch.services.scorer import registry
-from linewatch.services.scorer.models import ClassModel
+from linewatch.services.scorer.models import ClassModel, pick
 from linewatch.services.scorer.registry import Role
 
 log = logging.getLogger(__name__)
@@ -21,6 +21,23 @@ class Loaded:
     version: str | None = None
     models: dict[str, ClassModel] = field(default_factory=dict)
     refused: str | None = None  # the last version refused, so its error is logged once
+    unlearned: set[tuple[str, str]] = field(default_factory=set)  # (class, recipe) reported as not learned
+
+    def model_for(self, equipment_class: str, recipe: str | None) -> ClassModel | None:
+        """`pick`, and a warning, once a class and recipe, when the class's model never ran the recipe."""
+        model = pick(self.models, equipment_class, recipe)
+        if (
+            model is None
+            and recipe
+            and equipment_class in self.models
+            and (equipment_class, recipe) not in self.unlearned
+        ):
+            self.unlearned.add((equipment_class, recipe))
+            log.warning(
+                "recipe not learned, its frames are not scored: train on normal running data of it",
+                extra={"version": self.version, "equipment_class": equipment_class, "recipe": recipe},
+            )
+        return model
 
 
 class ModelSet:

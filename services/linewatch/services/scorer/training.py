@@ -154,6 +154,7 @@ def fit(
                     )
                 continue
             model = calibrate(name, context, layout, period, runs, targets=targets, seed=seed)
+            model.recipes_not_learned = sorted(set(plant.classes[name].recipes) - {piece.context for piece in group})
             models[model.key] = model
             log.info("model trained", extra={"model": model.key, **model.calibration})
     return models, refused
