@@ -9,13 +9,18 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
 from linewatch.core import sparkplug
 from linewatch.core.contract import deadletter_decoder, telemetry_decoder
 from linewatch.core.plant import PlantModel
 from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.buffer import Buffer
 from linewatch.services.gateway.frames import Assembler, bindings
-from linewatch.services.gateway.mqtt import JsonTopics
+from linewatch.services.gateway.mqtt import JsonTopics, MqttSource
+from linewatch.services.gateway.settings import MqttSettings
 from linewatch.services.gateway.sparkplug import SparkplugHost
 
 T0 = datetime(2026, 12, 1, 6, 0, tzinfo=UTC)
@@ -175,3 +180,37 @@ def test_json_topics_map_fields_to_sensors_and_refuse_what_is_not_a_number() -> 
     assert out["P2"][0].values == {"force": 1.5} and out["P2"][0].ts == datetime.fromtimestamp(1796104800, UTC)
     reasons = sorted(deadletter_decoder.decode(letter).reason for _, letter in assembler.take_letters())
     assert reasons == ["invalid_json", "not_a_number"]
+
+
+def test_subscriptions_the_broker_refuses_or_grants_at_qos_0_are_said_in_the_log(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    plant = small_plant()
+    stats = StatsCounter("gateway")
+    source = MqttSource(
+        MqttSettings(host="broker"),
+        None,
+        JsonTopics(bindings(plant, "mqtt"), Assembler(plant, 100), stats, "ts"),
+        stats,
+    )
+    topics = source.subscriptions()
+    assert topics == ["plant/P1", "plant/P2"]
+
+    def suback(mid: int, *codes: int) -> dict[str, Any]:
+        """What the gateway logs for a SUBACK with these reason codes to the SUBSCRIBE of every topic."""
+        caplog.clear()
+        source._subscribing[mid] = topics
+        source._on_subscribe(
+            source.client, None, mid, [ReasonCode(PacketTypes.SUBACK, identifier=c) for c in codes], None
+        )
+        return {r.getMessage().split(":")[0]: r for r in caplog.records}
+
+    with caplog.at_level("INFO", logger="linewatch.services.gateway.mqtt"):
+        logged = suback(1, 1, 1)
+        assert list(logged) == ["MQTT subscribed"] and logged["MQTT subscribed"].topics == topics
+        logged = suback(2, 0x87, 0)  # an ACL that denies P1 (EMQX, HiveMQ, AWS IoT say so; mosquitto 2.0 does not)
+        refused = logged["MQTT broker refused subscriptions"]
+        assert refused.levelname == "ERROR" and refused.refused == {"plant/P1": "Not authorized"}
+        qos0 = logged["MQTT broker granted QoS 0 only"]
+        assert qos0.levelname == "WARNING" and qos0.topics == ["plant/P2"]
+        assert logged["MQTT subscribed"].topics == ["plant/P2"]

@@ -156,7 +156,7 @@ def bench_gateway(messages: int, metrics: int) -> int:
         ceiling = _mqtt_ceiling(mosquitto.port, batch) * metrics
         # The gateway's persistent session: subscribed once, away while the broker queues the backlog, then back.
         gateway.start()
-        wait_until("gateway subscribed", lambda: "MQTT connected" in log.read_text(), 60)
+        wait_until("gateway subscribed", lambda: "MQTT subscribed" in log.read_text(), 60)
         gateway.stop()
         _births(mosquitto.port, metrics)
         _publish(mosquitto.port, batch)

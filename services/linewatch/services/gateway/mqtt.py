@@ -120,7 +120,9 @@ class MqttSource:
         self.client.on_connect = self._on_connect
         self.client.on_disconnect = self._on_disconnect
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connected_at: float | None = None
+        self._subscribing: dict[int, list[str]] = {}  # SUBSCRIBE message id -> its topics, until the SUBACK
 
     def subscriptions(self) -> list[str]:
         topics = (
@@ -172,16 +174,37 @@ class MqttSource:
         if reason.is_failure:
             log.error("MQTT broker refused the connection", extra={"reason": str(reason)})
             return
-        client.subscribe([(topic, 1) for topic in self.subscriptions()])
+        topics = self.subscriptions()
+        _, mid = client.subscribe([(topic, 1) for topic in topics])
+        if mid is not None:  # None: the connection is already gone, the next one subscribes again
+            self._subscribing[mid] = topics
         self.connected_at = time.monotonic()
         log.info(
-            "MQTT connected",
-            extra={"broker": f"{self.settings.host}:{self.settings.port}", "subscriptions": self.subscriptions()},
+            "MQTT connected", extra={"broker": f"{self.settings.host}:{self.settings.port}", "subscriptions": topics}
         )
+
+    def _on_subscribe(self, client: paho.Client, userdata: Any, mid: int, reasons: list[Any], properties: Any) -> None:
+        """The broker's answer: messages on a topic arrive only from here on, and only where it granted QoS 1."""
+        topics = self._subscribing.pop(mid, [])
+        refused = {topic: str(reason) for topic, reason in zip(topics, reasons, strict=False) if reason.is_failure}
+        qos0 = [topic for topic, reason in zip(topics, reasons, strict=False) if reason.value == 0]
+        if refused:
+            log.error(
+                "MQTT broker refused subscriptions: nothing arrives from these topics; allow them in the broker's "
+                "ACL for this client",
+                extra={"refused": refused, "client_id": self.settings.client_id},
+            )
+        if qos0:  # the broker neither keeps nor resends QoS 0 messages: a gateway restart loses what came meanwhile
+            log.warning(
+                "MQTT broker granted QoS 0 only: messages sent while the gateway is away are lost",
+                extra={"topics": qos0},
+            )
+        log.info("MQTT subscribed", extra={"topics": [t for t in topics if t not in refused]})
 
     def _on_disconnect(self, client: paho.Client, userdata: Any, flags: Any, reason: Any, properties: Any) -> None:
         self.connected_at = None
         self._unacked.clear()  # the broker sends them again on the next connection
+        self._subscribing.clear()
         self.stats.counters["mqtt_disconnects"] += 1
         log.warning("MQTT disconnected; reconnecting", extra={"reason": str(reason)})
 
