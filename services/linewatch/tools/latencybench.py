@@ -74,7 +74,7 @@ from linewatch.tools.plantfile import write
 
 WARM_UP_S = 10.0
 WINDOW_S = 10.0
-TRAIN_SAMPLES = 3600  # per unit
+TRAIN_SAMPLES = 3600  # per unit and lot
 # Alarm events are timed by their record's timestamp, so their reader polls as a service does (at 10 ms its fetches
 # were a tenth of the broker's requests).
 ALARM_READER_FETCH_WAIT_MS = 25
@@ -607,13 +607,15 @@ def pipeline(
         }
         kafka = KafkaSettings(bootstrap_servers=stack.broker.bootstrap, partitions=partitions)
         ensure_topics(kafka, kafka.topics.all())
-        # One model per class, trained on the reference units only (the copies are more of the same).
+        # One model per class, trained on the reference units only (the copies are more of the same), on two lots:
+        # the mills' two recipes.
         train_into(
             bench_plant(reference, rate_hz, 1),
             Path(env["LINEWATCH_REGISTRY"]),
             env["LINEWATCH_MODEL_SIGNING_KEY"].encode(),
             TRAIN_SAMPLES / rate_hz / 3600,
             1,
+            lots=2,
         )
         services: list[ServiceProcess] = []
         try:
@@ -691,6 +693,7 @@ def bench_latency(
     alarm, alarm_read = [], []
     faulted = {unit for of_fault in faulted_units(live_plant).values() for unit in of_fault}
     alarmed: Counter[str] = Counter()  # timed events a unit: the faults' alarms apart from any others
+    elsewhere: Counter[str] = Counter()  # the others, by class, condition and sensor: what to look into
     for received, value, stamped in live.arrivals["alarms"]:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
@@ -698,6 +701,8 @@ def bench_latency(
             carried = bisect.bisect_left(dues, event.ts.timestamp() - 1e-6)  # the frame that carried its sample
             if carried < len(dues):
                 alarmed[event.equipment_id] += 1
+                if event.equipment_id not in faulted:
+                    elsewhere[" ".join(filter(None, (event.equipment_class, event.condition, event.sensor)))] += 1
                 alarm.append(stamped - dues[carried])
                 alarm_read.append(received - dues[carried])
     traced = hop_times(live.timed_frames(counted_from), hops)
@@ -743,6 +748,8 @@ def bench_latency(
         f"{sum(alarmed[unit] for unit in faulted)} on {len(faulted & alarmed.keys())} of the {len(faulted)} faulted "
         f"units"
     )
+    if elsewhere:
+        out("alarms      on units with no fault: " + ", ".join(f"{n} {what}" for what, n in elsewhere.most_common()))
     out(f"run directory (logs): {run_dir}")
     out(
         f"load_samples_per_s={load:.0f} score_p50_ms={percentile_ms(score, 50):.0f} "
