@@ -11,9 +11,8 @@ one run:
 2. live capacity (sustainable throughput, as stream-processing benchmarks define it): the highest live load the
    pipeline keeps up with, its latency flat rather than growing, searched in steps of 20 s below the backlog rate
    (a live stream does not reach it: frames come one by one, so what a service pays a batch it pays a frame);
-3. latency: on a fresh stack, whose backlog rate is measured again, the chosen share of the live capacity
-   (scaled by that backlog rate against the search's, as a shared machine's speed moves within minutes;
-   `--capacity backlog`: of the backlog rate) is published live, each frame sent once its last sample is due;
+3. latency: the chosen share of the live capacity (`--capacity backlog`: of the backlog rate) is published live,
+   each frame sent once its last sample is due;
    scores are timed when InfluxDB acknowledges the write that carries them (the writer writes through a relay
    in this process that notes the time of each 2xx: exact, where polling InfluxDB every 20 ms cost influxd half
    a core and the figures up to 20 ms), alarm events by their record's timestamp, which the alerter's producer
@@ -665,19 +664,10 @@ def bench_latency(
         # 84-86 % against 61 % at one load; `linewatch bench broker`), and leave the rules' alarms active.
         with pipeline(run_dir / "search", *shape) as (kafka, relay, backlog, services, _):
             capacity = sustainable_rate(kafka, relay, plant, rate_hz, frame_samples, backlog, aligned, services)
-            searched_at = backlog
         out(f"capacity    live: {capacity:,.0f} samples/s kept up with ({capacity / backlog:.0%} of the backlog rate)")
     with pipeline(run_dir / "latency", *shape) as (kafka, relay, backlog, services, pids):
         if not search:
             capacity = backlog
-        else:
-            # The machine's speed moves within minutes on shared cores: the live capacity, found minutes ago, is
-            # scaled by the backlog rate measured just now against the one beside the search.
-            capacity *= backlog / searched_at
-            out(
-                f"capacity    live now: {capacity:,.0f} samples/s (the backlog rate now against at the search: "
-                f"{backlog / searched_at:.2f})"
-            )
         wanted = capacity * load_share if load_samples_per_s is None else load_samples_per_s
         units = spread_units(plant, max(1, round(wanted / rate_hz)))
         load = len(units) * rate_hz
