@@ -3,7 +3,6 @@ report, and for each injected fault whether it raised an alarm and how many alar
 
 from __future__ import annotations
 
-import itertools
 import json
 import math
 import secrets
@@ -48,18 +47,11 @@ def train(env: dict[str, str], hours: float, seed: int = 1) -> str:
 
 def train_into(plant: PlantModel, registry: Path, key: bytes, hours: float, seed: int, lots: int = 1) -> str:
     """Train, sign and activate a model version on simulated normal operation, in this process: `hours` of each
-    of `lots` consecutive lots (the simulator's recipes change from lot to lot; a recipe left out of training is
-    not scored)."""
+    of `lots` consecutive lots (`simulated_training`)."""
     from linewatch.services.scorer.commands import simulated_training
     from linewatch.services.scorer.training import train_version
-    from linewatch.simulation.plant_sim import simulated
 
-    frames, source = simulated_training(plant, hours, seed)
-    if lots > 1:
-        first = datetime.fromisoformat(source["start"]).timestamp()
-        later = (simulated(plant, first + n * plant.lot_duration_s, hours, seed) for n in range(1, lots))
-        frames = itertools.chain(frames, *later)
-        source["lots"] = lots
+    frames, source = simulated_training(plant, hours, seed, lots)
     version, _, _ = train_version(plant, frames, source, registry, key, ["ACTIVE"], seed=seed)
     return version
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import itertools
 import math
 import time
 from collections.abc import Iterable, Iterator
@@ -78,18 +79,25 @@ def training_frames(
     return simulated_training(plant, args.hours, args.seed)
 
 
-def simulated_training(plant: PlantModel, hours: float, seed: int) -> tuple[Iterator[TelemetryFrame], dict[str, Any]]:
-    """The simulator's normal operation, in the past: the default training data."""
+def simulated_training(
+    plant: PlantModel, hours: float, seed: int, lots: int = 1
+) -> tuple[Iterator[TelemetryFrame], dict[str, Any]]:
+    """The simulator's normal operation, in the past: the default training data. `hours` before a lot change,
+    and as long at the same point of each of the `lots - 1` lots after it (the simulator's recipes change from
+    lot to lot; a recipe left out of training is not scored)."""
     from linewatch.simulation.plant_sim import simulated
 
     first = _sim_start(hours)
-    source = {
+    source: dict[str, Any] = {
         "source": "simulator (normal operation)",
         "seed": seed,
         "hours": hours,
         "start": datetime.fromtimestamp(first, UTC).isoformat(),
     }
-    return simulated(plant, first, hours, seed), source
+    if lots > 1:
+        source["lots"] = lots
+    windows = (simulated(plant, first + n * plant.lot_duration_s, hours, seed) for n in range(lots))
+    return itertools.chain.from_iterable(windows), source
 
 
 def describe(model: ClassModel) -> str:
