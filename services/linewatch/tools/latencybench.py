@@ -33,6 +33,7 @@ unit's frame at the same instant instead (one burst a period: the last frame of 
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import contextlib
 import http.client
@@ -53,13 +54,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from msgspec import structs
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, scores_decoder, telemetry_decoder
 from linewatch.core.heap import collector_paused
-from linewatch.core.kafka import RecordProducer, TopicReader, ensure_topics
+from linewatch.core.kafka import TopicReader, aiokafka_security, ensure_topics, partitions_of
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
@@ -302,32 +304,61 @@ def live_frames(
     return frames
 
 
-def publish_paced(
-    kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], stop: threading.Event, late: list[float]
+async def _live_io(
+    kafka: KafkaSettings,
+    frames: list[tuple[float, str, bytes]],
+    observe: dict[str, str],
+    stop: threading.Event,
+    late: list[float],
+    arrivals: dict[str, list[tuple[float, bytes, float]]],
 ) -> None:
-    """Each frame sent once its last sample is due; how late each send was goes to `late`."""
-    producer = RecordProducer(kafka.bootstrap_servers)
-    try:
+    """Each frame sent once its last sample is due (how late each send was goes to `late`), while the `observe`
+    topics are read from their start into `arrivals`: (when read, value, the record's timestamp), in seconds.
+    aiokafka, one event loop, no linger: kafka-python cost twice the CPU a send (a load generator on the cores it
+    measures) and its 5 ms linger delayed every frame."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=0, **aiokafka_security(kafka)
+    )
+    readers = {
+        name: AIOKafkaConsumer(
+            bootstrap_servers=kafka.bootstrap_servers,
+            enable_auto_commit=False,
+            fetch_max_wait_ms=ALARM_READER_FETCH_WAIT_MS,
+            **aiokafka_security(kafka),
+        )
+        for name in observe
+    }
+    await producer.start()
+    for name, reader in readers.items():
+        await reader.start()
+        await reader.topics()  # the broker's metadata, so that every partition of the topic is read
+        partitions = [TopicPartition(observe[name], p) for p in partitions_of(reader, observe[name], kafka)]
+        reader.assign(partitions)
+        await reader.seek_to_beginning(*partitions)
+
+    async def publish() -> None:
+        sent = []
         for due, unit, payload in frames:
             wait = due - time.time()
-            if wait > 0 and stop.wait(wait):
+            if wait > 0:
+                await asyncio.sleep(wait)
+            if stop.is_set():
                 return
-            producer.send(kafka.topics.raw, -1, unit.encode(), payload, timestamp_ms=int(due * 1000))
+            sent.append(await producer.send(kafka.topics.raw, payload, key=unit.encode(), timestamp_ms=int(due * 1000)))
             late.append(time.time() - due)
-    finally:
-        producer.close()
+        await asyncio.gather(*sent)  # a frame the broker refused fails the run, as it would fail its figures
 
-
-def read_arrivals(
-    kafka: KafkaSettings, topic: str, stop: threading.Event, into: list[tuple[float, bytes, float]]
-) -> None:
-    """(when read, value, the record's timestamp) of every record of `topic`, in seconds."""
-    reader = TopicReader(kafka, topic, fetch_max_wait_ms=ALARM_READER_FETCH_WAIT_MS)
-    try:
+    async def read(reader: AIOKafkaConsumer, into: list[tuple[float, bytes, float]]) -> None:
         while not stop.is_set():
-            reader.read_records(lambda record: into.append((time.time(), record.value, record.timestamp / 1e3)), 0.1)
+            for records in (await reader.getmany(timeout_ms=100)).values():
+                into.extend((time.time(), record.value or b"", record.timestamp / 1e3) for record in records)
+
+    try:
+        await asyncio.gather(publish(), *(read(reader, arrivals[name]) for name, reader in readers.items()))
     finally:
-        reader.close()
+        for reader in readers.values():
+            await reader.stop()
+        await producer.stop()
 
 
 def send_times(kafka: KafkaSettings, topic: str, decoder: Any) -> dict[str, list[tuple[float, float]]]:
@@ -460,16 +491,20 @@ def run_live(
     stop = threading.Event()
     arrivals: dict[str, list[tuple[float, bytes, float]]] = {name: [] for name in observe}
     late: list[float] = []
-    threads = [threading.Thread(target=publish_paced, args=(kafka, frames, stop, late), daemon=True)] + [
-        threading.Thread(target=read_arrivals, args=(kafka, observe[name], stop, into), daemon=True)
-        for name, into in arrivals.items()
-    ]
+    failed: list[BaseException] = []
+
+    def live_io() -> None:
+        try:
+            asyncio.run(_live_io(kafka, frames, observe, stop, late, arrivals))
+        except BaseException as exc:  # raised below, in the benchmark's thread: figures without their load are none
+            failed.append(exc)
+
+    io = threading.Thread(target=live_io, daemon=True)
     # The benchmark's own full collections (53-107 ms) held its load generator and the relay of InfluxDB's answers.
     with collector_paused():
         taken, writes_from = len(relay.acknowledged), len(relay.write_s)
         relay.armed = True
-        for thread in threads:
-            thread.start()
+        io.start()
         pending, latencies, scored = dues_by_unit(frames), [], set()
         scored_units: set[str] = set()
         last_write = time.time()
@@ -482,7 +517,7 @@ def run_live(
 
         sample_cpu()
         try:
-            while time.time() < frames[-1][0] + wait_s and any(pending.values()):
+            while time.time() < frames[-1][0] + wait_s and any(pending.values()) and not failed:
                 done = not any(pending[unit] for unit in scored_units)
                 if done and time.time() > max(frames[-1][0], last_write) + QUIET_S:
                     break
@@ -503,8 +538,9 @@ def run_live(
                 time.sleep(2.0)  # the last alarm events
         finally:
             stop.set()
-            for thread in threads:
-                thread.join(30)
+            io.join(30)
+    if failed:
+        raise failed[0]
     behind = sum(len(pending[unit]) for unit in scored_units)
     unstored = sum(map(len, pending.values()))
     return LiveRun(frames, latencies, scored, late, arrivals, unstored, behind, relay.write_s[writes_from:], cpu)
