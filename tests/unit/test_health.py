@@ -17,7 +17,7 @@ import pytest
 
 from linewatch.core.contract import deadletter_decoder
 from linewatch.core.health import EXIT_BROKER_STATE_LOST, PENDING_REPORT, BrokerWatch, HealthState, serve_health
-from linewatch.core.logs import RepeatLimit
+from linewatch.core.logs import RepeatLimit, configure
 from linewatch.core.settings import HealthSettings, KafkaSettings
 from linewatch.core.stats import StatsCounter
 from linewatch.tools.devstack import free_port
@@ -166,6 +166,18 @@ def test_libraries_share_a_budget_of_a_few_lines_a_second() -> None:
     assert len(let) == 5  # 18 lines of 6 kinds in one burst
     ours = records("linewatch.core.health", "broker unreachable", 1)[0]
     assert limit.filter(ours)  # ours never wait for the libraries' budget
+
+
+def test_kafka_pythons_warning_of_a_slow_loop_step_is_said_only_when_the_step_took_a_second() -> None:
+    configure("simulator")
+    selector = logging.getLogger("kafka.net.selector")
+    step = (
+        "Task <kafka.net.selector.Task object at 0x7f14> ran for {}s (>0.100s threshold). It is blocking the event loop"
+    )
+    short, long = (records("kafka.net.selector", step.format(s), 1)[0] for s in ("0.120", "2.500"))
+    other = records("kafka.net.selector", "Task <Task> left RUNNING after step; demoting to UNSCHEDULED", 1)[0]
+    assert not selector.filter(short)  # a thread that waited for its turn on shared cores
+    assert selector.filter(long) and selector.filter(other)
 
 
 def test_an_unreadable_report_is_kept_aside_and_does_not_stop_the_watch(tmp_path: Path) -> None:
