@@ -9,7 +9,16 @@ from collections.abc import Callable
 import pytest
 
 from linewatch.tools.bench import machine_seconds
-from linewatch.tools.latencybench import STEP_S, LiveRun, by_window, hop_times, keeps_up, passed_at, slow_frames
+from linewatch.tools.latencybench import (
+    STEP_S,
+    LiveRun,
+    by_window,
+    hop_times,
+    keeps_up,
+    passed_at,
+    slow_frames,
+    stolen_note,
+)
 
 START = 1_800_000_000.0
 
@@ -69,6 +78,14 @@ def test_the_machine_idle_and_stolen_time_come_from_the_first_line_of_proc_stat(
     # This machine's own: both grow, never shrink.
     first = machine_seconds()
     assert all(later >= earlier for later, earlier in zip(machine_seconds().values(), first.values(), strict=True))
+
+
+def test_a_minute_the_hypervisor_took_a_tenth_of_a_core_of_is_said_to_be_the_machines() -> None:
+    quiet = [{"scorer": 0.3, "idle": 0.4, "steal": 0.0}, {"scorer": 0.3, "idle": 0.3, "steal": 0.02}]
+    assert stolen_note(quiet) is None
+    assert stolen_note([{"scorer": 0.3}]) is None  # no CPU samples: nothing to say
+    taken = stolen_note([*quiet, {"scorer": 0.2, "idle": 0.2, "steal": 0.55}])
+    assert taken is not None and "0% to 55% of a core" in taken
 
 
 def test_each_frame_is_traced_to_the_first_record_of_its_unit_that_carries_its_last_sample() -> None:

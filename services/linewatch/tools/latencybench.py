@@ -91,6 +91,7 @@ STEP_S = 20.0
 STEP_DRAIN_S = 60.0
 KEEPS_UP_P50_S = 1.0
 KEEPS_UP_GROWTH_S = 0.2
+STOLEN_NOTE = 0.1  # of a core, in any 10 s of the minute
 QUIET_S = 2.0  # a live run ends once the writer stored nothing new this long after its last frame was due
 
 # influxd 1.6 syncs its WAL on every write; on this machine's shared disk some writes took 100-180 ms (none on tmpfs),
@@ -563,6 +564,19 @@ def by_window(run: LiveRun, begin_s: float, window_s: float) -> list[tuple[float
     return rows
 
 
+def stolen_note(shares: list[dict[str, float]]) -> str | None:
+    """A line for a minute in which the hypervisor took a tenth of a core or more (steal): every process then waits
+    for its turn at once, and the figures say more of the machine than of the pipeline (docs/benchmarks.md, "a
+    machine the hypervisor takes")."""
+    stolen = [share["steal"] for share in shares if "steal" in share]
+    if not stolen or max(stolen) < STOLEN_NOTE:
+        return None
+    return (
+        f"note        the hypervisor took {min(stolen):.0%} to {max(stolen):.0%} of a core in the minute (steal): "
+        "every process waited for its turn, so these figures are the machine's more than the pipeline's"
+    )
+
+
 def keeps_up(run: LiveRun, step_s: float) -> tuple[bool, float, float]:
     """Whether the pipeline kept up with a step of live load, how much the median latency grew from the step's
     second quarter to its last, and the last quarter's median. Under its capacity the latency stays flat (higher
@@ -766,12 +780,15 @@ def bench_latency(
     # at one load its CPU grows, and the latency with it. Each stretch shows how much.
     columns = [*pids, *MACHINE]
     out(f"by {WINDOW_S:g} s     frames  score p50    p99   share of a core: " + " ".join(f"{n:>9}" for n in columns))
-    for start, latencies, share in by_window(live, counted_from, WINDOW_S):
+    windows = by_window(live, counted_from, WINDOW_S)
+    for start, latencies, share in windows:
         out(
             f"  {start - live.frames[0][0]:>3.0f} s    {len(latencies):>6}  {percentile_ms(latencies, 50):6.0f} ms "
             f"{percentile_ms(latencies, 99):6.0f} ms                  "
             + " ".join(f"{share[name]:>9.0%}" if name in share else f"{'':>9}" for name in columns)
         )
+    if note := stolen_note([share for _, _, share in windows]):
+        out(note)
     out(f"scores      {len(score):,} frames timed (last sample scored, after warm-up), {live.unstored} never seen")
     # A unit is scored only once its model's settle samples after its start are past: a class whose settle time
     # outlasts the run is in the load but not in the figure.
