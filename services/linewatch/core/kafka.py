@@ -123,6 +123,16 @@ def partitions_of(consumer: Any, topic: str, settings: KafkaSettings) -> list[in
     return sorted(known) if known else list(range(settings.partitions))
 
 
+async def assign_from_start(consumer: Any, topic: str, settings: KafkaSettings) -> None:
+    """A started aiokafka consumer, outside any group, given every partition of `topic` from its beginning."""
+    from aiokafka import TopicPartition
+
+    await consumer.topics()  # the broker's metadata, so that every partition the topic has is read
+    partitions = [TopicPartition(topic, p) for p in partitions_of(consumer, topic, settings)]
+    consumer.assign(partitions)
+    await consumer.seek_to_beginning(*partitions)
+
+
 class TopicReader:
     """Reads a topic with assign() (group joins are slow on Tansu) from the beginning; `fetch_max_wait_ms` is
     also how late it may see a record (a benchmark timing arrivals wants a few ms)."""

@@ -54,14 +54,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from msgspec import structs
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, scores_decoder, telemetry_decoder
 from linewatch.core.heap import collector_paused
-from linewatch.core.kafka import TopicReader, aiokafka_security, ensure_topics, partitions_of
+from linewatch.core.kafka import TopicReader, aiokafka_security, assign_from_start, ensure_topics
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
@@ -332,10 +332,7 @@ async def _live_io(
     await producer.start()
     for name, reader in readers.items():
         await reader.start()
-        await reader.topics()  # the broker's metadata, so that every partition of the topic is read
-        partitions = [TopicPartition(observe[name], p) for p in partitions_of(reader, observe[name], kafka)]
-        reader.assign(partitions)
-        await reader.seek_to_beginning(*partitions)
+        await assign_from_start(reader, observe[name], kafka)
 
     async def publish() -> None:
         sent = []

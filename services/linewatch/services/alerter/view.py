@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from linewatch.core.contract import ACTIVE_STATES, AlarmEvent, alarm_event_decoder, raises_alarm
-from linewatch.core.kafka import aiokafka_security, partitions_of
+from linewatch.core.kafka import aiokafka_security, assign_from_start
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.state import TRAIL
 
@@ -71,7 +71,7 @@ class AlarmView:
 async def follow(view: AlarmView, kafka: KafkaSettings) -> None:
     """Read every partition of the alarms topic from its beginning into the view, for as long as the worker runs
     (no consumer group: every worker reads everything)."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka import AIOKafkaConsumer
 
     consumer = AIOKafkaConsumer(
         bootstrap_servers=kafka.bootstrap_servers,
@@ -81,11 +81,7 @@ async def follow(view: AlarmView, kafka: KafkaSettings) -> None:
     )
     await consumer.start()
     try:
-        partitions = [
-            TopicPartition(kafka.topics.alarms, p) for p in partitions_of(consumer, kafka.topics.alarms, kafka)
-        ]
-        consumer.assign(partitions)
-        await consumer.seek_to_beginning(*partitions)
+        await assign_from_start(consumer, kafka.topics.alarms, kafka)
         while True:
             for records in (await consumer.getmany(timeout_ms=500, max_records=5000)).values():
                 for record in records:
