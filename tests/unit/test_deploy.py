@@ -446,3 +446,140 @@ def test_k8s_manifests_are_valid_against_the_kubernetes_schemas() -> None:
     deployment = {**deployment, "spec": {**deployment["spec"], "replicas": "two"}}
     with pytest.raises(kubernetes_validate.ValidationError):
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
+
+
+def unresolved(documents: list[dict[str, Any]]) -> list[str]:
+    """What in a rendered build names an object the build does not make: a pod with such a reference never starts
+    (CreateContainerConfigError, a volume that never mounts), a probe on a port name it lacks always fails, a
+    Service whose selector matches no pod has no endpoints. None of it is a schema error. The Secrets Strimzi makes
+    (one a KafkaUser, the cluster CA's) count as made."""
+    made = {(d["kind"], d["metadata"]["name"]) for d in documents}
+    made |= {("Secret", d["metadata"]["name"]) for d in documents if d["kind"] == "KafkaUser"}
+    made |= {("Secret", f"{d['metadata']['name']}-cluster-ca-cert") for d in documents if d["kind"] == "Kafka"}
+    workloads = [d for d in documents if d["kind"] in ("Deployment", "StatefulSet")]
+    problems = [
+        f"{d['kind']} {d['metadata']['name']} is in namespace {d['metadata'].get('namespace')}"
+        for d in documents
+        if d["kind"] != "Namespace" and d["metadata"].get("namespace") != "linewatch"
+    ]
+    for workload in workloads:
+        name, pod = workload["metadata"]["name"], workload["spec"]["template"]["spec"]
+        labels = workload["spec"]["template"]["metadata"]["labels"]
+        if any(labels.get(k) != v for k, v in workload["spec"]["selector"]["matchLabels"].items()):
+            problems.append(f"{name}: its selector does not select its own pods")
+        named: list[tuple[str, str]] = []
+        for volume in pod.get("volumes", []):
+            if "configMap" in volume:
+                named.append(("ConfigMap", volume["configMap"]["name"]))
+            if "secret" in volume:
+                named.append(("Secret", volume["secret"]["secretName"]))
+            if "persistentVolumeClaim" in volume:
+                named.append(("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]))
+        volumes = {v["name"] for v in pod.get("volumes", [])}
+        volumes |= {t["metadata"]["name"] for t in workload["spec"].get("volumeClaimTemplates", [])}
+        for container in pod["containers"] + pod.get("initContainers", []):
+            for source in container.get("envFrom", []):
+                named += [(kind, source[ref]["name"]) for ref, kind in REFS if ref in source]
+            for variable in container.get("env", []):
+                named += [
+                    (kind, variable["valueFrom"][ref]["name"])
+                    for ref, kind in KEY_REFS
+                    if ref in variable.get("valueFrom", {})
+                ]
+            problems += [
+                f"{name}: mounts {m['name']}, not a volume"
+                for m in container.get("volumeMounts", [])
+                if m["name"] not in volumes
+            ]
+            ports = {p.get("name") for p in container.get("ports", [])}
+            for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+                port = container.get(probe, {}).get("httpGet", {}).get("port")
+                if isinstance(port, str) and port not in ports:
+                    problems.append(f"{name}: its {probe} is on port {port}, which it does not name")
+        problems += [
+            f"{name}: names {kind} {ref}, which nothing makes" for kind, ref in named if (kind, ref) not in made
+        ]
+    for service in (d for d in documents if d["kind"] == "Service"):
+        selected = [
+            w
+            for w in workloads
+            if all(
+                w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in service["spec"]["selector"].items()
+            )
+        ]
+        ports = {
+            p.get("name")
+            for w in selected
+            for c in w["spec"]["template"]["spec"]["containers"]
+            for p in c.get("ports", [])
+        }
+        if not selected:
+            problems.append(f"Service {service['metadata']['name']} selects no pod")
+            continue
+        problems += [
+            f"Service {service['metadata']['name']} sends to port {p['targetPort']}, which its pods do not name"
+            for p in service["spec"]["ports"]
+            if isinstance(p.get("targetPort"), str) and p["targetPort"] not in ports
+        ]
+    return problems
+
+
+REFS = (("secretRef", "Secret"), ("configMapRef", "ConfigMap"))
+KEY_REFS = (("secretKeyRef", "Secret"), ("configMapKeyRef", "ConfigMap"))
+
+
+@pytest.fixture(scope="module")
+def kustomize_build(tmp_path_factory: pytest.TempPathFactory) -> list[dict[str, Any]]:
+    """`kubectl kustomize deploy` (kustomize itself, as `kubectl apply -k deploy` runs it) on a copy of deploy/
+    whose secrets are the examples, as a first user's would be."""
+    import shutil
+    import subprocess
+
+    kubectl = shutil.which("kubectl")
+    if kubectl is None:
+        pytest.skip("kubectl is not installed: the kustomize build is not rendered")
+    copy = tmp_path_factory.mktemp("deploy") / "deploy"
+    shutil.copytree(DEPLOY, copy)
+    for example in copy.glob("k8s/secrets/*.env.example"):
+        shutil.copy(example, example.with_suffix(""))
+    built = subprocess.run([kubectl, "kustomize", str(copy)], capture_output=True, text=True, timeout=60)
+    assert built.returncode == 0, built.stderr
+    return [d for d in yaml.safe_load_all(built.stdout) if d]
+
+
+def test_the_kustomize_build_renders_and_every_name_in_it_resolves(kustomize_build: list[dict[str, Any]]) -> None:
+    import kubernetes_validate
+
+    rendered = {(d["kind"], d["metadata"]["name"]) for d in kustomize_build}
+    written = {(d["kind"], d["metadata"]["name"]) for d in all_k8s_documents() if d["kind"] != "Kustomization"}
+    assert written <= rendered
+    secrets = {name for kind, name in rendered if kind == "Secret"}
+    assert {f"{name}-secrets" for name in ("scorer", "alerter", "writer", "gateway")} <= secrets
+    assert unresolved(kustomize_build) == []
+    for document in kustomize_build:
+        if document["kind"] not in CUSTOM_KINDS:
+            kubernetes_validate.validate(document, K8S_VERSION, strict=True)
+    images = {
+        c["image"]
+        for d in kustomize_build
+        if d["kind"] == "Deployment"
+        for c in d["spec"]["template"]["spec"]["containers"]
+    }
+    assert images == {"ghcr.io/linewatch/linewatch:0.1.0"}
+
+
+def test_the_reference_check_finds_what_a_pod_would_wait_for(kustomize_build: list[dict[str, Any]]) -> None:
+    import copy
+
+    broken = copy.deepcopy(kustomize_build)
+    [writer] = [d for d in broken if d["kind"] == "Deployment" and d["metadata"]["name"] == "writer"]
+    container = writer["spec"]["template"]["spec"]["containers"][0]
+    container["envFrom"].append({"secretRef": {"name": "writer-secret"}})
+    container["readinessProbe"]["httpGet"]["port"] = "helth"
+    [grafana] = [d for d in broken if d["kind"] == "Service" and d["metadata"]["name"] == "grafana"]
+    grafana["spec"]["selector"] = {"app.kubernetes.io/name": "grafana-oss"}
+    assert unresolved(broken) == [
+        "writer: its readinessProbe is on port helth, which it does not name",
+        "writer: names Secret writer-secret, which nothing makes",
+        "Service grafana selects no pod",
+    ]
