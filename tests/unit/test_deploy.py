@@ -4,6 +4,7 @@ variable set is one the settings read, and ports, partitions and topic names agr
 from __future__ import annotations
 
 import argparse
+import os
 import re
 from pathlib import Path
 from typing import Any
@@ -421,8 +422,82 @@ def test_compose_file_is_valid_against_the_compose_specification(compose: dict[s
     schema = json.loads((REPO_ROOT / "tests" / "data" / "compose-spec.json").read_text())
     validator = Draft202012Validator(schema)
     assert [e.message for e in validator.iter_errors(compose)] == []
+    rendered = render_compose((REPO_ROOT / "docker-compose.yml").read_text(), first_users_env())
+    assert [e.message for e in validator.iter_errors(rendered)] == []
     broken = compose | {"services": {"writer": {"image": "linewatch:local", "comand": ["service", "writer"]}}}
     assert any("comand" in e.message for e in validator.iter_errors(broken))  # the check can fail
+
+
+class Unset(Exception):
+    """A `${VAR:?message}` with VAR unset or empty: `docker compose` refuses to start and prints the message."""
+
+
+_VARIABLE = re.compile(r"\$(?:\$|\{(\w+)(?:(:?[-?])([^}]*))?\}|(\w+))")
+
+
+def render_compose(text: str, env: dict[str, str]) -> dict[str, Any]:
+    """docker-compose.yml as `docker compose config` gives it (the Compose Specification's interpolation: $$,
+    $VAR, ${VAR}, ${VAR:-default}, ${VAR-default}, ${VAR:?error}, ${VAR?error}; YAML merge keys)."""
+
+    def value(match: re.Match[str]) -> str:
+        if match[0] == "$$":
+            return "$"
+        name, operator, argument = match[1] or match[4], match[2], match[3]
+        given = env.get(name)
+        missing = given is None or (operator in (":-", ":?") and given == "")
+        if operator in (":?", "?") and missing:
+            raise Unset(f"{name}: {argument}")
+        return argument if operator in (":-", "-") and missing else (given or "")
+
+    def walk(node: Any) -> Any:
+        if isinstance(node, str):
+            return _VARIABLE.sub(value, node)
+        if isinstance(node, list):
+            return [walk(item) for item in node]
+        if isinstance(node, dict):
+            return {key: walk(item) for key, item in node.items()}
+        return node
+
+    return dict(walk(yaml.safe_load(text)))
+
+
+def first_users_env() -> dict[str, str]:
+    """.env.example with what `:?` requires filled in, as a first user is told to (the optional ones left empty)."""
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    lines = (REPO_ROOT / ".env.example").read_text().splitlines()
+    env = dict(line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    return (
+        env
+        | {name: f"{name.lower()}-5f0c9a7e21d4" for name in required}
+        | {"ALARM_API_TOKENS": '{"bob": "4b1e9d0c7a"}'}
+    )
+
+
+def test_compose_renders_with_a_first_users_env_and_each_service_accepts_what_it_is_given(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The environment each linewatch container gets on a first `docker compose up` is one its settings accept."""
+    text = (REPO_ROOT / "docker-compose.yml").read_text()
+    with pytest.raises(Unset, match=r"INFLUX_ADMIN_PASSWORD: set INFLUX_ADMIN_PASSWORD in \.env"):
+        render_compose(text, {})
+    rendered = render_compose(text, first_users_env())
+    for variable in [v for v in os.environ if v.startswith("LINEWATCH_")]:
+        monkeypatch.delenv(variable)
+    for name, service in linewatch_services(rendered).items():
+        with monkeypatch.context() as container:
+            for variable, value in service["environment"].items():
+                container.setenv(variable, str(value))
+            SETTINGS[name]()  # raises ValidationError on what it refuses
+    assert rendered["services"]["alerter"]["environment"]["LINEWATCH_NOTIFY__SMTP_PORT"] == "25"
+    assert rendered["services"]["alerter"]["environment"]["LINEWATCH_NOTIFY__SMTP_HOST"] == ""
+    # And the check can fail: a port that is not a number is refused.
+    broken = render_compose(text, first_users_env() | {"MQTT_PORT": "none"})
+    with monkeypatch.context() as container:
+        for variable, value in broken["services"]["gateway"]["environment"].items():
+            container.setenv(variable, str(value))
+        with pytest.raises(ValueError, match="port"):
+            SETTINGS["gateway"]()
 
 
 # Strimzi's resources are checked by its operator's CRD schemas in the cluster; kubernetes-validate ships the core.
