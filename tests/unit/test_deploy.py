@@ -700,3 +700,61 @@ def test_the_reference_check_finds_what_a_pod_would_wait_for(kustomize_build: li
         "writer: names Secret writer-secret, which nothing makes",
         "Service grafana selects no pod",
     ]
+
+
+def pinned(lock: Path) -> dict[str, tuple[str, set[str]]]:
+    """Package -> (version, hashes) of a `uv pip compile --generate-hashes` lock."""
+    entries = re.findall(
+        r"^([A-Za-z0-9_.-]+)==(\S+) \\\n((?:    --hash=sha256:\w+(?: \\)?\n)+)", lock.read_text(), re.M
+    )
+    return {name.lower(): (version, set(re.findall(r"sha256:(\w+)", hashes))) for name, version, hashes in entries}
+
+
+def test_the_image_installs_the_versions_the_tests_ran() -> None:
+    """The Dockerfile installs requirements.lock, CI requirements-dev.lock: each runtime package at the version and
+    with files the development lock has."""
+    runtime, development = pinned(REPO_ROOT / "requirements.lock"), pinned(REPO_ROOT / "requirements-dev.lock")
+    assert {"faust-streaming", "scikit-learn", "influxdb-client", "aiokafka", "kafka-python"} <= set(runtime)
+    for name, (version, hashes) in runtime.items():
+        assert development[name][0] == version, f"{name} {version} in the image, {development[name][0]} in the tests"
+        assert hashes <= development[name][1], name
+
+
+def test_every_module_imports_with_only_what_the_image_installs() -> None:
+    """In a fresh interpreter where the modules of every package the image lacks (the development lock's
+    test, lint and dev-broker packages) cannot be imported: no service or command needs one to start."""
+    import subprocess
+    import sys
+
+    runtime = set(pinned(REPO_ROOT / "requirements.lock")) | {"linewatch", "pip", "setuptools"}
+    script = f"""
+import importlib, importlib.abc, pkgutil, re, sys
+from importlib.metadata import packages_distributions
+runtime = {sorted(runtime)!r}
+lacked = {{m for m, d in packages_distributions().items()
+           if not any(re.sub(r"[-_.]+", "-", n).lower() in runtime for n in d)}}
+class NotInTheImage(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.partition(".")[0] in lacked:
+            raise ModuleNotFoundError(f"{{name}} is not in requirements.lock")
+sys.meta_path.insert(0, NotInTheImage())
+import linewatch
+failed = []
+for module in pkgutil.walk_packages(linewatch.__path__, "linewatch."):
+    try:
+        importlib.import_module(module.name)
+    except ImportError as exc:
+        failed.append(f"{{module.name}}: {{exc}}")
+print("\\n".join(failed) or f"imported {{len(sys.modules)}} modules")
+"""
+    checked = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert checked.returncode == 0, checked.stderr
+    assert checked.stdout.startswith("imported"), checked.stdout
+    # The check can fail: a development package is refused.
+    refused = subprocess.run(
+        [sys.executable, "-c", script.replace("import linewatch\n", "import linewatch, pytest\n")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert "pytest is not in requirements.lock" in refused.stderr
