@@ -6,7 +6,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import ssl
+import subprocess
+import sys
 import threading
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,7 +21,7 @@ from support import per_sensor_mismatches, self_signed_tls, wait_for_counts
 
 from linewatch.core.kafka import ensure_topics
 from linewatch.core.settings import KafkaSettings
-from linewatch.tools.devstack import Broker, DevStack, free_port
+from linewatch.tools.devstack import Broker, DevStack, free_port, wait_until
 from linewatch.tools.launcher import ServiceProcess
 
 pytestmark = pytest.mark.production
@@ -103,3 +108,52 @@ def test_every_client_works_over_tls_and_plaintext_is_refused(
     finally:
         for service in services:
             service.stop()
+
+
+def test_the_operator_api_speaks_https_and_the_cli_checks_its_certificate(
+    stack: DevStack, log_dir: Path, tmp_path: Path
+) -> None:
+    cert, key = self_signed_tls(tmp_path)
+    port, token = free_port(), "olga-5c2e9a7d31"
+    env = stack.service_env() | {
+        "LINEWATCH_API_PORT": str(port),
+        "LINEWATCH_API_CERTFILE": str(cert),
+        "LINEWATCH_API_KEYFILE": str(key),
+        "LINEWATCH_API_TOKENS": json.dumps({"olga": {"token": token, "role": "operator"}}),
+        "LINEWATCH_NOTIFY__ENABLED": "false",
+    }
+    alerter = ServiceProcess("alerter", env, log_dir / "alerter.log").start()
+    trusting = ssl.create_default_context(cafile=cert)
+    try:
+        console = f"https://127.0.0.1:{port}/console"
+        wait_until("the console is served over HTTPS", lambda: _serves(console, trusting), 90, 0.5)
+        cli = env | {"LINEWATCH_OPERATOR_TOKEN": token, "LINEWATCH_API_URL": f"https://127.0.0.1:{port}"}
+        listed = _linewatch(cli | {"LINEWATCH_API_CAFILE": str(cert)}, "alarms", "list")
+        assert listed.returncode == 0 and listed.stdout.startswith("priority"), listed.stderr
+        # A certificate the CLI has no reason to trust is refused, in one line that says what to set.
+        untrusted = _linewatch(cli, "alarms", "list")
+        assert untrusted.returncode == 2 and len(untrusted.stderr.splitlines()) == 1, untrusted.stderr
+        assert "certificate is not trusted" in untrusted.stderr
+        assert untrusted.stderr.strip().endswith("set LINEWATCH_API_CAFILE to the CA that signed it")
+        # Plain HTTP on the same port gets no answer: the token is never sent in the clear.
+        plain = _linewatch(cli | {"LINEWATCH_API_URL": f"http://127.0.0.1:{port}"}, "alarms", "list")
+        assert plain.returncode == 2 and "cannot reach a server" in plain.stderr, plain.stderr
+        assert alerter.alive()
+    finally:
+        alerter.stop()
+    # A certificate without its key is refused at start, in one line.
+    lone = _linewatch({k: v for k, v in env.items() if k != "LINEWATCH_API_KEYFILE"}, "service", "alerter")
+    assert lone.returncode == 2 and "LINEWATCH_API_CERTFILE and LINEWATCH_API_KEYFILE" in lone.stderr, lone.stderr
+
+
+def _serves(url: str, context: ssl.SSLContext) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=2, context=context) as answer:
+            return bool(answer.status == 200)
+    except OSError:
+        return False
+
+
+def _linewatch(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    command = [sys.executable, "-m", "linewatch.tools.cli", *args]
+    return subprocess.run(command, env=os.environ | env, capture_output=True, text=True, timeout=60, check=False)

@@ -72,6 +72,7 @@ def exit_with(run: Callable[[], int | None], prog: str) -> NoReturn:
 
 def explain(exc: Exception) -> str | None:
     """What went wrong in words that say what to do; None for a bug."""
+    import ssl
     import urllib.error
 
     from pydantic import ValidationError
@@ -84,6 +85,13 @@ def explain(exc: Exception) -> str | None:
         first = exc.errors()[0]
         where = "__".join(str(part) for part in first["loc"]).upper()
         return f"setting LINEWATCH_{where}: {first['msg']}"
+    if isinstance(exc, urllib.error.URLError) and isinstance(exc.reason, ssl.SSLCertVerificationError):
+        return (
+            f"the server's certificate is not trusted ({exc.reason.verify_message}): set LINEWATCH_API_CAFILE to "
+            "the CA that signed it"
+        )
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS: {exc.reason or exc}: check the certificate and key files (PEM) and that they belong together"
     if isinstance(exc, urllib.error.URLError | ConnectionError):
         reason = getattr(exc, "reason", exc)
         return f"cannot reach a server ({reason}): check LINEWATCH_API_URL / LINEWATCH_INFLUX__URL, and that it runs"

@@ -52,11 +52,13 @@ def main() -> None:
     async def follow_alarms() -> None:
         await follow(alerter.view, settings.kafka)
 
+    tls = settings.api_server_tls()  # a certificate that does not load stops the start, not a task later
+
     @app.task  # type: ignore[untyped-decorator]
     async def serve_api() -> None:
         runner = web.AppRunner(build_api(alerter, settings.api_tokens, settings.grafana.url, settings.influx))
         await runner.setup()
-        await web.TCPSite(runner, settings.api_host, settings.api_port).start()
+        await web.TCPSite(runner, settings.api_host, settings.api_port, ssl_context=tls).start()
 
     if settings.kpi_interval_s:
 

@@ -95,7 +95,7 @@ def _call(settings: AlerterSettings, method: str, path: str, body: dict[str, Any
         },
     )
     try:
-        with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310
+        with urllib.request.urlopen(request, timeout=5, context=settings.api_client_tls()) as response:  # noqa: S310
             return response.status, json.loads(response.read())
     except urllib.error.HTTPError as exc:
         return exc.code, json.loads(exc.read() or b"{}")

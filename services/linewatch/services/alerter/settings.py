@@ -1,9 +1,10 @@
 from __future__ import annotations
 
+import ssl
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field
+from pydantic import BaseModel, BeforeValidator, Field, FilePath, model_validator
 
 from linewatch.core.settings import CommonSettings, Credential, InfluxSettings, OptionalCredential
 from linewatch.services.alerter.rationalization import DEFAULT_ALARM_DATABASE
@@ -64,6 +65,12 @@ class AlerterSettings(CommonSettings):
     alarm_database: Path = DEFAULT_ALARM_DATABASE  # the rationalized alarms and the priority matrix
     api_host: str = "127.0.0.1"
     api_port: int = 8300
+    # HTTPS: the API's certificate chain and key (PEM), e.g. cert-manager's Secret mounted in the pod; without
+    # them it speaks plain HTTP, for a proxy or ingress that terminates TLS in front of it.
+    api_certfile: FilePath | None = None
+    api_keyfile: FilePath | None = None
+    # For `linewatch alarms`: the CA that signed the API's certificate, where it is not one the system trusts.
+    api_cafile: FilePath | None = None
     # user name -> bearer token and role, e.g. LINEWATCH_API_TOKENS='{"bob": {"token": "...", "role": "operator"}}';
     # the token says who acted and what they may do (a bare token, {"alice": "..."}, is a supervisor's).
     api_tokens: dict[str, Annotated[ApiUser, BeforeValidator(_user)]] = {}
@@ -78,5 +85,23 @@ class AlerterSettings(CommonSettings):
     operator_token: OptionalCredential = None
     influx: InfluxSettings = InfluxSettings()
 
+    @model_validator(mode="after")
+    def _certificate_has_its_key(self) -> AlerterSettings:
+        if (self.api_certfile is None) != (self.api_keyfile is None):
+            raise ValueError("HTTPS needs both LINEWATCH_API_CERTFILE and LINEWATCH_API_KEYFILE")
+        return self
+
     def api_base(self) -> str:
-        return (self.api_url or f"http://{self.api_host}:{self.api_port}").rstrip("/")
+        scheme = "http" if self.api_certfile is None else "https"
+        return (self.api_url or f"{scheme}://{self.api_host}:{self.api_port}").rstrip("/")
+
+    def api_server_tls(self) -> ssl.SSLContext | None:
+        if self.api_certfile is None or self.api_keyfile is None:
+            return None
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.minimum_version = ssl.TLSVersion.TLSv1_2
+        context.load_cert_chain(self.api_certfile, self.api_keyfile)
+        return context
+
+    def api_client_tls(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.api_cafile)
