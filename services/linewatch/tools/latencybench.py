@@ -65,6 +65,7 @@ from linewatch.core.kafka import TopicReader, aiokafka_security, assign_from_sta
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
+from linewatch.services.gateway.forwarder import LINGER_MS as GATEWAY_LINGER_MS
 from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
 from linewatch.simulation.faults import plan_injection
 from linewatch.storage.measurements import ANOMALY
@@ -315,10 +316,11 @@ async def _live_io(
 ) -> None:
     """Each frame sent once its last sample is due (how late each send was goes to `late`), while the `observe`
     topics are read from their start into `arrivals`: (when read, value, the record's timestamp), in seconds.
-    aiokafka, one event loop, no linger: kafka-python cost twice the CPU a send (a load generator on the cores it
-    measures) and its 5 ms linger delayed every frame."""
+    aiokafka in one event loop (kafka-python cost twice the CPU a send, on the cores it measures), sending as the
+    gateway does: frames due within its linger share a batch (each alone, the dev broker's growth and the score p99
+    were larger, docs/benchmarks.md); the linger counts in every frame's latency."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=0, **aiokafka_security(kafka)
+        bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=GATEWAY_LINGER_MS, **aiokafka_security(kafka)
     )
     readers = {
         name: AIOKafkaConsumer(

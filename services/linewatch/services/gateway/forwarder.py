@@ -18,6 +18,9 @@ from linewatch.core.stats import StatsCounter
 from linewatch.services.gateway.buffer import Buffer
 
 log = logging.getLogger(__name__)
+# Devices' frames due within a few ms of each other share a batch: fewer produce requests, and fewer batches for
+# every consumer's fetch to go through (the dev broker lists them all; `linewatch bench latency` measured it).
+LINGER_MS = 5
 
 
 class Forwarder:
@@ -86,7 +89,7 @@ class Forwarder:
             producer = AIOKafkaProducer(
                 bootstrap_servers=self._kafka.bootstrap_servers,
                 acks="all",
-                linger_ms=5,
+                linger_ms=LINGER_MS,
                 request_timeout_ms=10_000,
                 max_request_size=4 * 1024 * 1024,
                 **aiokafka_security(self._kafka),
