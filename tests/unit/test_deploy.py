@@ -474,6 +474,17 @@ def first_users_env() -> dict[str, str]:
     )
 
 
+def build_settings(monkeypatch: pytest.MonkeyPatch, name: str, environment: dict[str, Any]) -> None:
+    """`name`'s settings from exactly `environment`, as its container or pod gets it (none of this process's
+    LINEWATCH_* variables): raises ValidationError on what they refuse, as the service would at start."""
+    with monkeypatch.context() as container:
+        for variable in [v for v in os.environ if v.startswith("LINEWATCH_")]:
+            container.delenv(variable)
+        for variable, value in environment.items():
+            container.setenv(variable, str(value))
+        SETTINGS[name]()
+
+
 def test_compose_renders_with_a_first_users_env_and_each_service_accepts_what_it_is_given(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
@@ -482,22 +493,14 @@ def test_compose_renders_with_a_first_users_env_and_each_service_accepts_what_it
     with pytest.raises(Unset, match=r"INFLUX_ADMIN_PASSWORD: set INFLUX_ADMIN_PASSWORD in \.env"):
         render_compose(text, {})
     rendered = render_compose(text, first_users_env())
-    for variable in [v for v in os.environ if v.startswith("LINEWATCH_")]:
-        monkeypatch.delenv(variable)
     for name, service in linewatch_services(rendered).items():
-        with monkeypatch.context() as container:
-            for variable, value in service["environment"].items():
-                container.setenv(variable, str(value))
-            SETTINGS[name]()  # raises ValidationError on what it refuses
+        build_settings(monkeypatch, name, service["environment"])
     assert rendered["services"]["alerter"]["environment"]["LINEWATCH_NOTIFY__SMTP_PORT"] == "25"
     assert rendered["services"]["alerter"]["environment"]["LINEWATCH_NOTIFY__SMTP_HOST"] == ""
     # And the check can fail: a port that is not a number is refused.
     broken = render_compose(text, first_users_env() | {"MQTT_PORT": "none"})
-    with monkeypatch.context() as container:
-        for variable, value in broken["services"]["gateway"]["environment"].items():
-            container.setenv(variable, str(value))
-        with pytest.raises(ValueError, match="port"):
-            SETTINGS["gateway"]()
+    with pytest.raises(ValueError, match="port"):
+        build_settings(monkeypatch, "gateway", broken["services"]["gateway"]["environment"])
 
 
 # Strimzi's resources are checked by its operator's CRD schemas in the cluster; kubernetes-validate ships the core.
@@ -523,6 +526,10 @@ def test_k8s_manifests_are_valid_against_the_kubernetes_schemas() -> None:
         kubernetes_validate.validate(deployment, K8S_VERSION, strict=True)
 
 
+def selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
 def unresolved(documents: list[dict[str, Any]]) -> list[str]:
     """What in a rendered build names an object the build does not make: a pod with such a reference never starts
     (CreateContainerConfigError, a volume that never mounts), a probe on a port name it lacks always fails, a
@@ -540,7 +547,7 @@ def unresolved(documents: list[dict[str, Any]]) -> list[str]:
     for workload in workloads:
         name, pod = workload["metadata"]["name"], workload["spec"]["template"]["spec"]
         labels = workload["spec"]["template"]["metadata"]["labels"]
-        if any(labels.get(k) != v for k, v in workload["spec"]["selector"]["matchLabels"].items()):
+        if not selects(workload["spec"]["selector"]["matchLabels"], labels):
             problems.append(f"{name}: its selector does not select its own pods")
         named: list[tuple[str, str]] = []
         for volume in pod.get("volumes", []):
@@ -576,11 +583,7 @@ def unresolved(documents: list[dict[str, Any]]) -> list[str]:
         ]
     for service in (d for d in documents if d["kind"] == "Service"):
         selected = [
-            w
-            for w in workloads
-            if all(
-                w["spec"]["template"]["metadata"]["labels"].get(k) == v for k, v in service["spec"]["selector"].items()
-            )
+            w for w in workloads if selects(service["spec"]["selector"], w["spec"]["template"]["metadata"]["labels"])
         ]
         ports = {
             p.get("name")
@@ -665,22 +668,19 @@ def test_each_service_accepts_the_environment_its_pod_gets(
         for d in kustomize_build
         if d["kind"] == "Secret"
     }
-    for variable in [v for v in os.environ if v.startswith("LINEWATCH_")]:
-        monkeypatch.delenv(variable)
     workloads = [d for d in kustomize_build if d["kind"] in ("Deployment", "StatefulSet")]
     checked = []
     for workload in workloads:
         [container] = workload["spec"]["template"]["spec"]["containers"]
         if not container["image"].startswith("ghcr.io/linewatch/"):
             continue
-        with monkeypatch.context() as pod:
-            for source in container["envFrom"]:
-                given = maps[source["configMapRef"]["name"]] if "configMapRef" in source else None
-                for variable, value in (given or secrets[source["secretRef"]["name"]]).items():
-                    pod.setenv(variable, value)
-            for variable in container.get("env", []):
-                pod.setenv(variable["name"], variable.get("value", "a-password-strimzi-made"))
-            SETTINGS[workload["metadata"]["name"]]()  # raises ValidationError on what it refuses
+        environment: dict[str, Any] = {}
+        for source in container["envFrom"]:
+            given = maps[source["configMapRef"]["name"]] if "configMapRef" in source else None
+            environment |= given or secrets[source["secretRef"]["name"]]
+        for variable in container.get("env", []):
+            environment[variable["name"]] = variable.get("value", "a-password-strimzi-made")
+        build_settings(monkeypatch, workload["metadata"]["name"], environment)
         checked.append(workload["metadata"]["name"])
     assert sorted(checked) == sorted([*PIPELINE, "gateway"])
 
