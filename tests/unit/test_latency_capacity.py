@@ -32,7 +32,7 @@ def step(latency_at: Callable[[int], float], units: int = 3, behind: int = 0) ->
             frames.append((due, f"U{unit}", b""))
             latencies.append((f"U{unit}", due, latency_at(second)))
             scored.add((f"U{unit}", round(due * 1e3)))
-    return LiveRun(frames, latencies, scored, [], {}, unstored=behind, behind=behind, influx_write_s=[])
+    return LiveRun(frames, latencies, scored, [], unstored=behind, behind=behind, influx_write_s=[])
 
 
 def test_a_flat_latency_keeps_up_even_when_high_and_a_growing_one_falls_behind() -> None:

@@ -16,7 +16,7 @@ one run:
    scores are timed when InfluxDB acknowledges the write that carries them (the writer writes through a relay
    in this process that notes the time of each 2xx: exact, where polling InfluxDB every 20 ms cost influxd half
    a core and the figures up to 20 ms), alarm events by their record's timestamp, which the alerter's producer
-   sets as it sends (`alarm read`: when a reader on the alarms topic, polling as the services do, saw them).
+   sets as it sends, read back after the run (a reader polling it live was one consumer more on the broker).
    A frame counts from its last sample (it cannot be sent before); an alarm event from the last sample of the
    frame that carried the sample which completed the rule's on-delay, so on-delay, debounce and the source's
    framing are not in the figure. The first 10 s are warm-up and not counted. How late the generator sent each
@@ -54,14 +54,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaProducer
 from msgspec import structs
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.console import out
 from linewatch.core.contract import ServiceStats, alarm_event_decoder, encoder, scores_decoder, telemetry_decoder
 from linewatch.core.heap import collector_paused
-from linewatch.core.kafka import TopicReader, aiokafka_security, assign_from_start, ensure_topics
+from linewatch.core.kafka import TopicReader, aiokafka_security, ensure_topics
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
@@ -78,9 +78,6 @@ from linewatch.tools.plantfile import write
 WARM_UP_S = 10.0
 WINDOW_S = 10.0
 TRAIN_SAMPLES = 3600  # per unit and lot
-# Alarm events are timed by their record's timestamp, so their reader polls as a service does (at 10 ms its fetches
-# were a tenth of the broker's requests).
-ALARM_READER_FETCH_WAIT_MS = 25
 TARGET_S = 0.25  # the issue's p99: frames slower than this are traced hop by hop
 # Step faults on this many units of each class that has one, started apart over the run's middle third: one unit a
 # class gave two alarm events a run, too few for a p99.
@@ -306,37 +303,18 @@ def live_frames(
     return frames
 
 
-async def _live_io(
-    kafka: KafkaSettings,
-    frames: list[tuple[float, str, bytes]],
-    observe: dict[str, str],
-    stop: threading.Event,
-    late: list[float],
-    arrivals: dict[str, list[tuple[float, bytes, float]]],
+async def _publish(
+    kafka: KafkaSettings, frames: list[tuple[float, str, bytes]], stop: threading.Event, late: list[float]
 ) -> None:
-    """Each frame sent once its last sample is due (how late each send was goes to `late`), while the `observe`
-    topics are read from their start into `arrivals`: (when read, value, the record's timestamp), in seconds.
-    aiokafka in one event loop (kafka-python cost twice the CPU a send, on the cores it measures), sending as the
-    gateway does: frames due within its linger share a batch (each alone, the dev broker's growth and the score p99
-    were larger, docs/benchmarks.md); the linger counts in every frame's latency."""
+    """Each frame sent once its last sample is due (how late each send was goes to `late`). aiokafka in one event
+    loop (kafka-python cost twice the CPU a send, on the cores it measures), sending as the gateway does: frames due
+    within its linger share a batch (each alone, the dev broker's growth and the score p99 were larger,
+    docs/benchmarks.md); the linger counts in every frame's latency."""
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers, acks="all", linger_ms=GATEWAY_LINGER_MS, **aiokafka_security(kafka)
     )
-    readers = {
-        name: AIOKafkaConsumer(
-            bootstrap_servers=kafka.bootstrap_servers,
-            enable_auto_commit=False,
-            fetch_max_wait_ms=ALARM_READER_FETCH_WAIT_MS,
-            **aiokafka_security(kafka),
-        )
-        for name in observe
-    }
     await producer.start()
-    for name, reader in readers.items():
-        await reader.start()
-        await assign_from_start(reader, observe[name], kafka)
-
-    async def publish() -> None:
+    try:
         sent = []
         for due, unit, payload in frames:
             wait = due - time.time()
@@ -347,18 +325,20 @@ async def _live_io(
             sent.append(await producer.send(kafka.topics.raw, payload, key=unit.encode(), timestamp_ms=int(due * 1000)))
             late.append(time.time() - due)
         await asyncio.gather(*sent)  # a frame the broker refused fails the run, as it would fail its figures
-
-    async def read(reader: AIOKafkaConsumer, into: list[tuple[float, bytes, float]]) -> None:
-        while not stop.is_set():
-            for records in (await reader.getmany(timeout_ms=100)).values():
-                into.extend((time.time(), record.value or b"", record.timestamp / 1e3) for record in records)
-
-    try:
-        await asyncio.gather(publish(), *(read(reader, arrivals[name]) for name, reader in readers.items()))
     finally:
-        for reader in readers.values():
-            await reader.stop()
         await producer.stop()
+
+
+def stamped_records(kafka: KafkaSettings, topic: str) -> list[tuple[bytes, float]]:
+    """(value, the record's timestamp in seconds) of every record of `topic`, read back until a second passes with
+    nothing new."""
+    records: list[tuple[bytes, float]] = []
+    reader = TopicReader(kafka, topic)
+    try:
+        reader.read_until_quiet(lambda record: records.append((record.value or b"", record.timestamp / 1e3)), 1.0)
+    finally:
+        reader.close()
+    return records
 
 
 def send_times(kafka: KafkaSettings, topic: str, decoder: Any) -> dict[str, list[tuple[float, float]]]:
@@ -449,14 +429,12 @@ def slow_frames(traced: list[tuple[float, list[float]]], hop_names: list[str], g
 
 @dataclass
 class LiveRun:
-    """What one stretch of live load gave: its frames, each stored frame's score latency, and the observers'
-    arrivals."""
+    """What one stretch of live load gave: its frames and each stored frame's score latency."""
 
     frames: list[tuple[float, str, bytes]]
     latencies: list[tuple[str, float, float]]  # (unit, frame's last sample, seconds until it was stored)
     scored: set[tuple[str, int]]  # (unit, ms) of every active score stored: which frames were themselves scored
     late: list[float]
-    arrivals: dict[str, list[tuple[float, bytes, float]]]  # (when read, value, the record's timestamp) by name
     unstored: int  # frames never seen stored before the run gave up waiting
     # ... of them, of units scored in the run: a queue not worked off (a unit that is not running is not scored)
     behind: int
@@ -481,21 +459,19 @@ def run_live(
     kafka: KafkaSettings,
     relay: WriteRelay,
     frames: list[tuple[float, str, bytes]],
-    observe: dict[str, str],
     wait_s: float,
     pids: dict[str, int] | None = None,
 ) -> LiveRun:
-    """Publish `frames` paced, read the `observe` topics (name: topic) meanwhile, and time each frame's score
-    until the writer has stored nothing new for QUIET_S after the last frame was due, with every frame of the units
-    it scored stored, or `wait_s` after the last was due."""
+    """Publish `frames` paced and time each frame's score until the writer has stored nothing new for QUIET_S
+    after the last frame was due, with every frame of the units it scored stored, or `wait_s` after the last was
+    due."""
     stop = threading.Event()
-    arrivals: dict[str, list[tuple[float, bytes, float]]] = {name: [] for name in observe}
     late: list[float] = []
     failed: list[BaseException] = []
 
     def live_io() -> None:
         try:
-            asyncio.run(_live_io(kafka, frames, observe, stop, late, arrivals))
+            asyncio.run(_publish(kafka, frames, stop, late))
         except BaseException as exc:  # raised below, in the benchmark's thread: figures without their load are none
             failed.append(exc)
 
@@ -534,8 +510,6 @@ def run_live(
                 scored |= {
                     (unit, round(ts * 1e3)) for _, units in writes for unit, stamps in units.items() for ts in stamps
                 }
-            if observe:
-                time.sleep(2.0)  # the last alarm events
         finally:
             stop.set()
             io.join(30)
@@ -543,7 +517,7 @@ def run_live(
         raise failed[0]
     behind = sum(len(pending[unit]) for unit in scored_units)
     unstored = sum(map(len, pending.values()))
-    return LiveRun(frames, latencies, scored, late, arrivals, unstored, behind, relay.write_s[writes_from:], cpu)
+    return LiveRun(frames, latencies, scored, late, unstored, behind, relay.write_s[writes_from:], cpu)
 
 
 def by_window(run: LiveRun, begin_s: float, window_s: float) -> list[tuple[float, list[float], dict[str, float]]]:
@@ -611,7 +585,7 @@ def sustainable_rate(
         units = spread_units(plant, max(1, round(math.sqrt(low * high) / rate_hz)))
         load = len(units) * rate_hz
         frames = live_frames(with_units(plant, set(units)), STEP_S, frame_samples, seed=10 + step, aligned=aligned)
-        live = run_live(kafka, relay, frames, {}, wait_s=STEP_DRAIN_S)
+        live = run_live(kafka, relay, frames, wait_s=STEP_DRAIN_S)
         ok, growth, last = keeps_up(live, STEP_S)
         out(
             f"  step {step + 1}    {load:>7,.0f} samples/s for {STEP_S:g} s: median latency {last * 1000:,.0f} ms "
@@ -674,7 +648,7 @@ def pipeline(
                 f"({prefill:,} samples through all four services)"
             )
             servers = {"broker": pid_of(stack.broker.process), "influxd": pid_of(stack.influxd.process)}
-            # The benchmark itself (its producer, alarm reader and relay) shares the cores: its CPU is shown too.
+            # The benchmark itself (its producer and relay) shares the cores: its CPU is shown too.
             pids = servers | {service.name: service.pid for service in services} | {"bench": os.getpid()}
             yield kafka, relay, backlog, services, pids
         finally:
@@ -728,7 +702,9 @@ def bench_latency(
         )
         live_plant = with_units(plant, set(units))
         frames = live_frames(live_plant, seconds, frame_samples, seed=3, aligned=aligned)
-        live = run_live(kafka, relay, frames, {"alarms": kafka.topics.alarms}, wait_s=30.0, pids=pids)
+        live = run_live(kafka, relay, frames, wait_s=30.0, pids=pids)
+        time.sleep(2.0)  # the last alarm events
+        alarm_records = stamped_records(kafka, kafka.topics.alarms)
         hops = {
             "validator": send_times(kafka, kafka.topics.valid, telemetry_decoder),
             "scorer": send_times(kafka, kafka.topics.scores, scores_decoder),
@@ -737,13 +713,12 @@ def bench_latency(
     score = live.score_latencies(counted_from)
     sent_at = dues_by_unit(frames)
     # An alarm event is on Kafka from when the alerter sent it: its record's timestamp, which the alerter's producer
-    # sets as it sends (Kafka acknowledges it one produce round trip later). `alarm read` is when a reader polling
-    # as the services do saw it.
-    alarm, alarm_read = [], []
+    # sets as it sends (Kafka acknowledges it one produce round trip later).
+    alarm = []
     faulted = {unit for of_fault in faulted_units(live_plant).values() for unit in of_fault}
     alarmed: Counter[str] = Counter()  # timed events a unit: the faults' alarms apart from any others
     elsewhere: Counter[str] = Counter()  # the others, by class, condition and sensor: what to look into
-    for received, value, stamped in live.arrivals["alarms"]:
+    for value, stamped in alarm_records:
         event = alarm_event_decoder.decode(value)
         if event.kind == "transition" and event.user is None and event.ts.timestamp() >= counted_from:
             dues = sent_at[event.equipment_id]
@@ -753,7 +728,6 @@ def bench_latency(
                 if event.equipment_id not in faulted:
                     elsewhere[" ".join(filter(None, (event.equipment_class, event.condition, event.sensor)))] += 1
                 alarm.append(stamped - dues[carried])
-                alarm_read.append(received - dues[carried])
     traced = hop_times(live.timed_frames(counted_from), hops)
     hop_names = [*hops, "writer"]
     hop_rows = [(f"  {name}", [taken[k] for _, taken in traced]) for k, name in enumerate(hop_names)]
@@ -765,7 +739,6 @@ def bench_latency(
         ("in InfluxDB", score),
         *hop_rows,
         ("alarm event", alarm),
-        ("alarm read", alarm_read),
         ("write", live.influx_write_s),
     ]
     for name, values in rows:
