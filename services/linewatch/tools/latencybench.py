@@ -46,7 +46,7 @@ import tempfile
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -329,15 +329,20 @@ async def _publish(
         await producer.stop()
 
 
-def stamped_records(kafka: KafkaSettings, topic: str) -> list[tuple[bytes, float]]:
-    """(value, the record's timestamp in seconds) of every record of `topic`, read back until a second passes with
-    nothing new."""
-    records: list[tuple[bytes, float]] = []
+def read_back(kafka: KafkaSettings, topic: str, on_record: Callable[[Any], None]) -> None:
+    """Every record of `topic` to `on_record`, from its start until a second passes with nothing new: after a run,
+    so no reader loads the broker while the latency is measured."""
     reader = TopicReader(kafka, topic)
     try:
-        reader.read_until_quiet(lambda record: records.append((record.value or b"", record.timestamp / 1e3)), 1.0)
+        reader.read_until_quiet(on_record, 1.0)
     finally:
         reader.close()
+
+
+def stamped_records(kafka: KafkaSettings, topic: str) -> list[tuple[bytes, float]]:
+    """(value, the record's timestamp in seconds) of every record of `topic`, read back."""
+    records: list[tuple[bytes, float]] = []
+    read_back(kafka, topic, lambda record: records.append((record.value or b"", record.timestamp / 1e3)))
     return records
 
 
@@ -351,11 +356,7 @@ def send_times(kafka: KafkaSettings, topic: str, decoder: Any) -> dict[str, list
         if getattr(frame, "role", "active") == "active":  # a shadow model's scores are not what is stored
             stamps[frame.equipment_id].append((frame.samples[-1].ts.timestamp(), record.timestamp / 1e3))
 
-    reader = TopicReader(kafka, topic)
-    try:
-        reader.read_until_quiet(note, 1.0)
-    finally:
-        reader.close()
+    read_back(kafka, topic, note)
     return {unit: sorted(records) for unit, records in stamps.items()}
 
 
@@ -469,18 +470,18 @@ def run_live(
     late: list[float] = []
     failed: list[BaseException] = []
 
-    def live_io() -> None:
+    def publish() -> None:
         try:
             asyncio.run(_publish(kafka, frames, stop, late))
         except BaseException as exc:  # raised below, in the benchmark's thread: figures without their load are none
             failed.append(exc)
 
-    io = threading.Thread(target=live_io, daemon=True)
+    publisher = threading.Thread(target=publish, daemon=True)
     # The benchmark's own full collections (53-107 ms) held its load generator and the relay of InfluxDB's answers.
     with collector_paused():
         taken, writes_from = len(relay.acknowledged), len(relay.write_s)
         relay.armed = True
-        io.start()
+        publisher.start()
         pending, latencies, scored = dues_by_unit(frames), [], set()
         scored_units: set[str] = set()
         last_write = time.time()
@@ -512,7 +513,7 @@ def run_live(
                 }
         finally:
             stop.set()
-            io.join(30)
+            publisher.join(30)
     if failed:
         raise failed[0]
     behind = sum(len(pending[unit]) for unit in scored_units)
