@@ -203,7 +203,9 @@ def faust_app(service: str, settings: KafkaSettings, **overrides: Any) -> Any:
         "broker_heartbeat_interval": settings.session_timeout_s / 4,
         "broker_commit_interval": 0.5,
         "broker_commit_every": 1000,
-        "producer_linger_ms": 5,
+        # No linger: an agent sends its batch's records at once and awaits them (`send_acknowledged`), so none
+        # would join them; 5 ms only delayed every hop (and cost CPU: docs/benchmarks.md, 2026-12-07).
+        "producer_linger_ms": 0,
         "producer_max_batch_size": 1024 * 1024,
         "producer_max_request_size": 4 * 1024 * 1024,
         "stream_buffer_maxsize": 4096,

@@ -272,7 +272,7 @@ async def _bare_loop(stage: str, records: int) -> float:
     )
     producer = AIOKafkaProducer(
         bootstrap_servers=kafka.bootstrap_servers,
-        linger_ms=5,
+        linger_ms=0,  # as the faust services' producers
         max_batch_size=1 << 20,
         max_request_size=4 << 20,
         **aiokafka_security(kafka),
