@@ -8,6 +8,7 @@ from collections.abc import Callable
 
 import pytest
 
+from linewatch.core.plant import PlantModel
 from linewatch.tools.bench import machine_seconds
 from linewatch.tools.latencybench import (
     STEP_S,
@@ -123,3 +124,27 @@ def test_each_step_fault_goes_on_a_few_units_of_its_class_spread_over_them() -> 
         of_class = [e.id for e in plant.equipment if e.equipment_class == plant.faults[name].equipment_class]
         assert 1 < len(units) <= FAULTED_UNITS and set(units) <= set(of_class)
         assert of_class.index(units[-1]) > len(of_class) // 2  # spread over the class, not its first few
+
+
+def test_the_benchmarks_furnaces_hold_their_soak_where_the_plants_ramp() -> None:
+    """Minutes of training cannot cover a 2.3-h ramp/soak programme: the benchmark's furnaces stay at their recipe's
+    setpoint, at any time of day, while the reference plant's move through the programme."""
+    from linewatch.core.plant import read_plant
+    from linewatch.core.settings import DEFAULT_PLANT_FILE
+    from linewatch.simulation.plant_sim import simulated
+    from linewatch.tools.latencybench import bench_plant, with_units
+
+    def setpoints(plant: PlantModel) -> set[float]:
+        furnace = with_units(plant, {"S1-FURN-01"})
+        return {
+            round(sample.values["setpoint"])
+            for start_s in (START, START + 1800, START + 3600)
+            for frame in simulated(furnace, start_s, 60 / 3600, seed=1)
+            for sample in frame.samples
+            if frame.state == "running"
+        }
+
+    reference = read_plant(DEFAULT_PLANT_FILE)
+    held = setpoints(bench_plant(reference, 10.0, 1))
+    assert held and held <= {550, 500}  # the two recipes' soak temperatures
+    assert len(setpoints(reference)) > 10
