@@ -112,18 +112,33 @@ def test_slow_frames_name_the_hop_that_held_them_and_come_in_bursts() -> None:
     assert slow_frames(fast, ["validator", "scorer", "writer"]) == ["slow        no frame over 250 ms"]
 
 
-def test_each_step_fault_goes_on_a_few_units_of_its_class_spread_over_them() -> None:
+def test_each_step_fault_goes_on_a_few_units_of_its_class_spread_over_them_and_over_the_middle_third() -> None:
     from linewatch.core.plant import read_plant
     from linewatch.core.settings import DEFAULT_PLANT_FILE
-    from linewatch.tools.latencybench import FAULTED_UNITS, bench_plant, faulted_units
+    from linewatch.tools.latencybench import FAULTED_UNITS, bench_plant, fault_schedule
 
     plant = bench_plant(read_plant(DEFAULT_PLANT_FILE), 10.0, 12)
-    faulted = faulted_units(plant)
-    assert faulted and set(faulted) == {name for name, fault in plant.faults.items() if fault.shape == "step"}
-    for name, units in faulted.items():
+    schedule = fault_schedule(plant, 60.0)
+    by_fault: dict[str, list[str]] = {}
+    for unit, (name, start_s) in schedule.items():
+        by_fault.setdefault(name, []).append(unit)
+        assert 20.0 <= start_s < 40.0
+    assert by_fault and set(by_fault) == {name for name, fault in plant.faults.items() if fault.shape == "step"}
+    for name, units in by_fault.items():
         of_class = [e.id for e in plant.equipment if e.equipment_class == plant.faults[name].equipment_class]
         assert 1 < len(units) <= FAULTED_UNITS and set(units) <= set(of_class)
         assert of_class.index(units[-1]) > len(of_class) // 2  # spread over the class, not its first few
+        assert len({schedule[unit][1] for unit in units}) == len(units)  # apart, not all at once
+
+
+def test_the_faulted_units_with_no_alarm_are_named_with_their_fault_and_its_start() -> None:
+    from linewatch.tools.latencybench import unalarmed
+
+    schedule = {"C1-LAM-01": ("lamination_pressure_loss", 20.0), "C1-LAM-01.4": ("lamination_pressure_loss", 26.7)}
+    assert unalarmed(schedule, {"C1-LAM-01", "S1-FURN-01"}) == (
+        "alarms      no alarm event on faulted units: C1-LAM-01.4 (lamination_pressure_loss from 27 s)"
+    )
+    assert unalarmed(schedule, set(schedule)) is None
 
 
 def test_the_benchmarks_furnaces_hold_their_soak_where_the_plants_ramp() -> None:
@@ -134,7 +149,7 @@ def test_the_benchmarks_furnaces_hold_their_soak_where_the_plants_ramp() -> None
     from linewatch.simulation.plant_sim import simulated
     from linewatch.tools.latencybench import bench_plant, with_units
 
-    def setpoints(plant: PlantModel) -> set[float]:
+    def setpoints(plant: PlantModel) -> set[int]:
         furnace = with_units(plant, {"S1-FURN-01"})
         return {
             round(sample.values["setpoint"])

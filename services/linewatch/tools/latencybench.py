@@ -266,30 +266,38 @@ def measure_capacity(
     return (last - first) / (last_at - first_at)
 
 
-def faulted_units(plant: PlantModel) -> dict[str, list[str]]:
-    """The units each step fault of the catalogue goes on in the live minute: up to FAULTED_UNITS of its class,
-    spread over the class's units."""
-    faulted = {}
+def fault_schedule(plant: PlantModel, seconds: float) -> dict[str, tuple[str, float]]:
+    """Each faulted unit of a live run of `seconds`: its step fault and when it starts, in seconds from the run's
+    start. Each step fault of the catalogue goes on up to FAULTED_UNITS units of its class, spread over the class's
+    units, and they start apart over the run's middle third."""
+    schedule = {}
     for name, fault in plant.faults.items():
         units = [e.id for e in plant.equipment if e.equipment_class == fault.equipment_class]
         if fault.shape == "step" and units:
-            faulted[name] = units[:: -(-len(units) // FAULTED_UNITS)]
-    return faulted
+            faulted = units[:: -(-len(units) // FAULTED_UNITS)]
+            for k, unit in enumerate(faulted):
+                schedule[unit] = (name, seconds / 3 * (1 + k / len(faulted)))
+    return schedule
+
+
+def unalarmed(schedule: dict[str, tuple[str, float]], alarmed: set[str]) -> str | None:
+    """The line naming the faulted units with no alarm event, their fault and its start: a fault that starts late,
+    or acts only in part of a unit's cycle, can outlast the run before its rule's on-delay is met."""
+    missed = [f"{unit} ({name} from {at_s:.0f} s)" for unit, (name, at_s) in schedule.items() if unit not in alarmed]
+    return "alarms      no alarm event on faulted units: " + ", ".join(missed) if missed else None
 
 
 def live_frames(
     plant: PlantModel, seconds: float, frame_samples: int, seed: int, aligned: bool = False
 ) -> list[tuple[float, str, bytes]]:
-    """(last sample's time, unit, payload) of `seconds` of the plant from two seconds after it is made, with a
-    step fault on up to FAULTED_UNITS units of each class that has one, spread over the class's units and started
-    apart over the middle third; unless `aligned`, unit k of n is shifted by k/n of a frame's period."""
+    """(last sample's time, unit, payload) of `seconds` of the plant from two seconds after it is made, with the
+    step faults of `fault_schedule`; unless `aligned`, unit k of n is shifted by k/n of a frame's period."""
     provisional = time.time() + 86_400  # shifted to the real start once made (making them takes a while)
     rng = np.random.default_rng(seed)
-    injections = []
-    for name, faulted in faulted_units(plant).items():
-        for k, unit in enumerate(faulted):
-            start_s = provisional + seconds / 3 * (1 + k / len(faulted))
-            injections.append(plan_injection(plant, name, unit, start_s, rng))
+    injections = [
+        plan_injection(plant, name, unit, provisional + start_s, rng)
+        for unit, (name, start_s) in fault_schedule(plant, seconds).items()
+    ]
     made: list[bytes] = []
     plan = RunPlan(provisional, seconds, frame_samples, speed=None, seed=seed, injections=injections)
     run(plant, plan, lambda _key, payload, _ts: made.append(payload))
@@ -720,7 +728,8 @@ def bench_latency(
     # An alarm event is on Kafka from when the alerter sent it: its record's timestamp, which the alerter's producer
     # sets as it sends (Kafka acknowledges it one produce round trip later).
     alarm = []
-    faulted = {unit for of_fault in faulted_units(live_plant).values() for unit in of_fault}
+    schedule = fault_schedule(live_plant, seconds)
+    faulted = set(schedule)
     alarmed: Counter[str] = Counter()  # timed events a unit: the faults' alarms apart from any others
     elsewhere: Counter[str] = Counter()  # the others, by class, condition and sensor: what to look into
     for value, stamped in alarm_records:
@@ -778,6 +787,8 @@ def bench_latency(
         f"{sum(alarmed[unit] for unit in faulted)} on {len(faulted & alarmed.keys())} of the {len(faulted)} faulted "
         f"units"
     )
+    if missed := unalarmed(schedule, set(alarmed)):
+        out(missed)
     if elsewhere:
         out("alarms      on units with no fault: " + ", ".join(f"{n} {what}" for what, n in elsewhere.most_common()))
     out(f"run directory (logs): {run_dir}")
