@@ -96,25 +96,44 @@ def test_spc_rules_fire_on_their_patterns_only() -> None:
     assert spc.violated([-1, -0.5, 0, 0.4, 0.3, 1.3], ["nelson3"]) is None
 
 
+def feed_doser(
+    plant: PlantModel, engine: AlarmEngine, unit: UnitState, t: float, feeds: list[float]
+) -> tuple[float, list[AlarmEvent]]:
+    """One SPC subgroup of the doser at each Li2S feed, from `t`: the time after them, and the events."""
+    subgroup = engine.rules.spc.subgroup_s
+    events: list[AlarmEvent] = []
+    for feed in feeds:
+        events += engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, int(subgroup), li2s_feed=feed))
+        t += subgroup
+    return t, events
+
+
 def test_spc_chart_baseline_then_a_shift_raises_an_alarm(plant: PlantModel, engine: AlarmEngine) -> None:
     rng = np.random.default_rng(4)
     unit = UnitState()
-    subgroup = engine.rules.spc.subgroup_s
-    t = T0
-    for _ in range(engine.rules.spc.baseline_subgroups + 3):
-        engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, int(subgroup), li2s_feed=52.0 + float(rng.normal(0, 0.5))))
-        t += subgroup
+    baseline = [52.0 + float(rng.normal(0, 0.5)) for _ in range(engine.rules.spc.baseline_subgroups + 3)]
+    t, _ = feed_doser(plant, engine, unit, T0, baseline)
     chart = unit.charts["li2s_feed"]
     assert chart.center is not None and chart.sigma is not None and chart.sigma > 0
     shifted = chart.center + 5 * chart.sigma  # well inside the spec limits [40, 65]
-    events: list[AlarmEvent] = []
-    for _ in range(3):
-        events += engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, int(subgroup), li2s_feed=shifted))
-        t += subgroup
+    _, events = feed_doser(plant, engine, unit, t, [shifted] * 3)
     [raised] = raises(events)
     # An electrolyte stoichiometry shift: major consequence, 30 min to respond -> medium (alarms.yaml).
     assert raised.alarm_id == "S1-DOSE-01/li2s_feed/spc" and raised.priority == "medium"
     assert "we1" in raised.message
+
+
+def test_a_reading_whose_sums_overflow_is_left_out_of_the_spc_baseline(plant: PlantModel, engine: AlarmEngine) -> None:
+    rng = np.random.default_rng(4)
+    unit = UnitState()
+    baseline = [52.0 + float(rng.normal(0, 0.5)) for _ in range(engine.rules.spc.baseline_subgroups + 4)]
+    baseline[2] = 1e200  # finite, so the validator lets it through; its square is not
+    t, _ = feed_doser(plant, engine, unit, T0, baseline)
+    chart = unit.charts["li2s_feed"]
+    assert chart.center is not None and chart.sigma is not None
+    assert abs(chart.center - 52.0) < 1.0 and 0 < chart.sigma < 5.0
+    _, events = feed_doser(plant, engine, unit, t, [chart.center + 5 * chart.sigma] * 3)
+    assert [event.alarm_id for event in raises(events)] == ["S1-DOSE-01/li2s_feed/spc"]
 
 
 def test_exposure_dose_over_the_limit_raises_a_latched_alarm_for_the_lot(

@@ -98,9 +98,14 @@ class Chart(msgspec.Struct):
     def _close(self, baseline_subgroups: int) -> float | None:
         n = self.count
         mean = self.total / n
+        error = max(self.squares - n * mean * mean, 0.0) / (n - 1) / n
+        if not (math.isfinite(mean) and math.isfinite(error)):
+            # A reading so extreme that its sums overflow is for the limit checks: charted, it would leave the
+            # baseline infinite or NaN for good, and no later shift could show.
+            return None
         if self.center is None or self.sigma is None:
             self.baseline.append(mean)
-            self.baseline_error.append(max(self.squares - n * mean * mean, 0.0) / (n - 1) / n)
+            self.baseline_error.append(error)
             if len(self.baseline) >= baseline_subgroups:
                 ranges = [abs(b - a) for a, b in zip(self.baseline, self.baseline[1:], strict=False)]
                 self.center = sum(self.baseline) / len(self.baseline)

@@ -37,7 +37,8 @@ class SpcRule(Condition):
         usable = context.judged & ~np.isnan(values)
         if tracks is not None:
             setpoint = context.columns[tracks]
-            values = values - setpoint
+            with np.errstate(over="ignore"):  # two extreme readings: an infinite deviation, left out by the chart
+                values = values - setpoint
             # Chart the control deviation where the setpoint holds still: a ramp's lag is not a process shift.
             steady = np.concatenate([[False], np.diff(setpoint) == 0])
             usable &= steady
