@@ -36,6 +36,7 @@ REASONS = {
     "equipment_mismatch",
     "unit_mismatch",
     "non_finite_value",
+    "over_range_value",
     "unknown_sensor",
     "missing_unit",
     "timestamp_out_of_range",

@@ -136,6 +136,8 @@ def _mutations() -> list[tuple[str, dict[str, Any]]]:
     case("empty samples", lambda d: d.update(samples=[]))
     case("empty values", lambda d: d["samples"][0].update(values={}))
     case("text value", lambda d: d["samples"][0]["values"].update(speed="fast"))
+    case("over-range code", lambda d: d["samples"][0]["values"].update(speed=9.9e37))
+    case("negative over-range code", lambda d: d["samples"][0]["values"].update(speed=-3.4028235e38))
     case("timestamp without offset", lambda d: d["samples"][0].update(ts="2026-11-22T08:00:00"))
     case("field in sample", lambda d: d["samples"][0].update(quality=1))
     case("name with space", lambda d: d.update(equipment_id="MILL 01"))

@@ -5,6 +5,8 @@ from pathlib import Path
 import pytest
 
 from linewatch.core.plant import PlantModel, load_plant
+from linewatch.storage.historian import read_table
+from linewatch.tools.plantfile import draft
 
 REQUIRED_FAULTS = {
     "moisture_ingress",
@@ -163,3 +165,12 @@ def test_plant_validate_names_the_line_and_field_of_each_mistake(tmp_path: Path)
     assert done.returncode == 1
     assert f"{path}:5: classes.press.sensors.force.deadband: Input should be greater than or equal to 0" in done.stdout
     assert "Traceback" not in done.stderr
+
+
+def test_a_draft_from_data_with_over_range_codes_takes_its_normal_range_from_the_readings(tmp_path: Path) -> None:
+    # One reading in ten is an instrument's overload code: frequent enough to be inside the 99.9 % quantile.
+    rows = [f"2026-01-01T00:{i // 60:02d}:{i % 60:02d}Z,{9.9e37 if i % 10 == 0 else 20 + i % 7}" for i in range(600)]
+    (tmp_path / "unit.csv").write_text("time,temperature\n" + "\n".join(rows) + "\n")
+    document, _notes = draft([read_table(tmp_path / "unit.csv")], "OVEN1", None, decimal_comma=False)
+    low, high = document["classes"]["oven1-class"]["sensors"]["temperature"]["normal"]
+    assert 19 <= low <= 21 and 25 <= high <= 27

@@ -12,7 +12,7 @@ import pytest
 
 from linewatch.core.contract import TelemetryFrame, encoder, telemetry_decoder
 from linewatch.core.plant import PlantModel
-from linewatch.services.simulator.malformed import KINDS, corrupt
+from linewatch.services.simulator.malformed import KINDS, VALUE_KINDS, corrupt
 from linewatch.services.simulator.runner import RunPlan, run
 from linewatch.services.validator.checks import FrameValidator
 
@@ -58,11 +58,20 @@ def test_each_malformed_kind_earns_its_reason_and_spares_good_samples(
     else:
         assert outcome.valid is not None
         kept = telemetry_decoder.decode(outcome.valid)
-        expected = [s for i, s in enumerate(frame.samples) if i != spoilt.rejected_sample]
-        assert kept.samples == expected
+        # The spoilt sample's other readings go on when only one value of it is spoilt.
+        expected = [
+            msgspec.structs.replace(s, values={k: v for k, v in s.values.items() if k not in spoilt.rejected_sensors})
+            if i == spoilt.rejected_sample
+            else s
+            for i, s in enumerate(frame.samples)
+        ]
+        assert kept.samples == [s for s in expected if s.values]
+        assert len(spoilt.rejected_sensors) == (1 if kind in VALUE_KINDS else len(frame.samples[0].values))
         rejected = outcome.rejections[0]
         assert rejected.samples == 1 and rejected.payload is not None
-        assert len(json.loads(rejected.payload)["samples"]) == 1
+        [letter_sample] = json.loads(rejected.payload)["samples"]
+        if kind in VALUE_KINDS:
+            assert set(letter_sample["values"]) == spoilt.rejected_sensors
 
 
 def test_equipment_claiming_the_wrong_line_is_rejected(frames: list[TelemetryFrame], checks: FrameValidator) -> None:
@@ -99,3 +108,37 @@ def test_garbage_never_raises(payload: bytes, checks: FrameValidator) -> None:
     assert outcome.valid is None
     assert len(outcome.rejections) == 1
     assert outcome.rejections[0].reason in {"invalid_json", "schema_violation"}
+
+
+def test_over_range_codes_and_non_finite_values_are_rejected_value_by_value_and_the_rest_go_on(
+    frames: list[TelemetryFrame], checks: FrameValidator
+) -> None:
+    frame = frames[0]
+    document = msgspec.to_builtins(frame)
+    sensor, neighbour = list(document["units"])[:2]
+    # A PLC's float maximum, an instrument's overload code, an integer at the limit, a NaN, and one just inside.
+    spoilt = [3.4028235e38, -9.9e37, 10**30, float("nan"), -9.9e29]
+    for sample, value in zip(document["samples"], spoilt, strict=False):
+        sample["values"][sensor] = value
+    document["samples"][0]["uncertain"] = [sensor, neighbour]
+    outcome = checks.validate(json.dumps(document).encode(), datetime.now(UTC))
+    by_reason = {r.reason: r for r in outcome.rejections}
+    assert sorted(by_reason) == ["non_finite_value", "over_range_value"]
+    assert by_reason["over_range_value"].samples == 3 and by_reason["non_finite_value"].samples == 1
+    assert "over-range" in by_reason["over_range_value"].detail
+    letters = json.loads(by_reason["over_range_value"].payload or b"")["samples"]
+    assert [letter["values"] for letter in letters] == [{sensor: v} for v in spoilt[:3]]
+
+    assert outcome.valid is not None
+    kept = telemetry_decoder.decode(outcome.valid).samples
+    assert len(kept) == len(frame.samples)  # every sample's other readings go on
+    assert [sensor in s.values for s in kept] == [False] * 4 + [True] * (len(kept) - 4)
+    assert kept[4].values[sensor] == -9.9e29
+    assert all(k.values[neighbour] == s.values[neighbour] for k, s in zip(kept, frame.samples, strict=True))
+    assert kept[0].uncertain == [neighbour]
+
+    for sample in document["samples"]:
+        sample["values"] = {sensor: 9.9e37}
+    everything = checks.validate(json.dumps(document).encode(), datetime.now(UTC))
+    assert everything.valid is None
+    assert [(r.reason, r.samples) for r in everything.rejections] == [("over_range_value", len(document["samples"]))]

@@ -23,6 +23,10 @@ NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$"
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=NAME_PATTERN)]
 UtcTime = Annotated[datetime, msgspec.Meta(tz=True)]
 EquipmentState = Literal["running", "idle", "maintenance", "setup", "fault"]
+# Beyond this magnitude a number is no reading but an instrument's or a PLC's over-range or fault code (9.9e37,
+# ±3.4e38); let through, its square or a sum of it overflows every statistic downstream.
+READING_LIMIT = 1e30
+Reading = Annotated[float, msgspec.Meta(gt=-READING_LIMIT, lt=READING_LIMIT)]
 
 
 # gc=False: the cyclic collector need not track what cannot form a cycle (a time and a dict of floats);
@@ -31,7 +35,7 @@ class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False, 
     ts: UtcTime
     # Sensor names are checked against the plant model by the validator; a pattern here would cost
     # more than the rest of decoding together (a regex per value).
-    values: Annotated[dict[str, float], msgspec.Meta(min_length=1)]
+    values: Annotated[dict[str, Reading], msgspec.Meta(min_length=1)]
     # Added in 1.1: values the source marked Uncertain (OPC UA status); usable, but not to be trusted alone.
     uncertain: list[str] = []
 

@@ -113,19 +113,23 @@ def run(
             payload = encoder.encode(frame)
             manifest.frames += 1
             manifest.samples_sent += len(frame.samples)
-            kept = list(range(len(frame.samples)))
+            readings = [set(sample.values) for sample in frame.samples]
             if plan.malformed_share and rng.random() < plan.malformed_share:
                 spoilt = corrupt(frame, rng)
                 payload = spoilt.payload
-                kept = [] if spoilt.rejected_sample is None else [i for i in kept if i != spoilt.rejected_sample]
+                if spoilt.rejected_sample is None:
+                    readings = []
+                else:
+                    readings[spoilt.rejected_sample] -= spoilt.rejected_sensors
                 manifest.malformed.append(
                     MalformedRecord(
                         spoilt.kind, sha256_hex(payload), frame.equipment_id, spoilt.rejected_sample is None
                     )
                 )
-            for index in kept:
-                counts[frame.equipment_id].update(frame.samples[index].values.keys())
-            manifest.valid_samples += len(kept)
+            readings = [names for names in readings if names]
+            for names in readings:
+                counts[frame.equipment_id].update(names)
+            manifest.valid_samples += len(readings)
             send(frame.equipment_id, payload, int(frame.samples[0].ts.timestamp() * 1000))
         t0 += steps * period
         if on_chunk is not None:

@@ -1,8 +1,8 @@
 """Validation of one raw message, as data: the valid part, plus a rejection per reason for the rest.
 
 Frame-level problems (unparseable, schema, unknown equipment, wrong unit, oversized) reject the whole
-message; sample-level problems (non-finite value, unknown sensor, missing unit, timestamp out of range)
-reject only the samples concerned, so good samples beside them go on.
+message; sample-level problems (unknown sensor, missing unit, timestamp out of range) reject only the samples
+concerned, and a non-finite or over-range value only itself, so good readings beside them go on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from linewatch.core.contract import Sample, TelemetryFrame, encoder, telemetry_decoder
+from linewatch.core.contract import READING_LIMIT, Sample, TelemetryFrame, encoder, telemetry_decoder
 from linewatch.core.plant import PlantModel
 
 
@@ -52,27 +52,27 @@ class FrameValidator:
             return _reject("oversized", f"{len(payload)} bytes exceeds the limit of {self._max_bytes}")
         try:
             frame = telemetry_decoder.decode(payload)
-            non_finite: list[Any] = []
+            unreadable: dict[str, list[Any]] = {}
         except UnicodeDecodeError as exc:  # msgspec's own error for bytes that are not UTF-8 (Latin-1, UTF-16)
             return _reject("invalid_json", f"not UTF-8: {exc}")
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-            if isinstance(exc, msgspec.ValidationError) and "out of range" not in str(exc):
+            if isinstance(exc, msgspec.ValidationError) and not str(exc).startswith(_NUMBER_ERRORS):
                 return _reject("schema_violation", str(exc))
-            # msgspec refuses NaN/Infinity tokens and 1e999; the stdlib parser reads them, so those
-            # samples can be told apart from the good ones.
-            parsed = _split_non_finite(payload)
+            # msgspec refuses NaN/Infinity tokens, 1e999 and over-range codes; the stdlib parser reads them, so
+            # those values can be told apart from the good ones.
+            parsed = _split_unreadable(payload)
             if parsed is None:
                 return _reject("invalid_json", str(exc))
-            cleaned, non_finite = parsed
+            cleaned, unreadable = parsed
             if not cleaned.get("samples"):
-                return _reject("non_finite_value", "every sample has a NaN or infinite value")
+                return Outcome(rejections=_unreadable_rejections(cleaned, unreadable))
             try:
                 frame = telemetry_decoder.decode(encoder.encode(cleaned))
             except msgspec.ValidationError as inner:
                 return _reject("schema_violation", str(inner))
-        return self._check_frame(frame, payload, non_finite, now)
+        return self._check_frame(frame, unreadable, now)
 
-    def _check_frame(self, frame: TelemetryFrame, payload: bytes, non_finite: list[Any], now: datetime) -> Outcome:
+    def _check_frame(self, frame: TelemetryFrame, unreadable: dict[str, list[Any]], now: datetime) -> Outcome:
         equipment = self._equipment.get(frame.equipment_id)
         if equipment is None:
             return _reject("unknown_equipment", f"equipment {frame.equipment_id!r} is not in the plant model")
@@ -111,16 +111,8 @@ class FrameValidator:
                 good.append(sample)
 
         outcome = Outcome()
-        if non_finite:
-            body = dict(msgspec.to_builtins(frame), samples=non_finite)
-            outcome.rejections.append(
-                Rejection(
-                    "non_finite_value",
-                    f"{len(non_finite)} sample(s) with NaN or infinite values",
-                    json.dumps(body).encode(),
-                    len(non_finite),
-                )
-            )
+        if unreadable:
+            outcome.rejections = _unreadable_rejections(msgspec.to_builtins(frame), unreadable)
         for reason, samples in bad.items():
             outcome.rejections.append(
                 Rejection(
@@ -140,27 +132,74 @@ class FrameValidator:
         return outcome
 
 
+# msgspec's words for a number it will not read as a reading: 1e999, or beyond the contract's READING_LIMIT.
+_NUMBER_ERRORS = ("Number out of range", "Expected `float` <", "Expected `float` >")
+_UNREADABLE = {
+    "non_finite_value": "NaN or infinite",
+    "over_range_value": f"beyond ±{READING_LIMIT:g}: an instrument's over-range or fault code, not a reading",
+}
+
+
 def _reject(reason: str, detail: str) -> Outcome:
     return Outcome(rejections=[Rejection(reason, detail)])
 
 
-def _split_non_finite(payload: bytes) -> tuple[dict[str, Any], list[Any]] | None:
+def _split_unreadable(payload: bytes) -> tuple[dict[str, Any], dict[str, list[Any]]] | None:
     try:
         # UTF-8 only, as msgspec reads it: json.loads(bytes) would also take UTF-16, UTF-32 and a BOM.
         document = json.loads(payload.decode("utf-8"))
     except (ValueError, UnicodeDecodeError, RecursionError):
         return None
     if not isinstance(document, dict) or not isinstance(document.get("samples"), list):
-        return document if isinstance(document, dict) else {"samples": []}, []
+        return document if isinstance(document, dict) else {"samples": []}, {}
     good: list[Any] = []
-    bad: list[Any] = []
+    bad: dict[str, list[Any]] = defaultdict(list)
     for sample in document["samples"]:
         values = sample.get("values") if isinstance(sample, dict) else None
-        finite = not isinstance(values, dict) or all(
-            not isinstance(v, float) or math.isfinite(v) for v in values.values()
-        )
-        (good if finite else bad).append(sample)
+        if not isinstance(values, dict):
+            good.append(sample)  # the schema check names what is wrong with it
+            continue
+        # Value by value: a sensor stuck at its overload code must not take its neighbours' readings with it.
+        kept: dict[str, Any] = {}
+        spoilt: dict[str, dict[str, Any]] = defaultdict(dict)
+        for name, value in values.items():
+            reason = _unreadable(value)
+            (kept if reason is None else spoilt[reason])[name] = value
+        for reason, unread in spoilt.items():
+            bad[reason].append(dict(sample, values=unread))
+        if kept:
+            uncertain = sample.get("uncertain")
+            if isinstance(uncertain, list):
+                sample = dict(sample, uncertain=[n for n in uncertain if n in kept])
+            good.append(dict(sample, values=kept))
     return dict(document, samples=good), bad
+
+
+def _unreadable(value: Any) -> str | None:
+    if not isinstance(value, int | float) or isinstance(value, bool):
+        return None  # not a number: the schema check names it
+    if isinstance(value, float) and not math.isfinite(value):
+        return "non_finite_value"
+    return "over_range_value" if _beyond_limit(value) else None
+
+
+def _beyond_limit(value: float) -> bool:
+    try:
+        return abs(float(value)) >= READING_LIMIT  # an integer as msgspec reads it: the nearest float
+    except OverflowError:  # an integer past any float
+        return True
+
+
+def _unreadable_rejections(header: dict[str, Any], unreadable: dict[str, list[Any]]) -> list[Rejection]:
+    return [
+        Rejection(
+            reason,
+            f"{sum(len(s['values']) for s in samples)} value(s) in {len(samples)} sample(s) {_UNREADABLE[reason]}",
+            json.dumps(dict(header, samples=samples)).encode(),
+            len(samples),
+        )
+        for reason, samples in unreadable.items()
+    ]
 
 
 def _describe(
