@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import csv
 import gzip
-import math
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -21,6 +20,7 @@ from linewatch.core.commandline import UsageError
 from linewatch.core.contract import (
     FRAME_SAMPLES,
     NAME_PATTERN,
+    READING_LIMIT,
     TELEMETRY_SCHEMA_VERSION,
     Sample,
     TelemetryFrame,
@@ -160,7 +160,8 @@ def number(text: str, decimal_comma: bool) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    return value if math.isfinite(value) else None
+    # An over-range or fault code (9.9e37), as the validator sees it: no reading, as if the cell were empty.
+    return value if abs(value) < READING_LIMIT else None
 
 
 def is_fault(label: str) -> bool:

@@ -11,7 +11,7 @@ import numpy as np
 import yaml
 
 from linewatch.core.commandline import UsageError
-from linewatch.core.contract import NAME_PATTERN, READING_LIMIT
+from linewatch.core.contract import NAME_PATTERN
 from linewatch.core.plant import PlantModel
 from linewatch.core.timeutil import parse_time
 from linewatch.storage.historian import CsvTable, is_fault, number, read_table, sensor_name, time_column
@@ -62,8 +62,7 @@ def draft(
             labelled = sum(is_fault(str(v)) for v in raw if not np.isnan(v))
             notes.append(f"column {column!r} looks like a label ({labelled} faulty rows): not a sensor")
             continue
-        # An over-range or fault code (9.9e37) is no reading: the validator would refuse it too.
-        finite = values[np.abs(values) < READING_LIMIT]
+        finite = values[np.isfinite(values)]
         if len(finite) < 0.5 * len(values):
             notes.append(f"column {column!r} is mostly not numbers: left out")
             continue
