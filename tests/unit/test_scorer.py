@@ -381,3 +381,14 @@ def test_frames_scored_in_batches_score_as_one_by_one(root: Path, saved: tuple[P
     assert sum(anomalous for *_, anomalous in expected) > 0, "some samples are anomalous, so the debounce is tested"
     assert [(u, t, a) for u, t, _, a in got] == [(u, t, a) for u, t, _, a in expected]
     assert np.allclose([s for _, _, s, _ in got], [s for _, _, s, _ in expected], atol=1e-3)
+
+
+def test_rows_from_another_historian_leave_out_over_range_codes(plant: PlantModel) -> None:
+    ns = 1_767_225_600 * 10**9
+    rows: list[list[object]] = [
+        [ns, 9.9e37, 0.1],
+        [ns + 10**9, -3.4028235e38, 3.4028235e38],
+        [ns + 2 * 10**9, -45.0, 0.2],
+    ]
+    [frame] = historian.frames_from_rows(plant, "S1-DRY-01", ["time", "dew_point", "h2s"], rows)
+    assert [s.values for s in frame.samples] == [{"h2s": 0.1}, {"dew_point": -45.0, "h2s": 0.2}]

@@ -85,7 +85,8 @@ def frames_from_rows(
             chunk.clear()
 
     for row in rows:
-        values = {n: float(row[i]) for n, i in index.items() if row[i] is not None}  # type: ignore[arg-type]
+        cells = {n: row[i] for n, i in index.items() if row[i] is not None}
+        values = {n: v for n, cell in cells.items() if (v := reading(float(cell))) is not None}  # type: ignore[arg-type]
         if not values:
             continue
         ts = datetime.fromtimestamp(int(row[0]) / 1e9, UTC)  # type: ignore[call-overload]
@@ -160,7 +161,11 @@ def number(text: str, decimal_comma: bool) -> float | None:
         value = float(text)
     except ValueError:
         return None
-    # An over-range or fault code (9.9e37), as the validator sees it: no reading, as if the cell were empty.
+    return reading(value)
+
+
+def reading(value: float) -> float | None:
+    """A number as the validator takes it: NaN, infinity and an over-range or fault code (9.9e37) are no reading."""
     return value if abs(value) < READING_LIMIT else None
 
 
