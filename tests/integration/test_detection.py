@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import evaluate, training
@@ -40,8 +41,9 @@ def linewatch(env: dict[str, str], *args: str) -> str:
     return result.stdout
 
 
-def foreign_csv(path: Path, rows: int, seed: int, faults: list[tuple[int, int]]) -> None:
-    """A 52-variable process sampled every 3 min, `;`-separated, its own sensor names, labels as floats."""
+def foreign_csv(path: Path, rows: int, seed: int, faults: list[tuple[int, int]], overloads: int = 0) -> None:
+    """A 52-variable process sampled every 3 min, `;`-separated, its own sensor names, labels as floats; in
+    `overloads` rows one sensor's cell holds its instrument's overload code instead of a reading."""
     rng = np.random.default_rng(seed)
     loadings = np.random.default_rng(0).normal(0, 1, (52, 5))
     latent = np.zeros((rows, 5))
@@ -55,15 +57,19 @@ def foreign_csv(path: Path, rows: int, seed: int, faults: list[tuple[int, int]])
     header = ";".join(
         ["Zeitstempel", *(f"XMEAS({j + 1})" for j in range(41)), *(f"XMV({j + 1})" for j in range(11)), "Fault"]
     )
+    overloaded = set(rng.choice(rows, overloads, replace=False).tolist())
     lines = [header]
     for i in range(rows):
         stamp = f"2026-10-{1 + i * 3 // 1440:02d} {(i * 3 // 60) % 24:02d}:{(i * 3) % 60:02d}:00"
-        lines.append(";".join([stamp, *(f"{50 + 10 * v:.4f}" for v in values[i]), f"{labels[i]:.1f}"]))
+        cells = [f"{50 + 10 * v:.4f}" for v in values[i]]
+        if i in overloaded:
+            cells[2] = "9.9E+37"
+        lines.append(";".join([stamp, *cells, f"{labels[i]:.1f}"]))
     path.write_text("\n".join(lines) + "\n")
 
 
 def test_foreign_equipment_from_plant_draft_through_train_to_evaluate(tmp_path: Path) -> None:
-    foreign_csv(tmp_path / "normal.csv", 500, 1, [])
+    foreign_csv(tmp_path / "normal.csv", 500, 1, [], overloads=10)
     foreign_csv(tmp_path / "test.csv", 960, 2, [(160, 960)])
     plant_file = tmp_path / "plant.yaml"
     env = {
@@ -74,6 +80,9 @@ def test_foreign_equipment_from_plant_draft_through_train_to_evaluate(tmp_path: 
     common = ("--equipment", "TE-1", "--timestamp-column", "Zeitstempel")
     drafted = linewatch(env, "plant", "draft", "--csv", str(tmp_path / "normal.csv"), *common, "-o", str(plant_file))
     assert "52 sensors, one sample every 180 s" in drafted and "'Fault' looks like a label" in drafted
+    # The overload code is no reading: the sensor's normal range comes from its readings alone.
+    overloaded = yaml.safe_load(plant_file.read_text())["classes"]["te-1-class"]["sensors"]["XMEAS_3"]
+    assert -100 < overloaded["normal"][0] < overloaded["normal"][1] < 200, overloaded
     trained = linewatch(env, "train", "--csv", str(tmp_path / "normal.csv"), *common, "--active")
     assert "every 180 s" in trained and "trained 1 model(s)" in trained
     evaluated = linewatch(env, "evaluate", "--csv", str(tmp_path / "test.csv"), *common, "--label-column", "Fault")
