@@ -260,9 +260,10 @@ def frame(
     state: str = "running",
     lot: str = "EL-SYN1-1",
     recipe: str | None = None,
+    period_s: float = 1.0,
     **override: float,
 ) -> TelemetryFrame:
-    """n one-second samples of a unit at its nominal values, with some sensors overridden."""
+    """n samples a period apart (default: a second) of a unit at its nominal values, some sensors overridden."""
     equipment = plant.equipment_by_id[unit]
     sensors = plant.classes[equipment.equipment_class].sensors
     values = {name: s.nominal for name, s in sensors.items()} | override
@@ -272,7 +273,7 @@ def frame(
         seq=int(t0),
         state=state,  # type: ignore[arg-type]
         units={name: s.unit for name, s in sensors.items()},
-        samples=[Sample(ts=datetime.fromtimestamp(t0 + i, UTC), values=values) for i in range(n)],
+        samples=[Sample(ts=datetime.fromtimestamp(t0 + i * period_s, UTC), values=values) for i in range(n)],
         lot_id=lot,
         recipe=recipe,
     )

@@ -286,3 +286,31 @@ def test_a_frame_published_again_upstream_is_dosed_once(plant: PlantModel, engin
     assert [e for e in raises(events or []) if e.condition == "exposure_dose"]
     # Remembered in the state the table keeps, so the copy is known on the worker that takes the unit over.
     assert apply(engine, plant, topics, state_decoder.decode(state_encoder.encode(unit)), topics.valid, first) is None
+
+
+def dose_after(plant: PlantModel, frames: list[tuple[float, int, float, float]]) -> float:
+    """The H2S dose of one lot in the dry room after frames of (start, samples, period, ppm)."""
+    engine, unit = AlarmEngine(plant, load_rules(), load_alarm_database()), UnitState()
+    for t0, n, period_s, ppm in frames:
+        engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + t0, n, lot="EL-SYN1-7", period_s=period_s, h2s=ppm))
+    return unit.exposure["h2s"].dose
+
+
+def test_exposure_dose_is_an_integral_over_time_whatever_the_sampling(plant: PlantModel) -> None:
+    # Half an hour at 0.4 ppm is 0.2 ppm h, read every second, every 10 s, or 10 times a second.
+    for period_s in (1.0, 10.0, 0.1):
+        n = int(1800 / period_s)
+        dose = dose_after(plant, [(0, n // 2, period_s, 0.4), (n // 2 * period_s, n - n // 2, period_s, 0.4)])
+        assert dose == pytest.approx(0.2, rel=0.01), period_s
+    # A reading below zero is the sensor's offset, not exposure taken back.
+    assert dose_after(plant, [(0, 600, 1.0, 0.4), (600, 600, 1.0, -0.4)]) == pytest.approx(0.4 * 600 / 3600, rel=0.01)
+    # An hour with no data is a gap, not an hour at the last reading.
+    assert dose_after(plant, [(0, 60, 1.0, 0.4), (3660, 60, 1.0, 0.4)]) < 0.4 * 180 / 3600
+
+
+def test_a_deadband_sensor_doses_its_reading_until_it_moves(plant: PlantModel) -> None:
+    document = plant.model_dump(by_alias=True)
+    document["classes"]["dry_room"]["sensors"]["h2s"]["deadband"] = 0.05
+    reported_on_change = PlantModel.model_validate(document)
+    # 0.4 ppm reported once, steady for an hour, then a reading as it moves: a whole hour's dose.
+    assert dose_after(reported_on_change, [(0, 1, 1.0, 0.4), (3600, 1, 1.0, 0.1)]) == pytest.approx(0.4, rel=0.01)

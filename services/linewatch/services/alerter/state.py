@@ -52,6 +52,9 @@ class AlarmRecord(msgspec.Struct):
 class Exposure(msgspec.Struct):
     lot: str | None = None
     dose: float = 0.0
+    # The sensor's last reading and its time: it holds until the next one, which may come in a later frame.
+    last_ts: float | None = None
+    last_value: float = 0.0
 
 
 class UnitState(msgspec.Struct):

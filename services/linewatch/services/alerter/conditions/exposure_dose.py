@@ -1,7 +1,13 @@
 """Lot exposure dose: a sensor (dry-room H2O, H2S) integrated over the time an electrolyte lot spends there,
-against a limit per lot from the rules file; latching, because the lot stays exposed."""
+against a limit per lot from the rules file; latching, because the lot stays exposed.
+
+The integral is over time, not over samples: each reading holds until the next (a zero-order hold), so a sensor
+sampled every 10 s, or one a deadband reports only when it moves, doses as much as one read every second.
+"""
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -9,6 +15,24 @@ from linewatch.core.plant import PlantModel
 from linewatch.services.alerter.conditions.base import Condition, FrameContext
 from linewatch.services.alerter.rules import Rules
 from linewatch.services.alerter.state import AlarmRecord, Exposure
+
+HOLD_PERIODS = 5.0
+MIN_HOLD_S = 60.0
+
+
+def held_integral(exposure: Exposure, ts: np.ndarray, values: np.ndarray, hold_s: float) -> float:
+    """The readings' integral over time (value x seconds) from the last one before them, each held until the next
+    for at most `hold_s`; moves the last reading on. A concentration below zero is a sensor's offset: none."""
+    read = ~np.isnan(values)
+    if not read.any():
+        return 0.0
+    times, held = ts[read], np.maximum(values[read], 0.0)
+    first = times[0] if exposure.last_ts is None else exposure.last_ts
+    spans = np.clip(np.diff(times, prepend=first), 0.0, hold_s)  # a late, older frame adds nothing
+    dose = float(np.dot(np.concatenate([[exposure.last_value], held[:-1]]), spans))
+    if times[-1] >= first:
+        exposure.last_ts, exposure.last_value = float(times[-1]), float(held[-1])
+    return dose
 
 
 class ExposureDose(Condition):
@@ -37,7 +61,13 @@ class ExposureDose(Condition):
         exposure = unit.exposure.setdefault(sensor, Exposure())
         if frame.lot_id != exposure.lot:
             exposure.lot, exposure.dose = frame.lot_id, 0.0
-        exposure.dose += float(np.nansum(context.columns[sensor])) * self.plant.sample_period_s / 3600.0
+        equipment = self.plant.equipment_by_id[frame.equipment_id]
+        spec = self.plant.classes[equipment.equipment_class].sensors[sensor]
+        # A silence longer than a few periods is a gap in the data, not a steady value; with a deadband, it is. At
+        # least a minute: a plant file that says 1 s of a sensor read every 10 s must not halve its dose.
+        periods = HOLD_PERIODS * self.plant.period_s(equipment, sensor)
+        hold_s = math.inf if spec.deadband > 0 else max(periods, MIN_HOLD_S)
+        exposure.dose += held_integral(exposure, context.ts, context.columns[sensor], hold_s) / 3600.0
         alarm_id = f"{frame.equipment_id}/{sensor}/exposure"
         record = unit.alarms.get(alarm_id)
         over = exposure.lot is not None and exposure.dose > limit
