@@ -314,3 +314,21 @@ def test_a_deadband_sensor_doses_its_reading_until_it_moves(plant: PlantModel) -
     reported_on_change = PlantModel.model_validate(document)
     # 0.4 ppm reported once, steady for an hour, then a reading as it moves: a whole hour's dose.
     assert dose_after(reported_on_change, [(0, 1, 1.0, 0.4), (3600, 1, 1.0, 0.1)]) == pytest.approx(0.4, rel=0.01)
+
+
+def test_a_sensor_read_every_five_minutes_is_charted_on_subgroups_of_a_few_readings(plant: PlantModel) -> None:
+    document = plant.model_dump(by_alias=True)
+    document["classes"]["precursor_doser"]["sensors"]["li2s_feed"]["sample_period_s"] = 300.0
+    slow = PlantModel.model_validate(document)
+    engine, unit = AlarmEngine(slow, load_rules(), load_alarm_database()), UnitState()
+    rng = np.random.default_rng(8)
+    readings = 4 * (engine.rules.spc.baseline_subgroups + 2)  # four readings a subgroup of 20 min
+    for i in range(readings):
+        engine.on_frame(unit, frame(slow, "S1-DOSE-01", T0 + 300 * i, 1, li2s_feed=52.0 + float(rng.normal(0, 0.5))))
+    chart = unit.charts["li2s_feed"]
+    assert chart.center is not None and chart.sigma is not None
+    assert abs(chart.center - 52.0) < 0.5 and 0 < chart.sigma < 0.6
+    events = []
+    for i in range(readings, readings + 12):  # a shift of 3 g/min, 6 readings' sigma: inside the spec limits
+        events += engine.on_frame(unit, frame(slow, "S1-DOSE-01", T0 + 300 * i, 1, li2s_feed=55.0))
+    assert [event.alarm_id for event in raises(events)] == ["S1-DOSE-01/li2s_feed/spc"]

@@ -10,6 +10,8 @@ from linewatch.services.alerter.conditions.base import Condition, FrameContext
 from linewatch.services.alerter.rules import Rules
 from linewatch.services.alerter.spc import RULES, Chart, violated
 
+SUBGROUP_READINGS = 4
+
 
 class SpcRule(Condition):
     name = "spc_rule"
@@ -19,6 +21,16 @@ class SpcRule(Condition):
         # class -> critical sensor -> the setpoint it tracks
         self.charted = {
             name: {sensor: s.tracks for sensor, s in spec.sensors.items() if s.critical}
+            for name, spec in plant.classes.items()
+        }
+        # class -> critical sensor -> its subgroups' length: long enough for a few readings, or a sensor read every
+        # 5 min would fill no subgroup of the default 5 min and never be charted.
+        self.subgroup_s = {
+            name: {
+                sensor: max(rules.spc.subgroup_s, SUBGROUP_READINGS * (s.sample_period_s or plant.sample_period_s))
+                for sensor, s in spec.sensors.items()
+                if s.critical
+            }
             for name, spec in plant.classes.items()
         }
 
@@ -43,9 +55,10 @@ class SpcRule(Condition):
             steady = np.concatenate([[False], np.diff(setpoint) == 0])
             usable &= steady
         chart = unit.charts.setdefault(sensor, Chart())
+        subgroup_s = self.subgroup_s[context.frame.equipment_class][sensor]
         alarm_id = f"{context.frame.equipment_id}/{sensor}/spc"
         for i in np.flatnonzero(usable):
-            z = chart.add(float(context.ts[i]), float(values[i]), spc.subgroup_s, spc.baseline_subgroups)
+            z = chart.add(float(context.ts[i]), float(values[i]), subgroup_s, spc.baseline_subgroups)
             if z is None:
                 continue
             rule = violated(chart.points, spc.rules)
