@@ -332,3 +332,23 @@ def test_a_sensor_read_every_five_minutes_is_charted_on_subgroups_of_a_few_readi
     for i in range(readings, readings + 12):  # a shift of 3 g/min, 6 readings' sigma: inside the spec limits
         events += engine.on_frame(unit, frame(slow, "S1-DOSE-01", T0 + 300 * i, 1, li2s_feed=55.0))
     assert [event.alarm_id for event in raises(events)] == ["S1-DOSE-01/li2s_feed/spc"]
+
+
+def test_a_subgroup_cut_short_by_a_stop_is_judged_on_its_few_readings(plant: PlantModel, engine: AlarmEngine) -> None:
+    rng, unit, subgroup = np.random.default_rng(5), UnitState(), engine.rules.spc.subgroup_s
+    t = T0 - T0 % subgroup
+    for _ in range(engine.rules.spc.baseline_subgroups + 1):  # 30 frames of 10 readings a subgroup
+        for _ in range(int(subgroup) // 10):
+            engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, 10, li2s_feed=52.0 + float(rng.normal(0, 0.5))))
+            t += 10
+    chart = unit.charts["li2s_feed"]
+    assert chart.center is not None and chart.sigma is not None and chart.sigma < 0.2
+    # A stop, and a start-up that settles 3 s before the subgroup ends: 3 readings 1.5 readings' sigma high.
+    events = engine.on_frame(unit, frame(plant, "S1-DOSE-01", t, 10, state="idle"))
+    settle = plant.classes["precursor_doser"].settle_s
+    start = t + 2 * subgroup - settle - 3
+    events += engine.on_frame(unit, frame(plant, "S1-DOSE-01", start, int(settle) + 3, li2s_feed=chart.center + 0.75))
+    events += engine.on_frame(unit, frame(plant, "S1-DOSE-01", start + settle + 3, 10, li2s_feed=chart.center))
+    [short] = chart.points  # the subgroup open at the stop was dropped, as a stop does
+    assert 1.5 < short < 3.0  # judged as a mean of 3 readings, not of 300
+    assert not [event for event in raises(events) if event.condition == "spc_rule"]

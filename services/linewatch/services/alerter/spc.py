@@ -81,6 +81,10 @@ class Chart(msgspec.Struct):
     center: float | None = None
     sigma: float | None = None
     points: list[float] = []
+    # Readings in the baseline's subgroups: the typical count, and one reading's variance inside a subgroup.
+    baseline_sizes: list[int] = []
+    typical_size: float = 0.0
+    reading_variance: float = 0.0
 
     def add(self, ts: float, value: float, subgroup_s: float, baseline_subgroups: int) -> float | None:
         """Add one reading; returns the z-score of a subgroup it completed (after the baseline)."""
@@ -98,15 +102,20 @@ class Chart(msgspec.Struct):
     def _close(self, baseline_subgroups: int) -> float | None:
         n = self.count
         mean = self.total / n
-        error = max(self.squares - n * mean * mean, 0.0) / (n - 1) / n
-        if not (math.isfinite(mean) and math.isfinite(error)):
+        variance = max(self.squares - n * mean * mean, 0.0) / (n - 1)
+        if not (math.isfinite(mean) and math.isfinite(variance)):
             # A reading so extreme that its sums overflow is for the limit checks: charted, it would leave the
             # baseline infinite or NaN for good, and no later shift could show.
             return None
         if self.center is None or self.sigma is None:
             self.baseline.append(mean)
-            self.baseline_error.append(error)
+            self.baseline_error.append(variance / n)
+            self.baseline_sizes.append(n)
             if len(self.baseline) >= baseline_subgroups:
+                sizes, errors = self.baseline_sizes, self.baseline_error
+                if len(sizes) == len(errors):  # else a baseline begun before sizes were kept: no widening
+                    self.typical_size = sum(sizes) / len(sizes)
+                    self.reading_variance = sum(e * k for e, k in zip(errors, sizes, strict=True)) / len(sizes)
                 ranges = [abs(b - a) for a, b in zip(self.baseline, self.baseline[1:], strict=False)]
                 self.center = sum(self.baseline) / len(self.baseline)
                 # Moving range / d2 (1.128) sees drift between subgroups; the pooled spread inside them is the
@@ -116,7 +125,10 @@ class Chart(msgspec.Struct):
                 moving = sum(ranges) / len(ranges) / 1.128
                 self.sigma = max(moving, within, 1e-9 * max(1.0, abs(self.center)))
             return None
-        z = (mean - self.center) / self.sigma
+        # A subgroup with fewer readings than the baseline's (cut short by a stop or a setpoint move) has a noisier
+        # mean: its sigma widens by the difference, or every short subgroup would look like a shift.
+        short = 1 / n - 1 / self.typical_size if self.typical_size > 0 else 0.0
+        z = (mean - self.center) / math.sqrt(self.sigma**2 + self.reading_variance * max(short, 0.0))
         self.points = [*self.points[-(HISTORY - 1) :], z]
         return z
 
@@ -128,3 +140,4 @@ class Chart(msgspec.Struct):
         """Recipe change: a new process, so a new baseline."""
         self.interrupt()
         self.baseline, self.baseline_error, self.center, self.sigma, self.points = [], [], None, None, []
+        self.baseline_sizes, self.typical_size, self.reading_variance = [], 0.0, 0.0
