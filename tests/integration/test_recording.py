@@ -4,10 +4,15 @@ sandbox that notifies nobody and leaves the live series alone; imports from CSV 
 
 from __future__ import annotations
 
+import functools
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import defaultdict
+from datetime import UTC, datetime
 from http.server import ThreadingHTTPServer
 from pathlib import Path
 
@@ -35,7 +40,9 @@ from linewatch.tools.recording.recorder import (
     read_messages,
     record,
     replay,
+    sandbox_env,
     sandbox_prefix,
+    sandbox_topics,
 )
 from linewatch.tools.recording.whatif import whatif
 
@@ -218,25 +225,24 @@ def test_whatif_paced_reproduces_the_live_alarms_without_notifying_or_touching_l
     hook.shutdown()
 
 
+def linewatch(env: dict[str, str], *args: str) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "linewatch.tools.cli", *args], env=os.environ | env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return result.stdout
+
+
 def test_import_from_csv_and_from_an_influxdb_range(stack: DevStack, tmp_path: Path) -> None:
     import asyncio
-    import os
-    import subprocess
-    import sys
 
     from linewatch.storage.influx import InfluxWriter
 
     csv_file = tmp_path / "historian.csv"
     rows = ["Time,DEW_PT,H2S_PPM"] + [f"2026-11-01T10:00:{s:02d}Z,{-48 + s / 10},{0.08}" for s in range(30)]
     csv_file.write_text("\n".join(rows) + "\n")
-    env = os.environ | stack.service_env()
-
-    def run(*args: str) -> str:
-        result = subprocess.run(
-            [sys.executable, "-m", "linewatch.tools.cli", *args], env=env, capture_output=True, text=True
-        )
-        assert result.returncode == 0, result.stderr[-2000:]
-        return result.stdout
+    env = stack.service_env()
+    run = functools.partial(linewatch, env)
 
     out = tmp_path / "csv.lwrec.gz"
     run("import", "csv", "--file", str(csv_file), "--equipment", "S2-DRY-01", "--timestamp-column", "Time",
@@ -301,3 +307,32 @@ def test_recording_a_topic_the_broker_does_not_have_says_so(kafka: KafkaSettings
     with said, RecordingWriter(path, kafka.bootstrap_servers, [missing]) as writer:
         record(kafka, RecordPlan([kafka.topics.raw, missing], for_s=5.0), writer)
     assert not path.exists()  # no empty recording left behind
+
+
+def test_a_replay_of_last_months_import_is_validated_in_its_sandbox_not_refused_as_too_old(
+    stack: DevStack, kafka: KafkaSettings, tmp_path: Path
+) -> None:
+    # Readings of a dry room, five weeks before now: beyond the live validator's 7 days.
+    start = time.time() - 35 * 86_400
+    rows = [f"{datetime.fromtimestamp(start + s, UTC).isoformat()},{-48 + s / 100}\n" for s in range(120)]
+    csv_file = tmp_path / "incident.csv"
+    csv_file.write_text("Time,DEW_PT\n" + "".join(rows))
+    recording = tmp_path / "incident.lwrec.gz"
+    env = stack.service_env()
+    linewatch(env, "import", "csv", "--file", str(csv_file), "--equipment", "S2-DRY-01", "--timestamp-column",
+              "Time", "--map", "DEW_PT=dew_point", "-o", str(recording))  # fmt: skip
+    messages = in_time_order(read_messages(recording))
+    replay_id = "incident"
+    ensure_topics(kafka, sandbox_topics(replay_id).all())
+    producer = RecordProducer(kafka.bootstrap_servers)
+    replay(messages, ReplayPlan(None, replay_id, sandbox_prefix(replay_id).__add__), producer.send)
+    producer.close()
+
+    validator = ServiceProcess("validator", env | sandbox_env(replay_id, messages), tmp_path / "validator.log").start()
+    try:
+        topics = sandbox_topics(replay_id)
+        valid = [telemetry_decoder.decode(r.value) for r in consume(kafka, topics.valid, len(messages))]  # type: ignore[attr-defined]
+    finally:
+        validator.stop()
+    assert sum(len(frame.samples) for frame in valid) == 120
+    assert consume(kafka, topics.deadletter, 1, timeout_s=3.0) == []

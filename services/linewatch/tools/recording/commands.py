@@ -86,7 +86,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         sent = replay(messages, plan, producer.send, lambda n: progress.update(task, completed=n))
     producer.close()
     out(f"replayed {sent} messages into sandbox topics {sandbox_prefix(replay_id)}*")
-    settings_text = " ".join(f"{k}={v}" for k, v in sandbox_env(replay_id).items())
+    settings_text = " ".join(f"{k}={v}" for k, v in sandbox_env(replay_id, messages).items())
     out(f"services read the sandbox with: {settings_text}")
     return 0
 

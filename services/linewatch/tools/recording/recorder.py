@@ -7,7 +7,7 @@ from __future__ import annotations
 import gzip
 import heapq
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -198,11 +198,14 @@ def sandbox_prefix(replay_id: str) -> str:
     return f"sandbox.{replay_id}."
 
 
-def sandbox_env(replay_id: str) -> dict[str, str]:
+def sandbox_env(replay_id: str, messages: Sequence[RecordedMessage] = ()) -> dict[str, str]:
     """Service settings for a sandbox: its own topics, consumer groups and InfluxDB database, and nothing
-    reaches people (no notifications, no Grafana annotations)."""
+    reaches people (no notifications, no Grafana annotations). With the recording's messages, the validator also
+    takes samples as old as the recording's."""
     topics = sandbox_topics(replay_id)
     env = {f"LINEWATCH_KAFKA__TOPICS__{name.upper()}": topic for name, topic in topics.model_dump().items()}
+    if messages:
+        env["LINEWATCH_MAX_PAST_S"] = f"{replay_past_s(messages):.0f}"
     return env | {
         "LINEWATCH_KAFKA__GROUP_PREFIX": sandbox_prefix(replay_id),
         "LINEWATCH_INFLUX__DATABASE": sandbox_database(replay_id),
@@ -210,6 +213,20 @@ def sandbox_env(replay_id: str) -> dict[str, str]:
         "LINEWATCH_NOTIFY__ENABLED": "false",
         "LINEWATCH_GRAFANA__URL": "",
     }
+
+
+# The live validator's window for old samples (LINEWATCH_MAX_PAST_S): a recording's samples may be that much older
+# than their record's timestamp.
+LIVE_PAST_S = 7 * 86_400.0
+
+
+def replay_past_s(messages: Sequence[RecordedMessage]) -> float:
+    """How old a sample a sandbox's validator must take: a replay of last month's incident is not "too old". Its
+    oldest record's age now, plus the recording's span (its age when a replay at 1x or faster ends), plus the live
+    window."""
+    first = min(m.timestamp_ms for m in messages) / 1000
+    last = max(m.timestamp_ms for m in messages) / 1000
+    return max(time.time() - first, 0.0) + (last - first) + LIVE_PAST_S
 
 
 def sandbox_database(replay_id: str) -> str:

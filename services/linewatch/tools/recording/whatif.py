@@ -75,7 +75,7 @@ def run_sandboxes(
     for run in runs:
         env = (
             base_env
-            | sandbox_env(run.replay_id)
+            | sandbox_env(run.replay_id, messages)
             | {
                 "LINEWATCH_KAFKA__BOOTSTRAP_SERVERS": kafka.bootstrap_servers,
                 "LINEWATCH_INFLUX__URL": influx.url,
