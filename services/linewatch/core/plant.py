@@ -223,8 +223,8 @@ class PlantModel(_Strict):
             **{"class": equipment.equipment_class},
         )
 
-    def period_s(self, equipment: Equipment, sensor: str) -> float:
-        own = self.classes[equipment.equipment_class].sensors[sensor].sample_period_s
+    def period_s(self, equipment_class: str, sensor: str) -> float:
+        own = self.classes[equipment_class].sensors[sensor].sample_period_s
         return own if own is not None else self.sample_period_s
 
 

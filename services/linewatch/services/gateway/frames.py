@@ -45,7 +45,9 @@ def bindings(plant: PlantModel, protocol: Protocol) -> dict[str, Point]:
                     f"{protocol} address {address!r} is both {other.equipment.id}.{other.sensor} and "
                     f"{equipment.id}.{sensor}: give each sensor its own"
                 )
-            found[address] = Point(equipment, sensor, address, plant.period_s(equipment, sensor), spec.deadband)
+            found[address] = Point(
+                equipment, sensor, address, plant.period_s(equipment.equipment_class, sensor), spec.deadband
+            )
     return found
 
 

@@ -41,32 +41,36 @@ class ExposureDose(Condition):
     def __init__(self, plant: PlantModel, rules: Rules) -> None:
         super().__init__(plant, rules)
         self.limits = {
-            name: {s: (e.limit, e.unit) for s, e in by_sensor.items()} for name, by_sensor in rules.exposure.items()
+            name: {s: (e.limit, e.unit, self._hold_s(name, s)) for s, e in by_sensor.items()}
+            for name, by_sensor in rules.exposure.items()
+            if name in plant.classes  # the default rules name the reference plant's dry rooms; a plant may have none
         }
+
+    def _hold_s(self, equipment_class: str, sensor: str) -> float:
+        """How long a reading holds. A silence longer than a few periods is a gap in the data, not a steady value;
+        with a deadband, it is. At least a minute: a plant file that says 1 s of a sensor read every 10 s must not
+        halve its dose."""
+        if self.plant.classes[equipment_class].sensors[sensor].deadband > 0:
+            return math.inf
+        return max(HOLD_PERIODS * self.plant.period_s(equipment_class, sensor), MIN_HOLD_S)
 
     def watched(self, equipment_class: str) -> list[str | None]:
         return list(self.limits.get(equipment_class, {}))
 
     def on_frame(self, context: FrameContext) -> set[str]:
         touched: set[str] = set()
-        for sensor, (limit, dose_unit) in self.limits.get(context.frame.equipment_class, {}).items():
-            touched |= self._dose(context, sensor, limit, dose_unit)
+        for sensor, (limit, dose_unit, hold_s) in self.limits.get(context.frame.equipment_class, {}).items():
+            touched |= self._dose(context, sensor, limit, dose_unit, hold_s)
         return touched
 
     def without_evidence(self, record: AlarmRecord, judged_now: bool) -> bool | None:
         return None  # the dose belongs to the lot, not to the equipment's state
 
-    def _dose(self, context: FrameContext, sensor: str, limit: float, dose_unit: str) -> set[str]:
+    def _dose(self, context: FrameContext, sensor: str, limit: float, dose_unit: str, hold_s: float) -> set[str]:
         frame, unit = context.frame, context.unit
         exposure = unit.exposure.setdefault(sensor, Exposure())
         if frame.lot_id != exposure.lot:
             exposure.lot, exposure.dose = frame.lot_id, 0.0
-        equipment = self.plant.equipment_by_id[frame.equipment_id]
-        spec = self.plant.classes[equipment.equipment_class].sensors[sensor]
-        # A silence longer than a few periods is a gap in the data, not a steady value; with a deadband, it is. At
-        # least a minute: a plant file that says 1 s of a sensor read every 10 s must not halve its dose.
-        periods = HOLD_PERIODS * self.plant.period_s(equipment, sensor)
-        hold_s = math.inf if spec.deadband > 0 else max(periods, MIN_HOLD_S)
         exposure.dose += held_integral(exposure, context.ts, context.columns[sensor], hold_s) / 3600.0
         alarm_id = f"{frame.equipment_id}/{sensor}/exposure"
         record = unit.alarms.get(alarm_id)

@@ -27,7 +27,7 @@ class SpcRule(Condition):
         # 5 min would fill no subgroup of the default 5 min and never be charted.
         self.subgroup_s = {
             name: {
-                sensor: max(rules.spc.subgroup_s, SUBGROUP_READINGS * (s.sample_period_s or plant.sample_period_s))
+                sensor: max(rules.spc.subgroup_s, SUBGROUP_READINGS * plant.period_s(name, sensor))
                 for sensor, s in spec.sensors.items()
                 if s.critical
             }
