@@ -29,6 +29,11 @@ READING_LIMIT = 1e30
 Reading = Annotated[float, msgspec.Meta(gt=-READING_LIMIT, lt=READING_LIMIT)]
 
 
+def reading(value: float) -> float | None:
+    """A number as the contract takes it: NaN, infinity and an over-range or fault code (9.9e37) are no reading."""
+    return value if abs(value) < READING_LIMIT else None
+
+
 # gc=False: the cyclic collector need not track what cannot form a cycle (a time and a dict of floats);
 # with a hundred samples a record it otherwise costs a third of decoding.
 class Sample(msgspec.Struct, forbid_unknown_fields=True, frozen=True, gc=False, omit_defaults=True):

@@ -20,11 +20,11 @@ from linewatch.core.commandline import UsageError
 from linewatch.core.contract import (
     FRAME_SAMPLES,
     NAME_PATTERN,
-    READING_LIMIT,
     TELEMETRY_SCHEMA_VERSION,
     Sample,
     TelemetryFrame,
     equipment_fields,
+    reading,
     telemetry_decoder,
 )
 from linewatch.core.plant import PlantModel
@@ -162,11 +162,6 @@ def number(text: str, decimal_comma: bool) -> float | None:
     except ValueError:
         return None
     return reading(value)
-
-
-def reading(value: float) -> float | None:
-    """A number as the validator takes it: NaN, infinity and an over-range or fault code (9.9e37) are no reading."""
-    return value if abs(value) < READING_LIMIT else None
 
 
 def is_fault(label: str) -> bool:

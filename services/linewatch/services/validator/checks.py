@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from linewatch.core.contract import READING_LIMIT, Sample, TelemetryFrame, encoder, telemetry_decoder
+from linewatch.core.contract import READING_LIMIT, Sample, TelemetryFrame, encoder, reading, telemetry_decoder
 from linewatch.core.plant import PlantModel
 
 
@@ -185,7 +185,7 @@ def _unreadable(value: Any) -> str | None:
 
 def _beyond_limit(value: float) -> bool:
     try:
-        return abs(float(value)) >= READING_LIMIT  # an integer as msgspec reads it: the nearest float
+        return reading(float(value)) is None  # an integer as msgspec reads it: the nearest float
     except OverflowError:  # an integer past any float
         return True
 

@@ -25,6 +25,7 @@ from linewatch.core.contract import (
 )
 from linewatch.core.kafka import OBSERVER_FETCH_MAX_WAIT_MS, kafka_python_security
 from linewatch.core.settings import KafkaSettings, Topics
+from linewatch.services.validator.settings import ValidatorSettings
 
 REPLAY_HEADER = "linewatch.replay_id"
 
@@ -215,9 +216,9 @@ def sandbox_env(replay_id: str, messages: Sequence[RecordedMessage] = ()) -> dic
     }
 
 
-# The live validator's window for old samples (LINEWATCH_MAX_PAST_S): a recording's samples may be that much older
-# than their record's timestamp.
-LIVE_PAST_S = 7 * 86_400.0
+# The live validator's window for old samples (LINEWATCH_MAX_PAST_S, its default): a recording's samples may be that
+# much older than their record's timestamp.
+LIVE_PAST_S: float = ValidatorSettings.model_fields["max_past_s"].default
 
 
 def replay_past_s(messages: Sequence[RecordedMessage]) -> float:
