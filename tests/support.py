@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
@@ -393,3 +396,17 @@ def reference_alarm_events(plant: PlantModel, sent: list[bytes]) -> list[AlarmEv
         frame = telemetry_decoder.decode(payload)
         events += engine.on_frame(units.setdefault(frame.equipment_id, UnitState()), frame)
     return events
+
+
+def linewatch(env: dict[str, str], *args: str) -> str:
+    """The CLI in a process of its own with `env` on top of this one's: its output, once it has succeeded cleanly."""
+    result = subprocess.run(
+        [sys.executable, "-m", "linewatch.tools.cli", *args],
+        env=os.environ | env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    return result.stdout

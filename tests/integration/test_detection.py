@@ -5,15 +5,13 @@ reference plant's faults. In-process or through the CLI, no servers; minutes, so
 from __future__ import annotations
 
 import math
-import os
 import re
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import yaml
+from support import linewatch
 
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import evaluate, training
@@ -26,19 +24,6 @@ from linewatch.tools.detectionbench import run_process
 START = math.floor(1_790_000_000 / 7200) * 7200  # fixed: runs are reproducible
 
 pytestmark = pytest.mark.detection
-
-
-def linewatch(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "linewatch.tools.cli", *args],
-        env=os.environ | env,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert "Traceback" not in result.stderr
-    return result.stdout
 
 
 def foreign_csv(path: Path, rows: int, seed: int, faults: list[tuple[int, int]], overloads: int = 0) -> None:

@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -17,7 +14,7 @@ from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
-from support import Hook, faulty_plan, read_quiet, simulate
+from support import Hook, faulty_plan, linewatch, read_quiet, simulate
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.contract import alarm_event_decoder, raises_alarm, telemetry_decoder
@@ -223,14 +220,6 @@ def test_whatif_paced_reproduces_the_live_alarms_without_notifying_or_touching_l
     assert "furnace_overshoot" in table and "seal_temperature_drop" in table and "detected" in table
     assert len(Hook.received) == notified_live
     hook.shutdown()
-
-
-def linewatch(env: dict[str, str], *args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "linewatch.tools.cli", *args], env=os.environ | env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    return result.stdout
 
 
 def test_import_from_csv_and_from_an_influxdb_range(stack: DevStack, tmp_path: Path) -> None:
