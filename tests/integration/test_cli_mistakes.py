@@ -72,6 +72,7 @@ def mistakes(tmp: Path) -> list[tuple[str, list[str], dict[str, str], str]]:
         ("no load", ["bench", "latency", "--load", "0"], {}, "--load-share"),
         ("no partitions", ["bench", "broker", "--partitions", "0"], {}, "--partitions of 1 or more"),
         ("no turns", ["bench", "stages", "--repeat", "0"], {}, "1 or more turns"),
+        ("no draws", ["bench", "detection", "--seeds", "0"], {}, "1 or more draws"),
         ("too few records to time", ["bench", "stages", "--records", "2000"], {}, "5,000 or more"),
         ("InfluxDB down", ["lots", "affected", "--lot", "EL-1"], {"LINEWATCH_INFLUX__URL": nowhere}, "reach"),
         ("no model", ["evaluate", "--csv", str(csv), "--equipment", "S1-DRY-01"], keyed, "train"),

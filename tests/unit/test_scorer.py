@@ -20,13 +20,15 @@ from linewatch.core.contract import AnomalyScores, TelemetryFrame
 from linewatch.core.plant import PlantModel
 from linewatch.services.scorer import evaluate, registry, training
 from linewatch.services.scorer.agents import scores_for
+from linewatch.services.scorer.commands import describe
 from linewatch.services.scorer.engine import PlantScorer
 from linewatch.services.scorer.features import SMOOTH_WARMUP, FeatureLayout, StreamState, stream_block
-from linewatch.services.scorer.models import ClassModel, FlatForest, Targets, pick, tail_threshold
+from linewatch.services.scorer.models import ClassModel, FlatForest, Targets, calibrate, pick, tail_threshold
 from linewatch.services.scorer.rollout import ModelSet
 from linewatch.simulation.faults import plan_injection
 from linewatch.simulation.plant_sim import simulated
 from linewatch.storage import historian
+from linewatch.tools import corpus
 
 KEY = b"test-signing-key"
 START = math.floor(1_790_000_000 / 7200) * 7200  # fixed: runs are reproducible
@@ -214,6 +216,35 @@ def test_tail_threshold_is_empirical_where_the_data_show_the_rate_and_extrapolat
     assert not extrapolated and abs(level - math.log(100)) < 0.2
     level, extrapolated = tail_threshold(values[:500], 0.001)
     assert extrapolated and level > np.quantile(values[:500], 0.99)  # beyond what 500 values show, upward
+
+
+def corpus_model(name: str, seed: int) -> tuple[ClassModel, corpus.Run]:
+    """Trained on one of `bench detection`'s processes as training does (one run, lagged); and its fresh run."""
+    process = next(p for p in corpus.PROCESSES if p.name == name)
+    train, fresh, _ = corpus.datasets(process, seed)
+    layout = FeatureLayout([f"v{i}" for i in range(process.variables)], lags=1)
+    block = stream_block(
+        StreamState(), layout, train.values, np.ones(process.variables, bool), train.ts, process.period_s
+    )
+    model = calibrate(name, None, layout, process.period_s, [block.take(np.flatnonzero(block.warm))], targets=Targets())
+    return model, fresh
+
+
+def test_the_smoothed_spe_is_left_out_where_too_few_independent_rows_calibrate_it(tmp_path: Path) -> None:
+    """300 rows of a slowly wandering process: the smoothed SPE's held-out values rest on a handful of independent
+    rows, and on fresh data it alarmed on 18 % of the samples (docs/benchmarks.md); 3,000 rows keep it."""
+    short, fresh = corpus_model("kiln-5min", 2)
+    assert short.left_out == ["spe_smooth"] and short.calibration["smooth_spe_effective_rows"] < 30
+    assert "smoothed SPE is left out" in describe(short)
+    block = stream_block(StreamState(), short.layout, fresh.values, np.ones(8, bool), fresh.ts, short.period_s)
+    parts = short.parts(block)
+    parts["spe_smooth"] = np.full(len(fresh.ts), 1e9)  # whatever it says, it decides nothing
+    assert np.array_equal(short.combined(parts)["drift"], parts["bias"] / short.normalizers["bias"])
+    version = registry.save(tmp_path, KEY, {"kiln": short}, {"source": "test"})
+    assert registry.load(tmp_path, version, KEY)["kiln"].left_out == ["spe_smooth"]
+    long, _ = corpus_model("press-1s", 0)
+    assert long.left_out == [] and long.calibration["smooth_spe_effective_rows"] >= 30
+    assert "smoothed SPE" not in describe(long)
 
 
 def test_too_little_data_is_refused_with_what_the_model_needs(plant: PlantModel) -> None:

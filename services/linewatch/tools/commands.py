@@ -96,7 +96,9 @@ def _bench_latency(args: argparse.Namespace) -> int:
 def _bench_detection(args: argparse.Namespace) -> int:
     from linewatch.tools.detectionbench import bench_detection
 
-    return bench_detection()
+    if args.seeds < 1:
+        raise UsageError(f"--seeds {args.seeds}: give 1 or more draws of each process")
+    return bench_detection(args.seeds)
 
 
 def _grafana_build(args: argparse.Namespace) -> int:
@@ -266,7 +268,10 @@ def register(commands: Commands) -> None:
     broker.add_argument("--held", type=int, action="append", help="batches held before a step (repeatable)")
     broker.add_argument("--seconds", type=float, default=10.0, help="seconds of load a step")
     broker.add_argument("--fetch-max-wait-ms", type=int, help="the consumer's fetch wait (default: the services')")
-    commands.add("bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection)
+    detection = commands.add(
+        "bench detection", "linewatch against a textbook PCA monitor on synthetic processes", _bench_detection
+    )
+    detection.add_argument("--seeds", type=int, default=1, help="draws of each process's data (the mean is reported)")
     gateway = commands.add(
         "bench gateway", "Sparkplug B over MQTT into Kafka against the raw MQTT receive rate", _bench_gateway
     )

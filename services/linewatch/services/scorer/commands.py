@@ -115,6 +115,11 @@ def describe(model: ClassModel) -> str:
             f"{100 / c['effective_rows']:.2f} %: the target lies {c['extrapolation_factor']:.1f}x beyond them "
             "and rests on the fitted tail"
         )
+    if "spe_smooth" in model.left_out:
+        text += (
+            "; the smoothed SPE is left out: too few independent samples to calibrate it (slow drifts are watched "
+            "sensor by sensor)"
+        )
     return text
 
 

@@ -15,7 +15,10 @@ Detectors, each on standardised features (`features.py`):
 Calibration (blocked cross-validation): the rows are cut into contiguous folds; each fold is scored by a
 model fitted on the others, so every normal row gets an honest out-of-sample score with its autocorrelation
 intact. Each detector is scaled by its 95th percentile there and the detectors combine into one statistic,
-their maximum. A sample is anomalous when that statistic has stayed at or above the threshold for `debounce`
+their maximum. The smoothed features' SPE is left out where its held-out values rest on fewer than
+`MIN_INDEPENDENT_ROWS` independent rows: with a few hundred rows of a slowly wandering process it sums the
+wander of every variable the model had too few rows to learn, and most false alarms on fresh data were its.
+A sample is anomalous when that statistic has stayed at or above the threshold for `debounce`
 samples, so the threshold is set on the debounced statistic (its running minimum) at the target false-alarm
 rate: empirically where the data show that rate, and by an exponential tail fitted to the top 10 % where they
 do not (said in the calibration report). The threshold also holds false alerts (runs of alarming samples) to a
@@ -44,6 +47,8 @@ FOLDS = 5
 MIN_FOLD_ROWS = 40
 SHARED_FOREST_ROWS = 100 * 256  # rows from which each of the forest's 100 trees of 256 rows sees a row once on average
 SETTLE_BIN = 10
+# Independent rows (by the lag-1 autocorrelation) the smoothed SPE's held-out values need for it to be used.
+MIN_INDEPENDENT_ROWS = 30
 TAIL_SHARE = 0.10  # the exponential tail is fitted to the top 10 % of the debounced statistic
 UPPER_BOUND = 1.645  # extrapolated thresholds are taken at the 95 % upper confidence bound of their estimate
 ARRAYS = (
@@ -109,6 +114,7 @@ class ClassModel:
     calibration: dict[str, Any] = field(default_factory=dict)
     # Recipes the plant file gives its class (each with its own setpoints) that its training data never ran.
     recipes_not_learned: list[str] = field(default_factory=list)
+    left_out: list[str] = field(default_factory=list)  # raw statistics too few independent rows could calibrate
 
     @cached_property
     def flat_forest(self) -> FlatForest:
@@ -149,7 +155,10 @@ class ClassModel:
 
     def combined(self, parts: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Each detector scaled by its normal 95th percentile; `score` is their maximum (before the threshold)."""
-        scaled = {name: parts[name] / self.normalizers[name] for name in RAW}
+        scaled = {
+            name: np.zeros(len(parts[name])) if name in self.left_out else parts[name] / self.normalizers[name]
+            for name in RAW
+        }
         detectors = {
             "t2": scaled["t2"],
             "spe": scaled["spe"],
@@ -463,6 +472,10 @@ def calibrate(
         for name in RAW:
             raw[name][held_out] = parts[name]
     final.normalizers = {name: max(float(np.quantile(raw[name], 0.95)), 1e-12) for name in RAW}
+    smooth_spe = raw["spe_smooth"]
+    smooth_spe_rows = effective_rows(len(smooth_spe), float(lag1_autocorrelation(smooth_spe[:, None])[0]))
+    if smooth_spe_rows < MIN_INDEPENDENT_ROWS:
+        final.left_out = ["spe_smooth"]
     score = final.combined(raw)["score"]
     # Start-up transients the plant's settle time does not cover are learned, then neither scored nor calibrated on.
     final.settle = learned_settle(score, block.position, lengths)
@@ -498,5 +511,7 @@ def calibrate(
         "samples_per_maxima_block": hour,
         "threshold": final.threshold,
         "normalizers": final.normalizers,
+        "left_out": final.left_out,
+        "smooth_spe_effective_rows": smooth_spe_rows,
     }
     return final

@@ -105,6 +105,7 @@ def save(
             "features": model.layout.names,
             "period_s": model.period_s,
             "normalizers": model.normalizers,
+            "left_out": model.left_out,
             "threshold": model.threshold,
             "debounce": model.debounce,
             "settle_samples": model.settle,
@@ -162,7 +163,13 @@ def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
     with np.load(io.BytesIO(blobs["npz"]), allow_pickle=False) as arrays:
         params = {k: arrays[k] for k in arrays.files}
     layout = FeatureLayout(list(entry["sensors"]), dict(entry["tracks"]), int(entry["lags"]))
-    if layout.names != entry["features"] or set(params) != set(ARRAYS) or set(entry["normalizers"]) != set(RAW):
+    left_out = list(entry.get("left_out", []))  # none before versions said
+    if (
+        layout.names != entry["features"]
+        or set(params) != set(ARRAYS)
+        or set(entry["normalizers"]) != set(RAW)
+        or not set(left_out) <= set(RAW)
+    ):
         raise ModelVerificationError(f"{folder.name}/{name}: features or parameters do not match this scorer")
     return ClassModel(
         equipment_class=entry["equipment_class"],
@@ -171,6 +178,7 @@ def _load_class(folder: Path, name: str, entry: dict[str, Any]) -> ClassModel:
         period_s=float(entry["period_s"]),
         forest=forest,
         normalizers={k: float(v) for k, v in entry["normalizers"].items()},
+        left_out=left_out,
         threshold=float(entry["threshold"]),
         debounce=int(entry["debounce"]),
         settle=int(entry["settle_samples"]),
