@@ -1,12 +1,15 @@
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from linewatch.core.plant import PlantModel, load_plant
+from linewatch.storage import historian
 from linewatch.storage.historian import read_table
-from linewatch.tools.plantfile import draft
+from linewatch.tools.plantfile import counts_rows, draft
 
 REQUIRED_FAULTS = {
     "moisture_ingress",
@@ -174,3 +177,68 @@ def test_a_draft_from_data_with_over_range_codes_takes_its_normal_range_from_the
     document, _notes = draft([read_table(tmp_path / "unit.csv")], "OVEN1", None, decimal_comma=False)
     low, high = document["classes"]["oven1-class"]["sensors"]["temperature"]["normal"]
     assert 19 <= low <= 21 and 25 <= high <= 27
+
+
+def wandering(rows: int, seed: int = 3) -> np.ndarray:
+    """Three readings a row that go up and down: none of them is a time."""
+    rng = np.random.default_rng(seed)
+    return np.column_stack([20 + rng.normal(0, 0.2, rows), 40 + rng.normal(0, 0.5, rows), rng.normal(5, 1, rows)])
+
+
+def test_a_file_without_times_is_taken_in_row_order_and_its_first_column_stays_a_sensor(
+    plant: PlantModel, tmp_path: Path
+) -> None:
+    """Benchmark sets such as Tennessee Eastman have no time column: the first column was read as epoch seconds
+    (1970, a sample every 0.002 s, rows shuffled by their readings) and lost as a sensor."""
+    values = wandering(300)
+    path = tmp_path / "plain.csv"
+    path.write_text("a,b,c\n" + "\n".join(",".join(f"{v:.4f}" for v in row) for row in values) + "\n")
+    document, notes = draft([read_table(path)], "U1", None, decimal_comma=False)
+    assert list(document["classes"]["u1-class"]["sensors"]) == ["a", "b", "c"] and document["sample_period_s"] == 1
+    assert any(note.startswith("no time column: rows taken as samples 1 s apart") for note in notes)
+    # The same file as a run of a plant unit: samples 1 s apart, in the file's order.
+    [run] = historian.csv_runs(historian.CsvMapping([path], "S2-DRY-01", columns={"a": "dew_point"}), plant)
+    samples = [sample for frame in run.frames for sample in frame.samples]
+    assert [s.values["dew_point"] for s in samples] == [round(v, 4) for v in values[:, 0]]
+    assert {b.ts.timestamp() - a.ts.timestamp() for a, b in itertools.pairwise(samples)} == {1.0}
+    assert run.time_note is not None and run.unused_columns == ["b", "c"]
+
+
+def test_times_from_a_date_and_a_time_column_and_files_with_no_header_or_with_spaces(tmp_path: Path) -> None:
+    values = wandering(120)
+    split = tmp_path / "split.csv"
+    split.write_text(
+        "Date;Time;a;b;c\n"
+        + "\n".join(
+            f"01.11.2026;10:{i // 6:02d}:{i % 6 * 10:02d};{v[0]:.3f};{v[1]:.3f};{v[2]:.3f}"
+            for i, v in enumerate(values)
+        )
+        + "\n"
+    )
+    table = read_table(split)
+    times = historian.row_times(table, None)
+    assert times.name == "Date and Time" and times.of(table.rows[7], 7) - times.of(table.rows[0], 0) == 70
+    document, _ = draft([table], "U1", None, decimal_comma=False)
+    assert document["sample_period_s"] == 10 and list(document["classes"]["u1-class"]["sensors"]) == ["a", "b", "c"]
+    spaced = tmp_path / "d00.dat"  # columns aligned with spaces, no header
+    spaced.write_text("\n".join("  ".join(f"{v:.5e}" for v in row) for row in values) + "\n")
+    table = read_table(spaced)
+    assert table.header == ["column_1", "column_2", "column_3"] and len(table.rows) == 120
+    assert historian.row_times(table, None).columns == ()
+
+
+def test_a_label_or_an_index_column_is_neither_the_time_nor_a_sensor(tmp_path: Path) -> None:
+    """Laid out like a public Tennessee Eastman export: label first (all 0: no time), then a run number and a sample
+    index; the index, a sensor, would be out of its range on every fresh row."""
+    values = wandering(200)
+    path = tmp_path / "tep.csv"
+    rows = [f"0,1,{i + 1},{v[0]:.4f},{v[1]:.4f},{v[2]:.4f}" for i, v in enumerate(values)]
+    path.write_text("faultNumber,simulationRun,sample,xmeas_1,xmeas_2,xmeas_3\n" + "\n".join(rows) + "\n")
+    document, notes = draft([read_table(path)], "U1", None, decimal_comma=False)
+    assert list(document["classes"]["u1-class"]["sensors"]) == ["xmeas_1", "xmeas_2", "xmeas_3"]
+    assert "column 'sample' counts rows (an index, step 1): not a sensor" in notes
+    # A counter that rises by uneven steps (a totalizer) is a reading; an epoch-time first column is the time.
+    assert not counts_rows(np.cumsum(np.random.default_rng(1).uniform(0.5, 1.5, 200)))
+    epoch = tmp_path / "epoch.csv"
+    epoch.write_text("t_s,x\n" + "\n".join(f"{1_790_000_000 + 5 * i},{v[0]:.3f}" for i, v in enumerate(values)) + "\n")
+    assert historian.row_times(read_table(epoch), None).columns == (0,)

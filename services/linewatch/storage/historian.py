@@ -11,10 +11,12 @@ import argparse
 import csv
 import gzip
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+
+import numpy as np
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.contract import (
@@ -34,6 +36,10 @@ from linewatch.storage.influx import influxql
 from linewatch.storage.measurements import TELEMETRY
 
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date_time", "date", "ts")
+ROW_PERIOD_S = 1.0  # rows of a file without times are taken as this far apart: every feature counts in samples
+ROWS_JUDGED = 50  # a first column's leading rows that tell whether it holds times
+EPOCH_FLOOR_S = 1e8  # a number in a time column below this (1973) is a sample index, not an epoch time
+RISING_SHARE = 0.9  # of an unnamed first column's steps must rise for it to be a time (some exports repeat a row)
 NORMAL_LABELS = {"", "0", "normal", "false", "no", "ok", "none", "nan"}
 
 
@@ -138,19 +144,81 @@ def read_table(path: Path) -> CsvTable:
         delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = max(",;\t|", key=lines[0].count)
-    table = [row for row in csv.reader(lines, delimiter=delimiter) if any(cell.strip() for cell in row)]
+    if delimiter not in lines[0] and len(lines[0].split()) > 1:
+        delimiter = " "  # columns aligned with spaces, as simulators and older tools write them
+        table = [line.split() for line in lines if line.strip()]
+    else:
+        table = [row for row in csv.reader(lines, delimiter=delimiter) if any(cell.strip() for cell in row)]
     header = [cell.strip() for cell in table[0]]
+    if all(_reads_as(float, cell) for cell in header):  # no header row: the first line is data
+        return CsvTable(path, [f"column_{i + 1}" for i in range(len(header))], table, delimiter)
     return CsvTable(path, header, table[1:], delimiter)
 
 
-def time_column(table: CsvTable, given: str | None) -> str:
+def _reads_as(read: Callable[[str], object], text: str) -> bool:
+    try:
+        read(text)
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass(frozen=True)
+class RowTimes:
+    """Where a table's rows get their times: one column; a date column and a time-of-day column (`Date;Time`);
+    or, with no column named for it and a first column that holds no times, the rows' order, `ROW_PERIOD_S` apart
+    (benchmark sets such as Tennessee Eastman have no time column)."""
+
+    columns: tuple[int, ...]
+    name: str
+
+    def of(self, record: list[str], row: int) -> float:
+        """The row's time in epoch seconds; ValueError naming the forms accepted."""
+        if not self.columns:
+            return row * ROW_PERIOD_S
+        return parse_time(" ".join(record[i].strip() for i in self.columns)).timestamp()
+
+    def note(self) -> str | None:
+        if self.columns:
+            return None
+        return (
+            f"no time column: rows taken as samples {ROW_PERIOD_S:g} s apart, in file order "
+            "(name one with --timestamp-column)"
+        )
+
+
+def row_times(table: CsvTable, given: str | None) -> RowTimes:
     if given is not None:
-        table.column(given, "timestamp")
-        return given
-    for column in table.header:
+        return RowTimes((table.column(given, "timestamp"),), given)
+    named = {column.lower(): i for i, column in enumerate(table.header)}
+    first = table.rows[0] if table.rows else []
+    if (
+        "date" in named
+        and "time" in named
+        and not _reads_as(parse_time, first[named["time"]] if len(first) > named["time"] else "")
+    ):
+        at = (named["date"], named["time"])  # the time column holds times of day only
+        return RowTimes(at, f"{table.header[at[0]]} and {table.header[at[1]]}")
+    for i, column in enumerate(table.header):
         if column.lower() in TIME_COLUMNS:
-            return column
-    return table.header[0]
+            return RowTimes((i,), column)
+    if _holds_times([row[0] for row in table.rows[:ROWS_JUDGED] if row]):
+        return RowTimes((0,), table.header[0])
+    return RowTimes((), "row order")
+
+
+def _holds_times(cells: list[str]) -> bool:
+    """Whether an unnamed first column is a time: every cell a time; numbers only where they rise (a sensor's go up
+    and down, a label's or a batch number's stand still) and as epoch times or a whole sample index (a counter's
+    steps are not whole)."""
+    if not cells or not all(_reads_as(parse_time, cell) for cell in cells):
+        return False
+    times = [parse_time(cell).timestamp() for cell in cells]
+    if not all(_reads_as(float, cell) for cell in cells):
+        return True  # written as dates and times
+    steps = np.diff(times)
+    rising = len(steps) > 0 and bool(np.all(steps >= 0)) and bool(np.mean(steps > 0) >= RISING_SHARE)
+    return rising and (min(times) >= EPOCH_FLOOR_S or all(float(cell).is_integer() for cell in cells))
 
 
 def number(text: str, decimal_comma: bool) -> float | None:
@@ -179,7 +247,7 @@ class CsvMapping:
 
     files: list[Path]
     equipment_id: str
-    timestamp_column: str | None = None  # None: the first column called time/timestamp/datetime/..., else the first
+    timestamp_column: str | None = None  # None: found by `row_times`
     columns: dict[str, str] = field(default_factory=dict)  # CSV column -> sensor; empty: by the sensors' names
     label_column: str | None = None
     decimal_comma: bool = False
@@ -195,6 +263,7 @@ class CsvRun:
     labels: list[tuple[float, bool]]
     unmapped_sensors: list[str]
     unused_columns: list[str]
+    time_note: str | None = None
 
 
 def csv_runs(mapping: CsvMapping, plant: PlantModel) -> list[CsvRun]:
@@ -219,7 +288,7 @@ def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
     equipment = plant.equipment_by_id[mapping.equipment_id]
     known = plant.classes[equipment.equipment_class].sensors
     table = read_table(path)
-    stamp = time_column(table, mapping.timestamp_column)
+    times = row_times(table, mapping.timestamp_column)
     label_at = table.column(mapping.label_column, "label") if mapping.label_column else None
     if mapping.columns:
         columns = {table.column(column, "mapped"): sensor for column, sensor in mapping.columns.items()}
@@ -230,25 +299,24 @@ def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
                 f"{path}: no column is named like a sensor of {mapping.equipment_id} ({', '.join(known)}); "
                 "map them with --map COLUMN=SENSOR, or draft a plant file from this CSV (`linewatch plant draft`)"
             )
-    time_at = table.column(stamp, "timestamp")
     rows: list[list[object]] = []
     labels: list[tuple[float, bool]] = []
     parsed = dict.fromkeys(columns, 0)
-    for line_number, record in enumerate(table.rows, start=2):
-        if len(record) <= max(time_at, *columns, label_at or 0):
+    for row, record in enumerate(table.rows):
+        if len(record) <= max(*times.columns, *columns, label_at or 0):
             continue  # a short line (a truncated export): its values are unknown
         try:
-            ts = parse_time(record[time_at])
+            seconds = times.of(record, row)
         except ValueError as exc:
-            raise UsageError(f"{path} line {line_number}, column {stamp!r}: {exc}") from None
+            raise UsageError(f"{path} line {row + 2}, column {times.name!r}: {exc}") from None
         values: list[object] = []
         for i in columns:
             value = number(record[i], mapping.decimal_comma)
             parsed[i] += value is not None
             values.append(value)
-        rows.append([int(ts.timestamp() * 1e9), *values, "running"])
+        rows.append([int(seconds * 1e9), *values, "running"])
         if label_at is not None:
-            labels.append((ts.timestamp(), is_fault(record[label_at])))
+            labels.append((seconds, is_fault(record[label_at])))
     empty = [table.header[i] for i, n in parsed.items() if n == 0]
     if empty and rows:
         hint = "" if mapping.decimal_comma else "; if it writes numbers with a decimal comma, add --decimal-comma"
@@ -256,13 +324,14 @@ def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
     rows.sort(key=lambda r: int(r[0]))  # type: ignore[call-overload]
     names = ["time", *columns.values(), "state"]
     frames = list(frames_from_rows(plant, mapping.equipment_id, names, rows, recipe=sensor_name(path.stem)))
-    used = {time_at, *columns, *([label_at] if label_at is not None else [])}
+    used = {*times.columns, *columns, *([label_at] if label_at is not None else [])}
     return CsvRun(
         path,
         frames,
         sorted(labels),
         sorted(set(known) - set(columns.values())),
         [c for i, c in enumerate(table.header) if i not in used],
+        times.note(),
     )
 
 
@@ -273,7 +342,9 @@ def add_csv_arguments(parser: argparse.ArgumentParser, labels: bool = False) -> 
     )  # fmt: skip
     parser.add_argument("--equipment", help="the equipment id (in LINEWATCH_PLANT_FILE) the CSV belongs to")
     parser.add_argument(
-        "--timestamp-column", help="default: a column called time, timestamp, datetime ...; else the first"
+        "--timestamp-column",
+        help="default: a column called time, timestamp, datetime ... (or Date and Time); else the first if it holds "
+        "times; else the rows' order, 1 s apart",
     )
     parser.add_argument(
         "--map", action="append", default=[], metavar="COLUMN=SENSOR",

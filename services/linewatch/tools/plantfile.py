@@ -13,8 +13,7 @@ import yaml
 from linewatch.core.commandline import UsageError
 from linewatch.core.contract import NAME_PATTERN
 from linewatch.core.plant import PlantModel
-from linewatch.core.timeutil import parse_time
-from linewatch.storage.historian import CsvTable, is_fault, number, read_table, sensor_name, time_column
+from linewatch.storage.historian import CsvTable, is_fault, number, read_table, row_times, sensor_name
 
 # Columns that hold labels or annotations rather than measurements: a model fed these would learn the answer.
 LABEL_NAMES = re.compile(
@@ -22,6 +21,8 @@ LABEL_NAMES = re.compile(
     r"class|target|outlier|y)$",
     re.IGNORECASE,
 )
+
+INDEX_SHARE = 0.95  # of its steps the same rise: a column counts rows
 
 
 def draft(
@@ -36,24 +37,25 @@ def draft(
         raise UsageError(f"--equipment {equipment_id!r}: use letters, digits, '_', '.', '-' (64 at most)")
     notes: list[str] = []
     first = tables[0]
-    stamp = time_column(first, timestamp_column)
     columns: dict[str, list[float]] = {}
     times: list[float] = []
     for table in tables:
-        time_at = table.column(stamp, "timestamp")
         if table.header != first.header:
             raise UsageError(f"{table.path} has other columns than {first.path}: draft from files of one layout")
-        for record in table.rows:
+        when = row_times(table, timestamp_column)
+        for row, record in enumerate(table.rows):
             if len(record) != len(table.header):
                 continue
             try:
-                times.append(parse_time(record[time_at]).timestamp())
+                times.append(when.of(record, row))
             except ValueError as exc:
-                raise UsageError(f"{table.path}, column {stamp!r}: {exc}") from None
+                raise UsageError(f"{table.path}, column {when.name!r}: {exc}") from None
             for i, column in enumerate(table.header):
-                if i != time_at:
+                if i not in when.columns:
                     value = number(record[i], decimal_comma)
                     columns.setdefault(column, []).append(np.nan if value is None else value)
+    if (note := row_times(first, timestamp_column).note()) is not None:
+        notes.append(note)
     sensors: dict[str, dict[str, Any]] = {}
     for column, raw in columns.items():
         values = np.array(raw)
@@ -69,6 +71,9 @@ def draft(
         low, high = (float(q) for q in np.quantile(finite, [0.001, 0.999]))
         if high <= low:
             notes.append(f"column {column!r} is constant ({low:g}) in these files: no information, left out")
+            continue
+        if counts_rows(finite):
+            notes.append(f"column {column!r} counts rows (an index, step {finite[1] - finite[0]:g}): not a sensor")
             continue
         if name in sensors:
             raise UsageError(f"columns {column!r} and another both become sensor {name!r}: rename one")
@@ -99,6 +104,16 @@ def draft(
     }
     PlantModel.model_validate(document)  # what we write must load
     return document, notes
+
+
+def counts_rows(values: np.ndarray) -> bool:
+    """An index or a sample number: nearly every step the same rise (a run's restart aside). As a sensor its level
+    would be new on every fresh row."""
+    steps = np.diff(values)
+    if len(steps) < 2:
+        return False
+    rise, count = max(zip(*np.unique(steps, return_counts=True), strict=True), key=lambda pair: pair[1])
+    return bool(rise > 0 and count >= INDEX_SHARE * len(steps))
 
 
 def write(document: dict[str, Any], path: Path) -> None:

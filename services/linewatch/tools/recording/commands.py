@@ -124,7 +124,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     settings = ToolSettings()
     plant = load_plant(settings.plant_file)
     if args.source == "csv":
-        frames = [frame for run in historian.csv_runs(historian.csv_mapping(args), plant) for frame in run.frames]
+        runs = historian.csv_runs(historian.csv_mapping(args), plant)
+        for run in runs:
+            if run.time_note:
+                out(f"note: {run.path}: {run.time_note}")
+        frames = [frame for run in runs for frame in run.frames]
         origin = ", ".join(str(path) for path in args.csv)
     else:
         if args.start is None or args.end is None:
