@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import itertools
+from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from linewatch.core.plant import PlantModel, load_plant
+from linewatch.core.timeutil import parse_time
 from linewatch.storage import historian
 from linewatch.storage.historian import read_table
 from linewatch.tools.plantfile import counts_rows, draft
@@ -220,6 +222,7 @@ def test_times_from_a_date_and_a_time_column_and_files_with_no_header_or_with_sp
     assert times.name == "Date and Time" and times.of(table.rows[7], 7) - times.of(table.rows[0], 0) == 70
     document, _ = draft([table], "U1", None, decimal_comma=False)
     assert document["sample_period_s"] == 10 and list(document["classes"]["u1-class"]["sensors"]) == ["a", "b", "c"]
+    assert parse_time("28/12/2015 10:00:05 PM") == datetime(2015, 12, 28, 22, 0, 5, tzinfo=UTC)  # a SCADA export's
     spaced = tmp_path / "d00.dat"  # columns aligned with spaces, no header
     spaced.write_text("\n".join("  ".join(f"{v:.5e}" for v in row) for row in values) + "\n")
     table = read_table(spaced)

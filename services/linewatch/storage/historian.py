@@ -11,10 +11,11 @@ import argparse
 import csv
 import gzip
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import overload
 
 import numpy as np
 
@@ -116,11 +117,40 @@ def sensor_name(column: str) -> str:
     return name
 
 
+class Rows(Sequence[list[str]]):
+    """A table's data rows, split into cells when read: held as one string a line, not one a cell (a 200,000-row,
+    50-column export took 1 GB as cells)."""
+
+    def __init__(self, lines: list[str], delimiter: str) -> None:
+        self._lines = lines
+        self._delimiter = delimiter
+
+    def _split(self, lines: list[str]) -> Iterator[list[str]]:
+        if self._delimiter == " ":  # columns aligned with spaces, as simulators and older tools write them
+            return (line.split() for line in lines)
+        return csv.reader(lines, delimiter=self._delimiter)
+
+    def __len__(self) -> int:
+        return len(self._lines)
+
+    @overload
+    def __getitem__(self, index: int) -> list[str]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[list[str]]: ...
+    def __getitem__(self, index: int | slice) -> list[str] | list[list[str]]:
+        if isinstance(index, slice):
+            return list(self._split(self._lines[index]))
+        return next(self._split([self._lines[index]]))
+
+    def __iter__(self) -> Iterator[list[str]]:
+        return self._split(self._lines)
+
+
 @dataclass(frozen=True)
 class CsvTable:
     path: Path
     header: list[str]
-    rows: list[list[str]]
+    rows: Rows
     delimiter: str
 
     def column(self, name: str, what: str) -> int:
@@ -137,7 +167,7 @@ def read_table(path: Path) -> CsvTable:
         raise UsageError(f"no file {path}") from None
     except UnicodeDecodeError:
         text = path.read_text(encoding="latin-1")
-    lines = text.splitlines()
+    lines = [line for line in text.splitlines() if line.strip()]
     if not lines:
         raise UsageError(f"{path} is empty")
     try:
@@ -145,14 +175,12 @@ def read_table(path: Path) -> CsvTable:
     except csv.Error:
         delimiter = max(",;\t|", key=lines[0].count)
     if delimiter not in lines[0] and len(lines[0].split()) > 1:
-        delimiter = " "  # columns aligned with spaces, as simulators and older tools write them
-        table = [line.split() for line in lines if line.strip()]
-    else:
-        table = [row for row in csv.reader(lines, delimiter=delimiter) if any(cell.strip() for cell in row)]
-    header = [cell.strip() for cell in table[0]]
+        delimiter = " "
+    lines = [line for line in lines if line.strip(delimiter + " \t")]
+    header = [cell.strip() for cell in Rows(lines, delimiter)[0]]
     if all(_reads_as(float, cell) for cell in header):  # no header row: the first line is data
-        return CsvTable(path, [f"column_{i + 1}" for i in range(len(header))], table, delimiter)
-    return CsvTable(path, header, table[1:], delimiter)
+        return CsvTable(path, [f"column_{i + 1}" for i in range(len(header))], Rows(lines, delimiter), delimiter)
+    return CsvTable(path, header, Rows(lines[1:], delimiter), delimiter)
 
 
 def _reads_as(read: Callable[[str], object], text: str) -> bool:

@@ -62,6 +62,12 @@ def normal_only(frames: Iterable[TelemetryFrame], faulty: set[float]) -> Iterato
             yield msgspec.structs.replace(frame, samples=kept)
 
 
+def _taken(runs: list[historian.CsvRun], faulty: set[float]) -> Iterator[TelemetryFrame]:
+    """Each run's normal frames, the run let go once read: a large export is not held while the model is fit."""
+    while runs:
+        yield from normal_only(runs.pop(0).frames, faulty)
+
+
 def training_frames(
     args: argparse.Namespace, settings: ScorerSettings, plant: PlantModel
 ) -> tuple[Iterable[TelemetryFrame], dict[str, Any]]:
@@ -70,9 +76,8 @@ def training_frames(
     if args.csv:
         runs = csv_runs(args, plant)
         faulty = {ts for run in runs for ts, fault in run.labels if fault}
-        frames = list(normal_only((f for run in runs for f in run.frames), faulty))
         source = {"source": "csv", "files": [str(p) for p in args.csv], "equipment": args.equipment}
-        return frames, source | {"labelled_faulty_rows_left_out": len(faulty)}
+        return _taken(runs, faulty), source | {"labelled_faulty_rows_left_out": len(faulty)}
     if args.influx:
         if args.start is None or args.end is None:
             raise UsageError("training from InfluxDB needs --start and --end")
