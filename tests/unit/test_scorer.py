@@ -14,10 +14,11 @@ import msgspec
 import numpy as np
 import pytest
 import skops.io
+import yaml
 
 from linewatch.core.commandline import UsageError
 from linewatch.core.contract import AnomalyScores, TelemetryFrame
-from linewatch.core.plant import PlantModel
+from linewatch.core.plant import PlantModel, load_plant
 from linewatch.services.scorer import evaluate, registry, training
 from linewatch.services.scorer.agents import scores_for
 from linewatch.services.scorer.commands import describe
@@ -28,7 +29,7 @@ from linewatch.services.scorer.rollout import ModelSet
 from linewatch.simulation.faults import plan_injection
 from linewatch.simulation.plant_sim import simulated
 from linewatch.storage import historian
-from linewatch.tools import corpus
+from linewatch.tools import corpus, plantfile
 
 KEY = b"test-signing-key"
 START = math.floor(1_790_000_000 / 7200) * 7200  # fixed: runs are reproducible
@@ -377,6 +378,53 @@ def test_csv_dialects_labels_and_mistakes(plant: PlantModel, tmp_path: Path) -> 
     assert [historian.is_fault(text) for text in ("0.0", "0", "", "normal", "1.0", "2", "valve closed")] == [
         False, False, False, False, True, True, True,
     ]  # fmt: skip
+
+
+def valve_rig(path: Path, rows: int, seed: int, silent: tuple[int, int] | None = None, every: int = 1) -> None:
+    """A valve that opens and closes every 100 s, a pressure that follows it; the pressure written
+    every `every` rows (blank between) and not at all over `silent`."""
+    rng = np.random.default_rng(seed)
+    valve = (np.arange(rows) // 100 + (rng.random() < 0.5)) % 2
+    pressure = 1.2 + 0.3 * valve + rng.normal(0, 0.02, rows)
+    lines = ["Time,valve,pressure,temperature"]
+    for i in range(rows):
+        blank = i % every or (silent is not None and silent[0] <= i < silent[1])
+        lines.append(f"{START + i},{valve[i]},{'' if blank else f'{pressure[i]:.3f}'},{25 + rng.normal(0, 0.1):.3f}")
+    path.write_text("\n".join(lines) + "\n")
+
+
+def test_blank_cells_between_a_sparse_columns_readings_are_held_and_a_long_silence_is_not_learnt(
+    tmp_path: Path,
+) -> None:
+    """An export that writes a sensor every 10th row is held between its readings (each blank was a missing
+    sensor: 72 % of such a file's rows alarmed); a dense sensor silent for 400 of 3,000 training rows is held 5
+    rows, then missing, and training leaves those rows out (learnt as normal, the held value loosened the model
+    until it missed a 7-sigma shift)."""
+    valve_rig(tmp_path / "sparse.csv", 300, 1, every=10)
+    [table] = plantfile.read_tables([tmp_path / "sparse.csv"])
+    document, _ = plantfile.draft([table], "RIG1", None, decimal_comma=False)
+    assert list(document["classes"]["rig1-class"]["sensors"]) == ["valve", "pressure", "temperature"]
+    (tmp_path / "rig.yaml").write_text(yaml.safe_dump(document))
+    rig = load_plant(tmp_path / "rig.yaml")
+    [sparse] = historian.csv_runs(historian.CsvMapping([tmp_path / "sparse.csv"], "RIG1"), rig)
+    samples = [s for frame in sparse.frames for s in frame.samples]
+    assert (
+        all("pressure" in s.values for s in samples)
+        and samples[15].values["pressure"] == samples[10].values["pressure"]
+    )
+    column = np.array([np.nan, 1.0, np.nan, 2.0, np.nan, 3.0] + [np.nan] * 15)  # a reading every 2 rows: 10 held
+    assert np.array_equal(historian.held(column), [np.nan, 1, 1, 2, 2] + [3] * 11 + [np.nan] * 5, equal_nan=True)
+
+    def fitted(name: str, silent: tuple[int, int] | None) -> ClassModel:
+        valve_rig(tmp_path / f"{name}.csv", 3000, 2, silent)
+        [run] = historian.csv_runs(historian.CsvMapping([tmp_path / f"{name}.csv"], "RIG1"), rig)
+        models, refused = training.fit(rig, training.collect(rig, run.frames), contexts="pooled")
+        assert not refused
+        return models["rig1-class"]
+
+    whole, gapped = fitted("whole", None), fitted("gapped", (1000, 1400))
+    assert whole.calibration["rows"] - gapped.calibration["rows"] == 400 - 5 + SMOOTH_WARMUP
+    assert np.allclose(gapped.scale, whole.scale, rtol=0.1)  # the pressure's spread is its own, not the held value's
 
 
 def test_frames_scored_in_batches_score_as_one_by_one(root: Path, saved: tuple[Path, str], plant: PlantModel) -> None:

@@ -4,6 +4,7 @@ their normal ranges come from the data), so foreign data goes from export to tra
 from __future__ import annotations
 
 import re
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +39,7 @@ def draft(
     notes: list[str] = []
     first = tables[0]
     columns: dict[str, list[float]] = {}
+    words: Counter[str] = Counter()  # cells that hold something other than a number (blank cells are no reading)
     times: list[float] = []
     for table in tables:
         if table.header != first.header:
@@ -54,6 +56,7 @@ def draft(
                 if i not in when.columns:
                     value = number(record[i], decimal_comma)
                     columns.setdefault(column, []).append(np.nan if value is None else value)
+                    words[column] += value is None and bool(record[i].strip())
     if (note := row_times(first, timestamp_column).note()) is not None:
         notes.append(note)
     sensors: dict[str, dict[str, Any]] = {}
@@ -65,8 +68,11 @@ def draft(
             notes.append(f"column {column!r} looks like a label ({labelled} faulty rows): not a sensor")
             continue
         finite = values[np.isfinite(values)]
-        if len(finite) < 0.5 * len(values):
+        if words[column] > len(finite):
             notes.append(f"column {column!r} is mostly not numbers: left out")
+            continue
+        if len(finite) < 2:
+            notes.append(f"column {column!r} has no readings: left out")
             continue
         low, high = (float(q) for q in np.quantile(finite, [0.001, 0.999]))
         if high <= low:
