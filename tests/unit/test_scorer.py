@@ -393,13 +393,13 @@ def valve_rig(path: Path, rows: int, seed: int, silent: tuple[int, int] | None =
     path.write_text("\n".join(lines) + "\n")
 
 
-def test_blank_cells_between_a_sparse_columns_readings_are_held_and_a_long_silence_is_not_learnt(
+def test_a_rig_export_sparse_columns_held_silences_not_learnt_states_never_stuck(
     tmp_path: Path,
 ) -> None:
     """An export that writes a sensor every 10th row is held between its readings (each blank was a missing
     sensor: 72 % of such a file's rows alarmed); a dense sensor silent for 400 of 3,000 training rows is held 5
     rows, then missing, and training leaves those rows out (learnt as normal, the held value loosened the model
-    until it missed a 7-sigma shift)."""
+    until it missed a 7-sigma shift). The valve reports a state: never stuck."""
     valve_rig(tmp_path / "sparse.csv", 300, 1, every=10)
     [table] = plantfile.read_tables([tmp_path / "sparse.csv"])
     document, _ = plantfile.draft([table], "RIG1", None, decimal_comma=False)
@@ -425,6 +425,15 @@ def test_blank_cells_between_a_sparse_columns_readings_are_held_and_a_long_silen
     whole, gapped = fitted("whole", None), fitted("gapped", (1000, 1400))
     assert whole.calibration["rows"] - gapped.calibration["rows"] == 400 - 5 + SMOOTH_WARMUP
     assert np.allclose(gapped.scale, whole.scale, rtol=0.1)  # the pressure's spread is its own, not the held value's
+    # The valve reports a state: it may stay closed as long as the process wants, never "stuck" (a valve closed
+    # three times longer than in training flagged half of a fresh file's rows).
+    limits = dict(zip(whole.layout.sensors, whole.stuck_limit.tolist(), strict=True))
+    assert limits["valve"] == np.inf and math.isfinite(limits["pressure"]) and math.isfinite(limits["temperature"])
+    (tmp_path / "registry").mkdir()
+    version = registry.save(tmp_path / "registry", KEY, {"rig1-class": whole}, {"source": "test"})
+    assert np.array_equal(
+        registry.load(tmp_path / "registry", version, KEY)["rig1-class"].stuck_limit, whole.stuck_limit
+    )
 
 
 def test_frames_scored_in_batches_score_as_one_by_one(root: Path, saved: tuple[Path, str], plant: PlantModel) -> None:

@@ -10,7 +10,8 @@ Detectors, each on standardised features (`features.py`):
 * iforest: IsolationForest (scikit-learn) on the same features, for what is not linear;
 * univariate: each signal's change since the previous sample against its own normal changes (rates, not
   levels: levels that wander slowly are normal; they are for the configured spec limits);
-* data quality: a sensor missing from a sample, or stuck for longer than any run of equal values in training.
+* data quality: a sensor missing from a sample, or a measurement (not a state) stuck for over twice any run of equal
+  values in training.
 
 Calibration (blocked cross-validation): the rows are cut into contiguous folds; each fold is scored by a
 model fitted on the others, so every normal row gets an honest out-of-sample score with its autocorrelation
@@ -49,6 +50,7 @@ SHARED_FOREST_ROWS = 100 * 256  # rows from which each of the forest's 100 trees
 SETTLE_BIN = 10
 # Independent rows (by the lag-1 autocorrelation) the smoothed SPE's held-out values need for it to be used.
 MIN_INDEPENDENT_ROWS = 30
+STATE_LEVELS = 5  # a sensor with no more distinct values than this in training reports a state (open/closed, 1/2)
 TAIL_SHARE = 0.10  # the exponential tail is fitted to the top 10 % of the debounced statistic
 UPPER_BOUND = 1.645  # extrapolated thresholds are taken at the 95 % upper confidence bound of their estimate
 ARRAYS = (
@@ -335,6 +337,8 @@ def fit_model(
     rate_scale = np.maximum.reduce([mad, 0.5 * rates.std(axis=0), 1e-9 * scale[: rates.shape[1]]])
     sensors = len(layout.sensors)
     stuck = block.unchanged.max(axis=0) if len(block.unchanged) else np.zeros(sensors)
+    # A valve's or a pump's state stays put as long as the process wants: only a measurement can be stuck.
+    discrete = np.array([len(np.unique(block.features[:, j])) <= STATE_LEVELS for j in range(sensors)], bool)
     if forest is None:
         forest = IsolationForest(n_estimators=100, max_samples=min(256, len(z)), random_state=seed).fit(z)
     return ClassModel(
@@ -353,7 +357,7 @@ def fit_model(
             residual.std(axis=0) * np.sqrt(smoothing_gain(lag1_autocorrelation(residual))), 1e-6
         ),
         rate_scale=np.where(rate_scale > 0, rate_scale, 1.0),
-        stuck_limit=(2 * stuck + 3).astype(float),
+        stuck_limit=np.where(discrete, np.inf, 2 * stuck + 3).astype(float),
         forest=forest,
         debounce=debounce,
     )
