@@ -239,7 +239,7 @@ def test_a_label_or_an_index_column_is_neither_the_time_nor_a_sensor(tmp_path: P
     path.write_text("faultNumber,simulationRun,sample,xmeas_1,xmeas_2,xmeas_3\n" + "\n".join(rows) + "\n")
     document, notes = draft([read_table(path)], "U1", None, decimal_comma=False)
     assert list(document["classes"]["u1-class"]["sensors"]) == ["xmeas_1", "xmeas_2", "xmeas_3"]
-    assert "column 'sample' counts rows (an index, step 1): not a sensor" in notes
+    assert "column 'sample' counts rows (an index): not a sensor" in notes
     # A counter that rises by uneven steps (a totalizer) is a reading; an epoch-time first column is the time.
     assert not counts_rows(np.cumsum(np.random.default_rng(1).uniform(0.5, 1.5, 200)))
     epoch = tmp_path / "epoch.csv"

@@ -79,7 +79,7 @@ def draft(
             notes.append(f"column {column!r} is constant ({low:g}) in these files: no information, left out")
             continue
         if counts_rows(finite):
-            notes.append(f"column {column!r} counts rows (an index, step {finite[1] - finite[0]:g}): not a sensor")
+            notes.append(f"column {column!r} counts rows (an index): not a sensor")
             continue
         if name in sensors:
             raise UsageError(f"columns {column!r} and another both become sensor {name!r}: rename one")
