@@ -203,7 +203,7 @@ def test_a_file_without_times_is_taken_in_row_order_and_its_first_column_stays_a
     samples = [sample for frame in run.frames for sample in frame.samples]
     assert [s.values["dew_point"] for s in samples] == [round(v, 4) for v in values[:, 0]]
     assert {b.ts.timestamp() - a.ts.timestamp() for a, b in itertools.pairwise(samples)} == {1.0}
-    assert run.time_note is not None and run.unused_columns == ["b", "c"]
+    assert run.notes[0].startswith("no time column") and run.unused_columns == ["b", "c"]
 
 
 def test_times_from_a_date_and_a_time_column_and_files_with_no_header_or_with_spaces(tmp_path: Path) -> None:
@@ -245,3 +245,25 @@ def test_a_label_or_an_index_column_is_neither_the_time_nor_a_sensor(tmp_path: P
     epoch = tmp_path / "epoch.csv"
     epoch.write_text("t_s,x\n" + "\n".join(f"{1_790_000_000 + 5 * i},{v[0]:.3f}" for i, v in enumerate(values)) + "\n")
     assert historian.row_times(read_table(epoch), None).columns == (0,)
+
+
+def test_an_exports_comments_preamble_and_unit_row_are_left_out_and_said(tmp_path: Path) -> None:
+    """Historian exports put lines above the header (what, from where) and units under it: the preamble misled
+    the delimiter and the unit row was read as a row with no time ("'' is not a time")."""
+    values = wandering(60)
+    path = tmp_path / "export.csv"
+    path.write_text(
+        "# exported 2026-11-02\nExport;Historian\nStart;2026-11-01\n\nTime,a,b,c\n,degC,bar,m3/h\n"
+        + "\n".join(f"2026-11-01 10:00:{i:02d},{v[0]:.3f},{v[1]:.3f},{v[2]:.3f}" for i, v in enumerate(values))
+        + "\n"
+    )
+    table = read_table(path)
+    assert table.header == ["Time", "a", "b", "c"] and len(table.rows) == 60 and table.rows[0][0].endswith(":00")
+    assert table.notes == [
+        "2 line(s) above the header left out (an export's preamble)",
+        "1 row(s) under the header without a number left out (units)",
+    ]
+    document, notes = draft([table], "U1", None, decimal_comma=False)
+    assert (
+        list(document["classes"]["u1-class"]["sensors"]) == ["a", "b", "c"] and notes[: len(table.notes)] == table.notes
+    )

@@ -11,6 +11,7 @@ import argparse
 import csv
 import gzip
 import re
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -43,6 +44,7 @@ EPOCH_FLOOR_S = 1e8  # a number in a time column below this (1973) is a sample i
 # Blank cells are the last reading held for up to this many of the column's own spacings (the scorer's limit for
 # a silence within a stream); a longer silence is a sensor missing.
 HOLD_SPACINGS = 5
+UNIT_ROWS = 3  # rows under a header without a number (units, descriptions) that are left out
 RISING_SHARE = 0.9  # of an unnamed first column's steps must rise for it to be a time (some exports repeat a row)
 NORMAL_LABELS = {"", "0", "normal", "false", "no", "ok", "none", "nan"}
 
@@ -155,6 +157,7 @@ class CsvTable:
     header: list[str]
     rows: Rows
     delimiter: str
+    notes: list[str] = field(default_factory=list)
 
     def column(self, name: str, what: str) -> int:
         if name not in self.header:
@@ -164,26 +167,48 @@ class CsvTable:
 
 
 def read_table(path: Path) -> CsvTable:
+    """A CSV export as a header and rows. Comment lines (`#`), a preamble above the header (lines of another width
+    than the data's) and unit rows under it (no number in any cell) are left out and said so in `notes`."""
     try:
         text = path.read_text(encoding="utf-8-sig")
     except FileNotFoundError:
         raise UsageError(f"no file {path}") from None
     except UnicodeDecodeError:
         text = path.read_text(encoding="latin-1")
-    lines = [line for line in text.splitlines() if line.strip()]
+    lines = [line for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
     if not lines:
         raise UsageError(f"{path} is empty")
+    delimiter = _delimiter(lines[:20])
+    data = lines[len(lines) // 2 : len(lines) // 2 + 20]
+    if all(len(row) == 1 for row in Rows(data, delimiter)):  # a preamble misled it: the data decide
+        delimiter = _delimiter(data)
+    lines = [line for line in lines if line.strip(delimiter + " \t")]
+    middle = Rows(lines, delimiter)[len(lines) // 2 : len(lines) // 2 + 20]  # data, past any preamble
+    width = Counter(len(row) for row in middle).most_common(1)[0][0]
+    top = next(i for i, row in enumerate(Rows(lines, delimiter)) if len(row) == width)
+    notes = [f"{top} line(s) above the header left out (an export's preamble)"] if top else []
+    header = [cell.strip() for cell in Rows(lines, delimiter)[top]]
+    if all(_reads_as(float, cell) for cell in header):  # no header row: the first line is data
+        names = [f"column_{i + 1}" for i in range(len(header))]
+        return CsvTable(path, names, Rows(lines[top:], delimiter), delimiter, notes)
+    first = top + 1
+    while first < min(len(lines), top + 1 + UNIT_ROWS) and not any(
+        _reads_as(float, cell) for cell in Rows(lines, delimiter)[first]
+    ):
+        first += 1
+    if first > top + 1:
+        notes.append(f"{first - top - 1} row(s) under the header without a number left out (units)")
+    return CsvTable(path, header, Rows(lines[first:], delimiter), delimiter, notes)
+
+
+def _delimiter(lines: list[str]) -> str:
     try:
-        delimiter = csv.Sniffer().sniff("\n".join(lines[:20]), delimiters=",;\t|").delimiter
+        delimiter = csv.Sniffer().sniff("\n".join(lines), delimiters=",;\t|").delimiter
     except csv.Error:
         delimiter = max(",;\t|", key=lines[0].count)
     if delimiter not in lines[0] and len(lines[0].split()) > 1:
-        delimiter = " "
-    lines = [line for line in lines if line.strip(delimiter + " \t")]
-    header = [cell.strip() for cell in Rows(lines, delimiter)[0]]
-    if all(_reads_as(float, cell) for cell in header):  # no header row: the first line is data
-        return CsvTable(path, [f"column_{i + 1}" for i in range(len(header))], Rows(lines, delimiter), delimiter)
-    return CsvTable(path, header, Rows(lines[1:], delimiter), delimiter)
+        return " "  # columns aligned with spaces, as simulators and older tools write them
+    return delimiter
 
 
 def _reads_as(read: Callable[[str], object], text: str) -> bool:
@@ -294,7 +319,7 @@ class CsvRun:
     labels: list[tuple[float, bool]]
     unmapped_sensors: list[str]
     unused_columns: list[str]
-    time_note: str | None = None
+    notes: list[str] = field(default_factory=list)  # how the file was read: a preamble, unit rows, no times
 
 
 def csv_runs(mapping: CsvMapping, plant: PlantModel) -> list[CsvRun]:
@@ -361,7 +386,7 @@ def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
         sorted(labels),
         sorted(set(known) - set(columns.values())),
         [c for i, c in enumerate(table.header) if i not in used],
-        times.note(),
+        [*table.notes, *([note] if (note := times.note()) else [])],
     )
 
 

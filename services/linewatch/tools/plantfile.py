@@ -57,6 +57,7 @@ def draft(
                     value = number(record[i], decimal_comma)
                     columns.setdefault(column, []).append(np.nan if value is None else value)
                     words[column] += value is None and bool(record[i].strip())
+    notes += first.notes
     if (note := row_times(first, timestamp_column).note()) is not None:
         notes.append(note)
     sensors: dict[str, dict[str, Any]] = {}

@@ -45,8 +45,8 @@ def csv_runs(args: argparse.Namespace, plant: PlantModel) -> list[historian.CsvR
     """The CSV runs the arguments name, with a note for each sensor or column that did not map."""
     runs = historian.csv_runs(historian.csv_mapping(args), plant)
     for run in runs:
-        if run.time_note:
-            out(f"note: {run.path}: {run.time_note}")
+        for note in run.notes:
+            out(f"note: {run.path}: {note}")
         if run.unmapped_sensors:
             out(f"note: {run.path}: no column for sensor(s) {', '.join(run.unmapped_sensors)} of {args.equipment}")
         if run.unused_columns:

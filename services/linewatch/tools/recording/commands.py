@@ -126,8 +126,8 @@ def cmd_import(args: argparse.Namespace) -> int:
     if args.source == "csv":
         runs = historian.csv_runs(historian.csv_mapping(args), plant)
         for run in runs:
-            if run.time_note:
-                out(f"note: {run.path}: {run.time_note}")
+            for note in run.notes:
+                out(f"note: {run.path}: {note}")
         frames = [frame for run in runs for frame in run.frames]
         origin = ", ".join(str(path) for path in args.csv)
     else:
