@@ -223,6 +223,26 @@ def test_times_from_a_date_and_a_time_column_and_files_with_no_header_or_with_sp
     document, _ = draft([table], "U1", None, decimal_comma=False)
     assert document["sample_period_s"] == 10 and list(document["classes"]["u1-class"]["sensors"]) == ["a", "b", "c"]
     assert parse_time("28/12/2015 10:00:05 PM") == datetime(2015, 12, 28, 22, 0, 5, tzinfo=UTC)  # a SCADA export's
+    wadi = tmp_path / "wadi.csv"  # WADI's layout: a row number, a month-first date, a 12-hour clock with fractions
+    wadi.write_text(
+        "Row,Date,Time,1_AIT_001_PV\n"
+        + "\n".join(f"{i + 1},9/25/2017,6:00:{i:02d}.000 PM,{v[0]:.3f}" for i, v in enumerate(values[:60]))
+        + "\n"
+    )
+    table = read_table(wadi)
+    times = historian.row_times(table, None)
+    assert times.month_first and "read month first" in (times.note() or "")
+    assert times.of(table.rows[1], 1) == datetime(2017, 9, 25, 18, 0, 1, tzinfo=UTC).timestamp()
+    document, notes = draft([table], "U1", None, decimal_comma=False)
+    assert list(document["classes"]["u1-class"]["sensors"]) == ["1_AIT_001_PV"] and document["sample_period_s"] == 1
+    assert "column 'Row' counts rows (an index): not a sensor" in notes and any("month first" in n for n in notes)
+    assert not historian.row_times(read_table(split), None).month_first  # 01.11.2026: no slashes, day first
+    wadi.write_text(wadi.read_text().replace("9/25/2017", "25/9/2017"))  # the same written day first
+    table = read_table(wadi)
+    times = historian.row_times(table, None)
+    assert (
+        not times.month_first and times.of(table.rows[1], 1) == datetime(2017, 9, 25, 18, 0, 1, tzinfo=UTC).timestamp()
+    )
     spaced = tmp_path / "d00.dat"  # columns aligned with spaces, no header
     spaced.write_text("\n".join("  ".join(f"{v:.5e}" for v in row) for row in values) + "\n")
     table = read_table(spaced)

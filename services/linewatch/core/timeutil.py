@@ -16,7 +16,9 @@ _DAY_FIRST = (
     "%d.%m.%Y",
     "%d/%m/%Y %H:%M:%S",
     "%d/%m/%Y %H:%M",
+    "%d/%m/%Y %H:%M:%S.%f",
     "%d/%m/%Y %I:%M:%S %p",  # a 12-hour clock, as SCADA exports write it
+    "%d/%m/%Y %I:%M:%S.%f %p",
     "%d/%m/%Y %I:%M %p",
 )
 _spellings = list(_DAY_FIRST)  # the spelling that matched last comes first

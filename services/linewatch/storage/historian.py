@@ -38,6 +38,7 @@ from linewatch.storage.influx import influxql
 from linewatch.storage.measurements import TELEMETRY
 
 TIME_COLUMNS = ("timestamp", "time", "datetime", "date_time", "date", "ts")
+SLASHED = re.compile(r"^(\d{1,2})/(\d{1,2})/")  # a date written 25/09/2017 or 9/25/2017
 ROW_PERIOD_S = 1.0  # rows of a file without times are taken as this far apart: every feature counts in samples
 ROWS_JUDGED = 50  # a first column's leading rows that tell whether it holds times
 EPOCH_FLOOR_S = 1e8  # a number in a time column below this (1973) is a sample index, not an epoch time
@@ -223,18 +224,23 @@ def _reads_as(read: Callable[[str], object], text: str) -> bool:
 class RowTimes:
     """Where a table's rows get their times: one column; a date column and a time-of-day column (`Date;Time`);
     or, with no column named for it and a first column that holds no times, the rows' order, `ROW_PERIOD_S` apart
-    (benchmark sets such as Tennessee Eastman have no time column)."""
+    (benchmark sets such as Tennessee Eastman have no time column). Slashed dates are day-first unless the file
+    shows a month first (`9/25/2017`)."""
 
     columns: tuple[int, ...]
     name: str
+    month_first: bool = False
 
     def of(self, record: list[str], row: int) -> float:
         """The row's time in epoch seconds; ValueError naming the forms accepted."""
         if not self.columns:
             return row * ROW_PERIOD_S
-        return parse_time(" ".join(record[i].strip() for i in self.columns)).timestamp()
+        text = " ".join(record[i].strip() for i in self.columns)
+        return parse_time(SLASHED.sub(r"\2/\1/", text, count=1) if self.month_first else text).timestamp()
 
     def note(self) -> str | None:
+        if self.month_first:
+            return f"dates in {self.name!r} read month first (a second field over 12 shows it)"
         if self.columns:
             return None
         return (
@@ -245,7 +251,7 @@ class RowTimes:
 
 def row_times(table: CsvTable, given: str | None) -> RowTimes:
     if given is not None:
-        return RowTimes((table.column(given, "timestamp"),), given)
+        return _dated(table, (table.column(given, "timestamp"),), given)
     named = {column.lower(): i for i, column in enumerate(table.header)}
     first = table.rows[0] if table.rows else []
     if (
@@ -254,13 +260,25 @@ def row_times(table: CsvTable, given: str | None) -> RowTimes:
         and not _reads_as(parse_time, first[named["time"]] if len(first) > named["time"] else "")
     ):
         at = (named["date"], named["time"])  # the time column holds times of day only
-        return RowTimes(at, f"{table.header[at[0]]} and {table.header[at[1]]}")
+        return _dated(table, at, f"{table.header[at[0]]} and {table.header[at[1]]}")
     for i, column in enumerate(table.header):
         if column.lower() in TIME_COLUMNS:
-            return RowTimes((i,), column)
+            return _dated(table, (i,), column)
     if _holds_times([row[0] for row in table.rows[:ROWS_JUDGED] if row]):
-        return RowTimes((0,), table.header[0])
+        return _dated(table, (0,), table.header[0])
     return RowTimes((), "row order")
+
+
+def _dated(table: CsvTable, columns: tuple[int, ...], name: str) -> RowTimes:
+    """The columns' times, month first where the file's first or last rows show it (`9/25/2017`: no month 25)."""
+    rows = [*table.rows[:ROWS_JUDGED], *table.rows[-ROWS_JUDGED:]]
+    fields = [
+        (int(match[1]), int(match[2]))
+        for row in rows
+        if len(row) > columns[0] and (match := SLASHED.match(row[columns[0]].strip()))
+    ]
+    month_first = any(second > 12 for _, second in fields) and all(first <= 12 for first, _ in fields)
+    return RowTimes(columns, name, month_first)
 
 
 def _holds_times(cells: list[str]) -> bool:
