@@ -47,10 +47,9 @@ def parse_time(text: str) -> datetime:
                 parsed = datetime.strptime(text, spelling)  # noqa: DTZ007 (UTC is set below)
             except ValueError:
                 continue
+            # A file's next row is written alike: tried first (8 against 58 µs for the last spelling).
             _spellings.remove(spelling)
-            _spellings.insert(
-                0, spelling
-            )  # a file's next row is written alike: tried first (8 against 58 µs for the last)
+            _spellings.insert(0, spelling)
             break
         else:
             raise ValueError(f"{text!r} is not a time: use {TIME_FORMATS}")

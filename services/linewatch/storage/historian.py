@@ -184,18 +184,17 @@ def read_table(path: Path) -> CsvTable:
     if all(len(row) == 1 for row in Rows(data, delimiter)):  # a preamble misled it: the data decide
         delimiter = _delimiter(data)
     lines = [line for line in lines if line.strip(delimiter + " \t")]
-    middle = Rows(lines, delimiter)[len(lines) // 2 : len(lines) // 2 + 20]  # data, past any preamble
+    rows = Rows(lines, delimiter)
+    middle = rows[len(lines) // 2 : len(lines) // 2 + 20]  # data, past any preamble
     width = Counter(len(row) for row in middle).most_common(1)[0][0]
-    top = next(i for i, row in enumerate(Rows(lines, delimiter)) if len(row) == width)
+    top = next(i for i, row in enumerate(rows) if len(row) == width)
     notes = [f"{top} line(s) above the header left out (an export's preamble)"] if top else []
-    header = [cell.strip() for cell in Rows(lines, delimiter)[top]]
+    header = [cell.strip() for cell in rows[top]]
     if all(_reads_as(float, cell) for cell in header):  # no header row: the first line is data
         names = [f"column_{i + 1}" for i in range(len(header))]
         return CsvTable(path, names, Rows(lines[top:], delimiter), delimiter, notes)
     first = top + 1
-    while first < min(len(lines), top + 1 + UNIT_ROWS) and not any(
-        _reads_as(float, cell) for cell in Rows(lines, delimiter)[first]
-    ):
+    while first < min(len(lines), top + 1 + UNIT_ROWS) and not any(_reads_as(float, cell) for cell in rows[first]):
         first += 1
     if first > top + 1:
         notes.append(f"{first - top - 1} row(s) under the header without a number left out (units)")
@@ -285,9 +284,12 @@ def _holds_times(cells: list[str]) -> bool:
     """Whether an unnamed first column is a time: every cell a time; numbers only where they rise (a sensor's go up
     and down, a label's or a batch number's stand still) and as epoch times or a whole sample index (a counter's
     steps are not whole)."""
-    if not cells or not all(_reads_as(parse_time, cell) for cell in cells):
+    if not cells:
         return False
-    times = [parse_time(cell).timestamp() for cell in cells]
+    try:
+        times = [parse_time(cell).timestamp() for cell in cells]
+    except ValueError:
+        return False
     if not all(_reads_as(float, cell) for cell in cells):
         return True  # written as dates and times
     steps = np.diff(times)

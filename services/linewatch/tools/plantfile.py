@@ -45,6 +45,8 @@ def draft(
         if table.header != first.header:
             raise UsageError(f"{table.path} has other columns than {first.path}: draft from files of one layout")
         when = row_times(table, timestamp_column)
+        if table is first:
+            notes += [*table.notes, *([note] if (note := when.note()) else [])]
         for row, record in enumerate(table.rows):
             if len(record) != len(table.header):
                 continue
@@ -57,9 +59,6 @@ def draft(
                     value = number(record[i], decimal_comma)
                     columns.setdefault(column, []).append(np.nan if value is None else value)
                     words[column] += value is None and bool(record[i].strip())
-    notes += first.notes
-    if (note := row_times(first, timestamp_column).note()) is not None:
-        notes.append(note)
     sensors: dict[str, dict[str, Any]] = {}
     for column, raw in columns.items():
         values = np.array(raw)
