@@ -384,7 +384,7 @@ def _csv_run(path: Path, mapping: CsvMapping, plant: PlantModel) -> CsvRun:
         try:
             seconds = times.of(record, row)
         except ValueError as exc:
-            raise UsageError(f"{path} line {row + 2}, column {times.name!r}: {exc}") from None
+            raise UsageError(f"{path}, data row {row + 1} under the header, column {times.name!r}: {exc}") from None
         stamps.append(int(seconds * 1e9))
         cells.append([number(record[i], mapping.decimal_comma) for i in columns])
         if label_at is not None:
