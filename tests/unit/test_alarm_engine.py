@@ -352,3 +352,40 @@ def test_a_subgroup_cut_short_by_a_stop_is_judged_on_its_few_readings(plant: Pla
     [short] = chart.points  # the subgroup open at the stop was dropped, as a stop does
     assert 1.5 < short < 3.0  # judged as a mean of 3 readings, not of 300
     assert not [event for event in raises(events) if event.condition == "spc_rule"]
+
+
+def test_a_running_unit_that_stops_sending_raises_no_data_at_times_of_its_own_clock_and_its_next_frame_clears_it(
+    plant: PlantModel, engine: AlarmEngine
+) -> None:
+    unit, ref = UnitState(), plant.equipment_by_id["S1-DRY-01"].ref
+    assert engine.silent_after(unit, "dry_room") is None  # no frame spacing seen yet
+    for k in range(5):  # frames of 2 s, 2 s apart
+        engine.on_frame(unit, frame(plant, "S1-DRY-01", T0 + 2 * k, 2))
+    last = T0 + 9
+    # 3 spacings of 2 s, then the rule's 30 s on-delay.
+    assert engine.silent_after(unit, "dry_room") == 36.0
+    assert engine.on_silence(unit, ref, last + 20) == []  # checked early: nothing, and nothing kept
+    [raised] = raises(engine.on_silence(unit, ref, last + 41))
+    assert raised.alarm_id == "S1-DRY-01/no_data" and raised.condition == "no_data"
+    assert raised.ts == datetime.fromtimestamp(last + 36, UTC)  # not the check's time: a repeat has the same id
+    assert raised.priority == "high" and raised.rationalization == "dry-room-no-data"  # severe, 10 min to respond
+    assert "no data for 36 s" in raised.message
+    assert not raises(engine.on_silence(unit, ref, last + 50))  # up already
+    again = UnitState()
+    for k in range(5):
+        engine.on_frame(again, frame(plant, "S1-DRY-01", T0 + 2 * k, 2))
+    assert [e.event_id for e in engine.on_silence(again, ref, last + 90)] == [raised.event_id]
+    events = engine.on_frame(unit, frame(plant, "S1-DRY-01", last + 60, 2))
+    assert [(e.alarm_id, e.state, e.cause) for e in events] == [
+        ("S1-DRY-01/no_data", "rtn_unacknowledged", "condition cleared")
+    ]
+    # One spacing of 52 s in the last five does not make the next wait longer: a median of them.
+    assert engine.silent_after(unit, "dry_room") == 36.0
+
+
+def test_a_stopped_unit_is_not_watched_for_silence(plant: PlantModel, engine: AlarmEngine) -> None:
+    unit, ref = UnitState(), plant.equipment_by_id["S1-MILL-01"].ref
+    for k in range(5):
+        engine.on_frame(unit, frame(plant, "S1-MILL-01", T0 + 2 * k, 2, state="idle"))
+    assert engine.silent_after(unit, "planetary_mill") is None
+    assert engine.on_silence(unit, ref, T0 + 3600) == []

@@ -155,7 +155,7 @@ AlarmState = Literal[
     "out_of_service",
 ]
 AlarmPriority = Literal["low", "medium", "high", "critical"]
-AlarmCondition = Literal["anomaly", "spec_limit", "spc_rule", "exposure_dose"]
+AlarmCondition = Literal["anomaly", "spec_limit", "spc_rule", "exposure_dose", "no_data"]
 AlarmActionName = Literal["acknowledge", "shelve", "unshelve", "remove_from_service", "return_to_service", "comment"]
 Text = Annotated[str, msgspec.Meta(max_length=2000)]
 

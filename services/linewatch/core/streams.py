@@ -63,7 +63,9 @@ def store_batch(stream: Any, table: Any, last_event: dict[bytes, Any], values: d
     stream._set_current_event(current)
 
 
-async def take_batches(stream: Any, max_records: int, within_s: float) -> AsyncIterator[list[Any]]:
+async def take_batches(
+    stream: Any, max_records: int, within_s: float, idle_s: float | None = None
+) -> AsyncIterator[list[Any]]:
     """The events of an agent's stream in batches: what its queue holds, up to `max_records`, closed `within_s`
     after the batch's first event; each batch acknowledged once the agent's turn on it returns. What faust's
     `take_events` gives, without its passive drainer: that runs the stream's per-event iteration (a turn of the
@@ -71,14 +73,22 @@ async def take_batches(stream: Any, max_records: int, within_s: float) -> AsyncI
     sample a frame (`linewatch bench stages`). What that iteration does for faust is done here a batch at a time:
     records of an earlier assignment (generation) or taken while flow is stopped (a rebalance) are acknowledged
     unprocessed, every record is tracked as unacknowledged (the commit waits for it) and each partition's last
-    event is reported to the monitor (faust's slow-processing check)."""
+    event is reported to the monitor (faust's slow-processing check). With `idle_s`, an empty batch each `idle_s`
+    that nothing arrives in, for an agent that acts on time passing."""
     app, queue = stream.app, stream.channel.queue
     flow_control, acking_topics, consumer = app.flow_control, app.topics.acking_topics, app.consumer
     loop = asyncio.get_running_loop()
     await stream.maybe_start()
     while not stream.should_stop:
         try:
-            events = [await queue.get()]
+            if idle_s is None:
+                events = [await queue.get()]
+            else:
+                try:
+                    events = [await asyncio.wait_for(queue.get(), idle_s)]
+                except TimeoutError:
+                    yield []
+                    continue
             closes = loop.time() + within_s
             while len(events) < max_records:
                 if not queue.empty():

@@ -229,23 +229,27 @@ def _handler(stage: str) -> tuple[str, Callable[[list[Any]], list[tuple[bytes | 
             return results
 
         return topics.valid, score
-    from linewatch.services.alerter.agents import apply
+    from linewatch.services.alerter.agents import apply, heard
     from linewatch.services.alerter.engine import AlarmEngine
     from linewatch.services.alerter.rationalization import load_alarm_database
     from linewatch.services.alerter.rules import load_rules
+    from linewatch.services.alerter.silence import Silences
     from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
 
     engine_ = AlarmEngine(plant, load_rules(), load_alarm_database())
     table: dict[bytes, bytes] = {}
+    silences = Silences()
 
     def evaluate(batch: list[Any]) -> list[tuple[bytes | None, bytes]]:
         results: list[tuple[bytes | None, bytes]] = []
+        wall, mono = time.time(), time.monotonic()
         for record in batch:
             stored = table.get(record.key)
             unit = state_decoder.decode(stored) if stored else UnitState()
             events = apply(engine_, plant, topics, unit, record.topic, record.value)
             results += [(record.key, encoder.encode(event)) for event in events or []]
             table[record.key] = state_encoder.encode(unit)
+            heard(silences, engine_, plant, record.key, record, unit, wall, mono)  # as the service watches silence
         return results
 
     return topics.valid, evaluate

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,6 +32,7 @@ from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, UnknownAlarm
 from linewatch.services.alerter.notify import DeliveryFailed, Notifier, should_notify
 from linewatch.services.alerter.rationalization import Rationalizer
+from linewatch.services.alerter.silence import CHECK_EVERY_S, Silences
 from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
 from linewatch.services.alerter.view import AlarmView
 
@@ -84,6 +86,22 @@ def apply(
     return engine.on_action(unit, ref, action)
 
 
+def heard(
+    silences: Silences,
+    engine: AlarmEngine,
+    plant: PlantModel,
+    key: bytes,
+    event: Any,
+    unit: UnitState,
+    wall: float,
+    mono: float,
+) -> None:
+    """A unit's records applied: its wait for a no-data alarm starts again."""
+    equipment = plant.equipment_by_id.get(key.decode(errors="replace"))
+    after = engine.silent_after(unit, equipment.equipment_class) if equipment else None
+    silences.heard(key, event, unit.last_ts, after, wall, mono)
+
+
 def register(
     app: Any,
     topics: Topics,
@@ -101,12 +119,13 @@ def register(
     notify_state = app.Table("notify-state", partitions=partitions, key_type=bytes, value_type=bytes)
     stats = StatsCounter(SERVICE)
     alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions), engine.rationalizer, stats)
+    silences = Silences()
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:
         # What arrived within 10 ms, in order: each unit's state is read and written (a changelog record) once a
         # batch, not once a record.
-        async for events in take_batches(stream, BATCH_RECORDS, BATCH_WITHIN_S):
+        async for events in take_batches(stream, BATCH_RECORDS, BATCH_WITHIN_S, idle_s=CHECK_EVERY_S):
             touched: dict[bytes, UnitState] = {}
             taken: dict[bytes, list[Any]] = {}  # the events each unit took this batch, to rebuild it after a failure
             last_event: dict[bytes, Any] = {}
@@ -149,13 +168,40 @@ def register(
                 unit.applied[position] = message.offset
                 taken[key].append(event)
                 last_event[key] = event
-            # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
-            await send_acknowledged(alarms_topic, [(key, encoder.encode(e)) for key, e in outgoing])
-            stats.counters["alarm_events"] += len(outgoing)
-            stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for _, e in outgoing)
+            await send_events(outgoing)
             store_batch(
                 stream, alarm_state, last_event, {key: state_encoder.encode(touched[key]) for key in last_event}
             )
+            wall, mono = time.time(), time.monotonic()
+            for key, event in last_event.items():
+                heard(silences, engine, plant, key, event, touched[key], wall, mono)
+            await judge_silences(stream)
+
+    async def judge_silences(stream: Any) -> None:
+        """The no-data alarms of the units this worker heard live and has not heard from since."""
+        if not app.flow_control.is_active():
+            return  # a rebalance: whose units these are is being decided
+        outgoing: list[tuple[bytes, AlarmEvent]] = []
+        written: dict[bytes, UnitState] = {}
+        last_event: dict[bytes, Any] = {}
+        for key, watch, now in silences.due(time.monotonic(), app.assignor.assigned_actives()):
+            unit = stored_state(key)
+            equipment = plant.equipment_by_id.get(key.decode(errors="replace"))
+            if equipment is None or unit.last_ts != watch.last_ts:
+                continue
+            produced = engine.on_silence(unit, equipment.ref, now)
+            if produced:
+                outgoing += [(key, e) for e in produced]
+                written[key], last_event[key] = unit, watch.event
+        if outgoing:
+            await send_events(outgoing)
+            store_batch(stream, alarm_state, last_event, {key: state_encoder.encode(written[key]) for key in written})
+
+    async def send_events(outgoing: list[tuple[bytes, AlarmEvent]]) -> None:
+        # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
+        await send_acknowledged(alarms_topic, [(key, encoder.encode(e)) for key, e in outgoing])
+        stats.counters["alarm_events"] += len(outgoing)
+        stats.counters["alarms_raised"] += sum(should_notify(e) and e.kind == "transition" for _, e in outgoing)
 
     def stored_state(key: bytes) -> UnitState:
         stored = alarm_state.get(key)

@@ -15,8 +15,8 @@ import numpy as np
 
 from linewatch.core.contract import AlarmAction, AlarmCondition, AlarmEvent, AnomalyScores, EquipmentRef, TelemetryFrame
 from linewatch.core.plant import PlantModel
-from linewatch.services.alerter.conditions import CONDITIONS, Anomaly, FrameContext
-from linewatch.services.alerter.lifecycle import Alarm, State
+from linewatch.services.alerter.conditions import CONDITIONS, Anomaly, FrameContext, NoData
+from linewatch.services.alerter.lifecycle import Alarm, Settings, State
 from linewatch.services.alerter.rationalization import AlarmDatabase, Phase
 from linewatch.services.alerter.rules import Rules
 from linewatch.services.alerter.state import AlarmRecord, Events, UnitState
@@ -39,6 +39,10 @@ class AlarmEngine:
         anomaly = self.conditions["anomaly"]
         assert isinstance(anomaly, Anomaly)
         self.anomaly = anomaly
+        no_data = self.conditions["no_data"]
+        assert isinstance(no_data, NoData)
+        self.no_data = no_data
+        self._no_data_delay: dict[str, float] = {}
 
     # -- inputs ---------------------------------------------------------------------------------------------
     def on_frame(self, unit: UnitState, frame: TelemetryFrame) -> list[AlarmEvent]:
@@ -91,6 +95,29 @@ class AlarmEngine:
         unit.last_ts = max(unit.last_ts, now)
         return self._finish(unit, out, now)
 
+    def silent_after(self, unit: UnitState, equipment_class: str) -> float | None:
+        """How long after its last sample the unit's no-data alarm comes up (None: it is not watched now)."""
+        overdue = self.no_data.overdue_s(unit)
+        if overdue is None:
+            return None
+        delay = self._no_data_delay.get(equipment_class)
+        if delay is None:  # asked for every unit of every batch: the rationalized delay, once a class
+            delay = self._no_data_delay[equipment_class] = self._settings("no_data", equipment_class, None).on_delay_s
+        return overdue + delay
+
+    def on_silence(self, unit: UnitState, ref: EquipmentRef, now: float) -> list[AlarmEvent]:
+        """No frame from the unit for a while: its no-data alarm, and time passing for the alarms it has up
+        (escalation, shelving). `now` is on the unit's clock: its last sample time plus the wall time since."""
+        record = unit.alarms.get(self.no_data.alarm_id(ref.equipment_id))
+        out = Events(ref, record.lots if record else [], self.rationalizer)
+
+        def new_record(alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
+            return self._record(unit, alarm_id, condition, sensor, ref.equipment_class)
+
+        on_delay_s = self._settings("no_data", ref.equipment_class, None).on_delay_s
+        raised_at = self.no_data.on_silence(unit, ref.equipment_id, now, on_delay_s, out, new_record)
+        return self._finish(unit, out, now if raised_at is None else raised_at)
+
     def on_action(self, unit: UnitState, ref: EquipmentRef, action: AlarmAction) -> list[AlarmEvent]:
         record = unit.alarms.get(action.alarm_id)
         if record is None:
@@ -108,19 +135,21 @@ class AlarmEngine:
     def _record(
         self, unit: UnitState, alarm_id: str, condition: AlarmCondition, sensor: str | None, equipment_class: str
     ) -> AlarmRecord:
+        record = AlarmRecord(Alarm(alarm_id, self._settings(condition, equipment_class, sensor)), condition, sensor)
+        unit.alarms[alarm_id] = record
+        return record
+
+    def _settings(self, condition: AlarmCondition, equipment_class: str, sensor: str | None) -> Settings:
         settings = self.rules.settings(condition)
         why = self.rationalizer.lookup(condition, equipment_class, sensor)
         # The rationalization decides the priority (through the matrix) and may tune the delays; an alarm
         # nobody rationalized keeps its condition kind's defaults and is reported as such.
-        settings = replace(
+        return replace(
             settings,
             priority=why.priority or settings.priority,
             on_delay_s=settings.on_delay_s if why.on_delay_s is None else why.on_delay_s,
             off_delay_s=settings.off_delay_s if why.off_delay_s is None else why.off_delay_s,
         )
-        record = AlarmRecord(Alarm(alarm_id, settings), condition, sensor)
-        unit.alarms[alarm_id] = record
-        return record
 
     def _finish(self, unit: UnitState, out: Events, now: float) -> list[AlarmEvent]:
         escalation = self.rules.escalation

@@ -66,6 +66,7 @@ class UnitState(msgspec.Struct):
     settled_from: float = 0.0  # start-up or recipe change + settle time
     settling: str = "start_up"  # what the unit settles from: start_up or recipe_change
     last_ts: float = 0.0
+    spacings: list[float] = []  # between its last frames' ends: how soon its silence is a no-data alarm
     applied: dict[str, int] = {}  # "topic:partition" -> last offset applied: a redelivery is skipped
     recent_frames: list[int] = []  # fingerprints of the frames applied last: a copy re-published upstream is skipped
 

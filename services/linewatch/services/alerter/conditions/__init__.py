@@ -7,6 +7,7 @@ from linewatch.core.contract import AlarmCondition
 from linewatch.services.alerter.conditions.anomaly import Anomaly
 from linewatch.services.alerter.conditions.base import Condition, FrameContext
 from linewatch.services.alerter.conditions.exposure_dose import ExposureDose
+from linewatch.services.alerter.conditions.no_data import NoData
 from linewatch.services.alerter.conditions.spc_rule import SpcRule
 from linewatch.services.alerter.conditions.spec_limit import SpecLimit
 
@@ -15,6 +16,7 @@ CONDITIONS: dict[AlarmCondition, type[Condition]] = {
     SpecLimit.name: SpecLimit,
     SpcRule.name: SpcRule,
     ExposureDose.name: ExposureDose,
+    NoData.name: NoData,
 }
 
-__all__ = ["CONDITIONS", "Anomaly", "Condition", "FrameContext"]
+__all__ = ["CONDITIONS", "Anomaly", "Condition", "FrameContext", "NoData"]

@@ -1,0 +1,69 @@
+"""The no-data alarm on the real broker: a running unit that stops sending live raises it after its own wait (3
+frame spacings plus the rule's on-delay), stamped on the unit's clock; its next frame clears it; a unit whose data
+was an hour old when it arrived (a replay, a backlog) raises nothing."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import yaml
+from support import frame, records_quiet
+
+from linewatch.core.contract import alarm_event_decoder, encoder
+from linewatch.core.plant import PlantModel
+from linewatch.core.settings import KafkaSettings
+from linewatch.services.alerter.rules import ConditionRule, load_rules
+from linewatch.services.simulator.runner import KafkaPublisher
+from linewatch.tools.devstack import DevStack, free_port, wait_until
+from linewatch.tools.launcher import ServiceProcess
+
+ON_DELAY_S = 2.0
+
+
+def test_a_unit_that_stops_sending_live_raises_no_data_and_its_next_frame_clears_it(
+    stack: DevStack, kafka: KafkaSettings, plant: PlantModel, tmp_path: Path
+) -> None:
+    rules = load_rules()
+    quick = rules.conditions | {"no_data": ConditionRule(priority="high", on_delay_s=ON_DELAY_S)}
+    rules_file = tmp_path / "rules.yaml"
+    rules_file.write_text(yaml.safe_dump(rules.model_copy(update={"conditions": quick}).model_dump(mode="json")))
+    env = stack.service_env() | {
+        "LINEWATCH_RULES_FILE": str(rules_file),
+        "LINEWATCH_API_PORT": str(free_port()),
+        "LINEWATCH_REGISTRY": str(tmp_path / "no-models"),
+    }
+    services = [ServiceProcess(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "alerter")]
+    try:
+        publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
+        now = float(int(time.time()))
+        for k in range(5):  # one sample a second, the last a second old: 1-s spacing, so a 3 s + 2 s wait
+            publisher.send_frame("S1-DRY-01", encoder.encode(frame(plant, "S1-DRY-01", now - 5 + k, 1)))
+            publisher.send_frame("S1-MILL-01", encoder.encode(frame(plant, "S1-MILL-01", now - 3600 + k, 1)))
+        publisher.close()  # sent and acknowledged
+        sent_at = time.time()
+
+        def no_data_events() -> list[tuple[float, object]]:
+            records = records_quiet(kafka, kafka.topics.alarms, 0.5)
+            events = [(r.timestamp / 1000, alarm_event_decoder.decode(r.value)) for r in records]
+            return [(at, e) for at, e in events if e.condition == "no_data"]
+
+        wait_until("the no-data alarm", lambda: bool(no_data_events()), 90, 0.5)
+        [(raised_at, raised)] = [(at, e) for at, e in no_data_events() if e.state == "unacknowledged"]
+        assert raised.alarm_id == "S1-DRY-01/no_data" and raised.priority == "high"  # dry-room-no-data
+        assert raised.ts.timestamp() == now - 1 + 3 + ON_DELAY_S  # the unit's clock: last sample + wait
+        assert raised_at - sent_at >= 3 + ON_DELAY_S - 1.5  # not before the wait (the last sample was 1 s old)
+        assert "no data for 5 s" in raised.message
+
+        publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
+        publisher.send_frame("S1-DRY-01", encoder.encode(frame(plant, "S1-DRY-01", float(int(time.time())), 1)))
+        publisher.close()
+        wait_until("the no-data alarm cleared", lambda: len(no_data_events()) == 2, 60, 0.5)
+        states = [(e.alarm_id, e.state) for _, e in no_data_events()]
+        assert states == [("S1-DRY-01/no_data", "unacknowledged"), ("S1-DRY-01/no_data", "rtn_unacknowledged")]
+        time.sleep(3 + ON_DELAY_S + 2)  # the one frame's unit is watched again; the old mill's never was
+        assert all(e.alarm_id != "S1-MILL-01/no_data" for _, e in no_data_events())
+        assert all(s.alive() for s in services)
+    finally:
+        for service in services:
+            service.stop()
