@@ -27,7 +27,7 @@ from linewatch.core.contract import (
     equipment_fields,
     telemetry_decoder,
 )
-from linewatch.core.kafka import TopicReader
+from linewatch.core.kafka import TopicReader, partition_of
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.engine import AlarmEngine
@@ -282,13 +282,6 @@ def frame(
     )
 
 
-def partition_of(equipment_id: str, partitions: int) -> int:
-    """The partition of a unit's records (the clients' default partitioner: murmur2 of the key)."""
-    from kafka.partitioner.default import murmur2
-
-    return int(murmur2(equipment_id.encode()) & 0x7FFFFFFF) % partitions
-
-
 def short_ends(kafka: KafkaSettings, topic: str) -> dict[int, tuple[int, int]]:
     """Partitions whose end offset as the broker reports it (what faust's table recovery reads up to) is not the
     offset after the last record they hold: Tansu reports a short end after multi-record batches (platform
@@ -317,7 +310,7 @@ def missing_alarm_events(kafka: KafkaSettings, reference: list[AlarmEvent], out:
     never = [e for e in reference if e.event_id not in came]
     lost = sorted((e.alarm_id, e.state, e.ts.isoformat()) for e in never)
     instead = sorted({(e.alarm_id, e.state, e.ts.isoformat()) for e in out if e.event_id not in expected})
-    units = {e.equipment_id: partition_of(e.equipment_id, kafka.partitions) for e in never}
+    units = {e.equipment_id: partition_of(e.equipment_id.encode(), kafka.partitions) for e in never}
     # A unit's state written with an input offset below an earlier write's went back (a worker's table restored
     # from a changelog that lacked its latest writes): the input in between was never evaluated again.
     went_back: dict[str, list[tuple[int, int, str, int, int]]] = {}

@@ -10,10 +10,12 @@ from pathlib import Path
 import yaml
 from support import frame, records_quiet
 
-from linewatch.core.contract import alarm_event_decoder, encoder
+from linewatch.core.contract import AlarmEvent, alarm_event_decoder, encoder
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
+from linewatch.services.alerter.lifecycle import Priority
 from linewatch.services.alerter.rules import ConditionRule, load_rules
+from linewatch.services.alerter.state import state_decoder
 from linewatch.services.simulator.runner import KafkaPublisher
 from linewatch.tools.devstack import DevStack, free_port, wait_until
 from linewatch.tools.launcher import ServiceProcess
@@ -21,18 +23,29 @@ from linewatch.tools.launcher import ServiceProcess
 ON_DELAY_S = 2.0
 
 
-def test_a_unit_that_stops_sending_live_raises_no_data_and_its_next_frame_clears_it(
-    stack: DevStack, kafka: KafkaSettings, plant: PlantModel, tmp_path: Path
-) -> None:
+def quick_env(stack: DevStack, tmp_path: Path, on_delay_s: float) -> dict[str, str]:
     rules = load_rules()
-    quick = rules.conditions | {"no_data": ConditionRule(priority="high", on_delay_s=ON_DELAY_S)}
+    quick = rules.conditions | {"no_data": ConditionRule(priority=Priority.HIGH, on_delay_s=on_delay_s)}
     rules_file = tmp_path / "rules.yaml"
     rules_file.write_text(yaml.safe_dump(rules.model_copy(update={"conditions": quick}).model_dump(mode="json")))
-    env = stack.service_env() | {
+    return stack.service_env() | {
         "LINEWATCH_RULES_FILE": str(rules_file),
         "LINEWATCH_API_PORT": str(free_port()),
         "LINEWATCH_REGISTRY": str(tmp_path / "no-models"),
     }
+
+
+def no_data_events(kafka: KafkaSettings) -> list[tuple[float, AlarmEvent]]:
+    """(record time, event) of each no-data alarm event on the alarms topic."""
+    records = records_quiet(kafka, kafka.topics.alarms, 0.5)
+    events = [(r.timestamp / 1000, alarm_event_decoder.decode(r.value)) for r in records]
+    return [(at, e) for at, e in events if e.condition == "no_data"]
+
+
+def test_a_unit_that_stops_sending_live_raises_no_data_and_its_next_frame_clears_it(
+    stack: DevStack, kafka: KafkaSettings, plant: PlantModel, tmp_path: Path
+) -> None:
+    env = quick_env(stack, tmp_path, ON_DELAY_S)
     services = [ServiceProcess(name, env, tmp_path / f"{name}.log").start() for name in ("validator", "alerter")]
     try:
         publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
@@ -43,13 +56,8 @@ def test_a_unit_that_stops_sending_live_raises_no_data_and_its_next_frame_clears
         publisher.close()  # sent and acknowledged
         sent_at = time.time()
 
-        def no_data_events() -> list[tuple[float, object]]:
-            records = records_quiet(kafka, kafka.topics.alarms, 0.5)
-            events = [(r.timestamp / 1000, alarm_event_decoder.decode(r.value)) for r in records]
-            return [(at, e) for at, e in events if e.condition == "no_data"]
-
-        wait_until("the no-data alarm", lambda: bool(no_data_events()), 90, 0.5)
-        [(raised_at, raised)] = [(at, e) for at, e in no_data_events() if e.state == "unacknowledged"]
+        wait_until("the no-data alarm", lambda: bool(no_data_events(kafka)), 90, 0.5)
+        [(raised_at, raised)] = [(at, e) for at, e in no_data_events(kafka) if e.state == "unacknowledged"]
         assert raised.alarm_id == "S1-DRY-01/no_data" and raised.priority == "high"  # dry-room-no-data
         assert raised.ts.timestamp() == now - 1 + 3 + ON_DELAY_S  # the unit's clock: last sample + wait
         assert raised_at - sent_at >= 3 + ON_DELAY_S - 1.5  # not before the wait (the last sample was 1 s old)
@@ -58,12 +66,45 @@ def test_a_unit_that_stops_sending_live_raises_no_data_and_its_next_frame_clears
         publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
         publisher.send_frame("S1-DRY-01", encoder.encode(frame(plant, "S1-DRY-01", float(int(time.time())), 1)))
         publisher.close()
-        wait_until("the no-data alarm cleared", lambda: len(no_data_events()) == 2, 60, 0.5)
-        states = [(e.alarm_id, e.state) for _, e in no_data_events()]
+        wait_until("the no-data alarm cleared", lambda: len(no_data_events(kafka)) == 2, 60, 0.5)
+        states = [(e.alarm_id, e.state) for _, e in no_data_events(kafka)]
         assert states == [("S1-DRY-01/no_data", "unacknowledged"), ("S1-DRY-01/no_data", "rtn_unacknowledged")]
         time.sleep(3 + ON_DELAY_S + 2)  # the one frame's unit is watched again; the old mill's never was
-        assert all(e.alarm_id != "S1-MILL-01/no_data" for _, e in no_data_events())
+        assert all(e.alarm_id != "S1-MILL-01/no_data" for _, e in no_data_events(kafka))
         assert all(s.alive() for s in services)
     finally:
         for service in services:
             service.stop()
+
+
+def test_a_unit_that_went_silent_while_the_alerter_was_down_is_alarmed_by_the_next_one(
+    stack: DevStack, kafka: KafkaSettings, plant: PlantModel, tmp_path: Path
+) -> None:
+    on_delay_s = 12.0
+    env = quick_env(stack, tmp_path, on_delay_s)
+    validator = ServiceProcess("validator", env, tmp_path / "validator.log").start()
+    first = ServiceProcess("alerter", env, tmp_path / "alerter-1.log").start()
+    second = None
+    try:
+        publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
+        now = float(int(time.time()))
+        for k in range(5):
+            publisher.send_frame("S1-DRY-01", encoder.encode(frame(plant, "S1-DRY-01", now - 5 + k, 1)))
+        publisher.close()
+
+        def stored_last_ts() -> float:
+            changelog = records_quiet(kafka, "alerter-alarm-state-changelog", 0.5)
+            return max((state_decoder.decode(r.value).last_ts for r in changelog if r.key == b"S1-DRY-01"), default=0)
+
+        wait_until("the unit's frames in the alerter's state", lambda: stored_last_ts() == now - 1, 60, 0.5)
+        first.kill()  # kill -9, well before the unit's wait (3 s + 12 s from its last sample) is over
+        assert time.time() < now - 1 + 3 + on_delay_s - 2, "the first alerter took too long to store the frames"
+        assert no_data_events(kafka) == []
+        second = ServiceProcess("alerter", env, tmp_path / "alerter-2.log").start()
+        wait_until("the no-data alarm from the restarted alerter", lambda: bool(no_data_events(kafka)), 120, 0.5)
+        [(_, raised)] = no_data_events(kafka)
+        assert raised.state == "unacknowledged" and raised.ts.timestamp() == now - 1 + 3 + on_delay_s
+    finally:
+        for service in (validator, first, second):
+            if service is not None:
+                service.stop()

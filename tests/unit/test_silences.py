@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from linewatch.services.alerter.silence import CHECK_EVERY_S, LIVE_WITHIN_S, RECHECK_RAISED_S, Silences
+from linewatch.services.alerter.silence import LIVE_WITHIN_S, RECHECK_RAISED_S, Silences
 
 
 @dataclass(frozen=True)
@@ -27,14 +27,23 @@ def test_units_heard_live_are_due_after_their_wait_on_their_own_clock() -> None:
     silences.heard(b"A", Event(Message(VALID_0)), WALL - 0.5, 36.0, WALL, 100.0)
     silences.heard(b"B", Event(Message(VALID_0)), WALL - 2 * LIVE_WITHIN_S, 36.0, WALL, 100.0)  # a replay's
     silences.heard(b"C", Event(Message(VALID_0)), WALL, None, WALL, 100.0)  # stopped
-    assert silences.due(130.0, {VALID_0}) == []
+    assert silences.time_to_look(130.0) and silences.due(130.0, {VALID_0}) == []
     assert silences.due(135.5, {VALID_0}) == []  # A is due at 136
-    assert silences.due(136.2, {VALID_0}) == []  # due, but the last look was under a second ago
-    [(key, _, now)] = silences.due(135.5 + CHECK_EVERY_S, {VALID_0})
+    assert not silences.time_to_look(130.5)  # the last look was under a second ago
+    [(key, _, now)] = silences.due(136.5, {VALID_0})
     assert key == b"A" and now == WALL - 0.5 + 36.5
     # Judged again only after a while (escalation, shelving), not every second.
     assert silences.due(138.0, {VALID_0}) == []
     assert [k for k, _, _ in silences.due(136.5 + RECHECK_RAISED_S, {VALID_0})] == [b"A"]
+
+
+def test_a_unit_found_silent_in_a_partition_taken_is_due_from_its_last_sample() -> None:
+    silences = Silences()
+    # Its last sample 30 s before the partition came to this worker, 36 s to wait: due 6 s after.
+    silences.heard(b"A", Event(Message(VALID_0)), WALL - 30.0, 36.0, WALL, 100.0, silent_for_s=30.0)
+    assert silences.due(105.5, {VALID_0}) == []
+    [(_, _, now)] = silences.due(106.0, {VALID_0})
+    assert now == WALL - 30.0 + 36.0
 
 
 def test_new_data_restarts_the_wait_and_a_partition_given_away_is_forgotten() -> None:

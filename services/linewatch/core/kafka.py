@@ -17,6 +17,13 @@ from linewatch.core.settings import KafkaSettings
 log = logging.getLogger(__name__)
 
 
+def partition_of(key: bytes, partitions: int) -> int:
+    """The partition of a keyed record, as every client here places it (the default partitioner: murmur2)."""
+    from kafka.partitioner.default import murmur2
+
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
 def kafka_python_security(settings: KafkaSettings) -> dict[str, Any]:
     """TLS and SASL options for kafka-python clients (admin, observers, record, replay)."""
     options: dict[str, Any] = {"security_protocol": settings.security_protocol}

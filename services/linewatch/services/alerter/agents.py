@@ -23,7 +23,7 @@ from linewatch.core.contract import (
     seen_before,
     telemetry_decoder,
 )
-from linewatch.core.kafka import source_of
+from linewatch.core.kafka import partition_of, source_of
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import Topics
 from linewatch.core.stats import StatsCounter
@@ -32,7 +32,7 @@ from linewatch.services.alerter.annotations import Annotator
 from linewatch.services.alerter.engine import ActionNotApplicable, AlarmEngine, UnknownAlarm
 from linewatch.services.alerter.notify import DeliveryFailed, Notifier, should_notify
 from linewatch.services.alerter.rationalization import Rationalizer
-from linewatch.services.alerter.silence import CHECK_EVERY_S, Silences
+from linewatch.services.alerter.silence import CHECK_EVERY_S, Place, Placed, Silences
 from linewatch.services.alerter.state import UnitState, state_decoder, state_encoder
 from linewatch.services.alerter.view import AlarmView
 
@@ -95,11 +95,12 @@ def heard(
     unit: UnitState,
     wall: float,
     mono: float,
+    silent_for_s: float = 0.0,
 ) -> None:
     """A unit's records applied: its wait for a no-data alarm starts again."""
     equipment = plant.equipment_by_id.get(key.decode(errors="replace"))
     after = engine.silent_after(unit, equipment.equipment_class) if equipment else None
-    silences.heard(key, event, unit.last_ts, after, wall, mono)
+    silences.heard(key, event, unit.last_ts, after, wall, mono, silent_for_s)
 
 
 def register(
@@ -120,6 +121,7 @@ def register(
     stats = StatsCounter(SERVICE)
     alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions), engine.rationalizer, stats)
     silences = Silences()
+    looked_at: set[int] = set()  # the valid topic's partitions whose units' state was looked at on taking them
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:
@@ -179,12 +181,15 @@ def register(
 
     async def judge_silences(stream: Any) -> None:
         """The no-data alarms of the units this worker heard live and has not heard from since."""
-        if not app.flow_control.is_active():
-            return  # a rebalance: whose units these are is being decided
+        mono = time.monotonic()
+        if not app.flow_control.is_active() or not silences.time_to_look(mono):
+            return  # in a rebalance, whose units these are is being decided
+        actives = app.assignor.assigned_actives()
+        watch_taken_partitions(actives)
         outgoing: list[tuple[bytes, AlarmEvent]] = []
         written: dict[bytes, UnitState] = {}
         last_event: dict[bytes, Any] = {}
-        for key, watch, now in silences.due(time.monotonic(), app.assignor.assigned_actives()):
+        for key, watch, now in silences.due(mono, actives):
             unit = stored_state(key)
             equipment = plant.equipment_by_id.get(key.decode(errors="replace"))
             if equipment is None or unit.last_ts != watch.last_ts:
@@ -196,6 +201,23 @@ def register(
         if outgoing:
             await send_events(outgoing)
             store_batch(stream, alarm_state, last_event, {key: state_encoder.encode(written[key]) for key in written})
+
+    def watch_taken_partitions(actives: set[Any]) -> None:
+        """The units of partitions this worker has just taken, from their stored state: a unit that went silent
+        while no worker was looking (a restart, a rebalance) is watched from its last sample on."""
+        mine = {tp.partition for tp in actives if tp.topic == topics.valid}
+        taken = mine - looked_at
+        looked_at.intersection_update(mine)
+        looked_at.update(taken)
+        if not taken:
+            return
+        wall, mono = time.time(), time.monotonic()
+        for key, value in list(alarm_state.items()):
+            partition = partition_of(key, partitions)
+            if value and partition in taken and key not in silences.watched:
+                unit = state_decoder.decode(value)
+                place = Placed(Place(topics.valid, partition))
+                heard(silences, engine, plant, key, place, unit, wall, mono, max(0.0, wall - unit.last_ts))
 
     async def send_events(outgoing: list[tuple[bytes, AlarmEvent]]) -> None:
         # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
