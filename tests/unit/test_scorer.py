@@ -227,7 +227,8 @@ def corpus_model(name: str, seed: int) -> tuple[ClassModel, corpus.Run]:
     block = stream_block(
         StreamState(), layout, train.values, np.ones(process.variables, bool), train.ts, process.period_s
     )
-    model = calibrate(name, None, layout, process.period_s, [block.take(np.flatnonzero(block.warm))], targets=Targets())
+    warm = block.take(np.flatnonzero(block.warm))
+    model = calibrate(name, None, layout, process.period_s, warm, [len(warm.features)], targets=Targets())
     return model, fresh
 
 

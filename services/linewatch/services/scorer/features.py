@@ -105,7 +105,7 @@ class FeatureBlock:
     def concat(cls, blocks: list[FeatureBlock]) -> FeatureBlock:
         return cls(*(np.concatenate([getattr(b, name) for b in blocks]) for name in cls.__dataclass_fields__))
 
-    def take(self, rows: np.ndarray) -> FeatureBlock:
+    def take(self, rows: np.ndarray | slice) -> FeatureBlock:
         return FeatureBlock(*(getattr(self, name)[rows] for name in self.__dataclass_fields__))
 
 

@@ -289,8 +289,9 @@ class FlatForest:
 def lag1_autocorrelation(values: np.ndarray) -> np.ndarray:
     """Per column; 0 for a constant column."""
     centred = values - values.mean(axis=0)
-    denominator = np.sum(centred**2, axis=0)
-    numerator = np.sum(centred[1:] * centred[:-1], axis=0)
+    # einsum: no n x columns temporaries beside `centred` (training calls this on every row of a class)
+    denominator = np.einsum("ij,ij->j", centred, centred)
+    numerator = np.einsum("ij,ij->j", centred[1:], centred[:-1])
     return np.where(denominator > 0, numerator / np.where(denominator > 0, denominator, 1.0), 0.0)
 
 
@@ -321,8 +322,10 @@ def fit_model(
     mean = features.mean(axis=0)
     spread = features.std(axis=0)
     scale = np.where(spread > 1e-9 * np.maximum(1.0, np.abs(mean)), spread, 1.0)
-    z = (features - mean) / scale
-    pca = PCA(svd_solver="full").fit(z)
+    z = features - mean
+    z /= scale
+    # From the features' covariance, not an SVD of every row: the same components, without an n x features copy.
+    pca = PCA(svd_solver="covariance_eigh").fit(z)
     variances = pca.explained_variance_
     # Components with more variance than one variable (Kaiser-Guttman) and than pure noise could show with this
     # many rows (the Marchenko-Pastur edge): shared variation, not one sensor's own noise or sampling luck.
@@ -331,7 +334,8 @@ def fit_model(
     components = pca.components_[:keep]
     eigenvalues = np.maximum(variances[:keep], 1e-9)
     scores = z @ components.T
-    residual = z - scores @ components
+    residual = scores @ components
+    np.subtract(z, residual, out=residual)
     rates = np.nan_to_num(block.rates)
     mad = 1.4826 * np.median(np.abs(rates - np.median(rates, axis=0)), axis=0)
     rate_scale = np.maximum.reduce([mad, 0.5 * rates.std(axis=0), 1e-9 * scale[: rates.shape[1]]])
@@ -452,15 +456,16 @@ def calibrate(
     context: str | None,
     layout: FeatureLayout,
     period_s: float,
-    runs: list[FeatureBlock],
+    block: FeatureBlock,
+    lengths: list[int],
     *,
     targets: Targets,
     debounce: int = 3,
     seed: int = 0,
 ) -> ClassModel:
-    """Fit on normal runs (each a continuous stream, warm rows only) and calibrate the alarm threshold."""
-    block = FeatureBlock.concat(runs)
-    lengths = [len(run.features) for run in runs]
+    """Fit on normal runs (each a continuous stream, warm rows only; `block` holds them one after the other, each
+    `lengths` long) and calibrate the alarm threshold."""
+    runs = len(lengths)
     count = int(min(FOLDS, max(2, len(block.features) // MIN_FOLD_ROWS)))
     raw = {name: np.zeros(len(block.features)) for name in RAW}
     final = fit_model(equipment_class, context, layout, period_s, block, debounce, seed)
@@ -496,7 +501,7 @@ def calibrate(
     held_out_rate = float(np.mean(series >= final.threshold))
     final.calibration = {
         "rows": len(block.features),
-        "runs": len(runs),
+        "runs": runs,
         "features": len(layout.names),
         "lags": layout.lags,
         "components": len(final.eigenvalues),
