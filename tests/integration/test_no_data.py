@@ -15,6 +15,7 @@ from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.lifecycle import Priority
 from linewatch.services.alerter.rules import ConditionRule, load_rules
+from linewatch.services.alerter.silence import CHECK_EVERY_S
 from linewatch.services.alerter.state import state_decoder
 from linewatch.services.simulator.runner import KafkaPublisher
 from linewatch.tools.devstack import DevStack, free_port, wait_until
@@ -77,9 +78,12 @@ def test_a_unit_that_stops_sending_live_raises_no_data_and_its_next_frame_clears
             service.stop()
 
 
-def test_a_unit_that_went_silent_while_the_alerter_was_down_is_alarmed_by_the_next_one(
+def test_a_unit_that_went_silent_while_the_alerter_was_down_is_alarmed_by_the_next_one_and_a_unit_that_spoke_is_not(
     stack: DevStack, kafka: KafkaSettings, plant: PlantModel, tmp_path: Path
 ) -> None:
+    """S1-DRY-01 stops while the alerter is down: the restarted one alarms it. S2-DRY-01 goes on sending meanwhile,
+    longer than its wait: its frames wait in the partition, and the restarted alerter, having applied them, does
+    not take it for silent."""
     on_delay_s = 12.0
     env = quick_env(stack, tmp_path, on_delay_s)
     validator = ServiceProcess("validator", env, tmp_path / "validator.log").start()
@@ -89,21 +93,30 @@ def test_a_unit_that_went_silent_while_the_alerter_was_down_is_alarmed_by_the_ne
         publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
         now = float(int(time.time()))
         for k in range(5):
-            publisher.send_frame("S1-DRY-01", encoder.encode(frame(plant, "S1-DRY-01", now - 5 + k, 1)))
+            for unit in ("S1-DRY-01", "S2-DRY-01"):
+                publisher.send_frame(unit, encoder.encode(frame(plant, unit, now - 5 + k, 1)))
         publisher.close()
 
-        def stored_last_ts() -> float:
+        def stored_last_ts(unit: str) -> float:
             changelog = records_quiet(kafka, "alerter-alarm-state-changelog", 0.5)
-            return max((state_decoder.decode(r.value).last_ts for r in changelog if r.key == b"S1-DRY-01"), default=0)
+            return max((state_decoder.decode(r.value).last_ts for r in changelog if r.key == unit.encode()), default=0)
 
-        wait_until("the unit's frames in the alerter's state", lambda: stored_last_ts() == now - 1, 60, 0.5)
-        first.kill()  # kill -9, well before the unit's wait (3 s + 12 s from its last sample) is over
+        wait_until("the units' frames in the alerter's state", lambda: stored_last_ts("S2-DRY-01") == now - 1, 60, 0.5)
+        first.kill()  # kill -9, well before S1-DRY-01's wait (3 s + 12 s from its last sample) is over
         assert time.time() < now - 1 + 3 + on_delay_s - 2, "the first alerter took too long to store the frames"
         assert no_data_events(kafka) == []
+        publisher = KafkaPublisher(kafka.bootstrap_servers, kafka.topics.raw, kafka.topics.lots)
+        for k in range(25):  # S2-DRY-01 speaks on, a second a frame, past its own wait, while no alerter listens
+            publisher.send_frame("S2-DRY-01", encoder.encode(frame(plant, "S2-DRY-01", now + k, 1)))
+            time.sleep(max(0.0, now + k + 1 - time.time()))
+        publisher.close()
         second = ServiceProcess("alerter", env, tmp_path / "alerter-2.log").start()
         wait_until("the no-data alarm from the restarted alerter", lambda: bool(no_data_events(kafka)), 120, 0.5)
+        wait_until("S2-DRY-01's frames applied", lambda: stored_last_ts("S2-DRY-01") == now + 24, 60, 0.5)
+        time.sleep(2 * CHECK_EVERY_S)
         [(_, raised)] = no_data_events(kafka)
-        assert raised.state == "unacknowledged" and raised.ts.timestamp() == now - 1 + 3 + on_delay_s
+        assert raised.alarm_id == "S1-DRY-01/no_data" and raised.state == "unacknowledged"
+        assert raised.ts.timestamp() == now - 1 + 3 + on_delay_s
     finally:
         for service in (validator, first, second):
             if service is not None:

@@ -4,6 +4,7 @@ co-partitioned with the input topics."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -121,7 +122,8 @@ def register(
     stats = StatsCounter(SERVICE)
     alerter = Alerter(plant, alarm_state, app.topic(topics.alarm_actions), engine.rationalizer, stats)
     silences = Silences()
-    looked_at: set[int] = set()  # the valid topic's partitions whose units' state was looked at on taking them
+    looked_at: set[Any] = set()  # the valid topic's partitions this worker has
+    unseen: set[Any] = set()  # of those, the ones whose units' stored state is still to be looked at
 
     @app.agent(inputs, name="evaluate")  # type: ignore[untyped-decorator]
     async def evaluate(stream: Any) -> None:
@@ -185,7 +187,7 @@ def register(
         if not app.flow_control.is_active() or not silences.time_to_look(mono):
             return  # in a rebalance, whose units these are is being decided
         actives = app.assignor.assigned_actives()
-        watch_taken_partitions(actives)
+        await watch_taken_partitions(stream, actives)
         outgoing: list[tuple[bytes, AlarmEvent]] = []
         written: dict[bytes, UnitState] = {}
         last_event: dict[bytes, Any] = {}
@@ -202,13 +204,20 @@ def register(
             await send_events(outgoing)
             store_batch(stream, alarm_state, last_event, {key: state_encoder.encode(written[key]) for key in written})
 
-    def watch_taken_partitions(actives: set[Any]) -> None:
-        """The units of partitions this worker has just taken, from their stored state: a unit that went silent
-        while no worker was looking (a restart, a rebalance) is watched from its last sample on."""
-        mine = {tp.partition for tp in actives if tp.topic == topics.valid}
-        taken = mine - looked_at
+    async def watch_taken_partitions(stream: Any, actives: set[Any]) -> None:
+        """The units of partitions this worker has taken, from their stored state: a unit that went silent while no
+        worker was looking (a restart, a rebalance) is watched from its last sample on. Not before the worker has
+        applied what the partition held (the records of the time no worker was looking): a unit whose frames wait
+        there is not silent."""
+        mine = {tp for tp in actives if tp.topic == topics.valid}
+        unseen.intersection_update(mine)
+        unseen.update(mine - looked_at)
         looked_at.intersection_update(mine)
-        looked_at.update(taken)
+        looked_at.update(mine)
+        if not unseen or not stream.channel.queue.empty():
+            return
+        taken = {tp.partition for tp in unseen if await caught_up(tp)}
+        unseen.difference_update({tp for tp in unseen if tp.partition in taken})
         if not taken:
             return
         wall, mono = time.time(), time.monotonic()
@@ -218,6 +227,15 @@ def register(
                 unit = state_decoder.decode(value)
                 place = Placed(Place(topics.valid, partition))
                 heard(silences, engine, plant, key, place, unit, wall, mono, max(0.0, wall - unit.last_ts))
+
+    async def caught_up(tp: Any) -> bool:
+        """The worker has fetched all the partition holds (its queue, empty, has given it all to the agent)."""
+        try:
+            highwater = app.consumer.highwater(tp)  # known once a fetch of the partition has been answered
+            position = None if highwater is None else await asyncio.wait_for(app.consumer.position(tp), 1.0)
+        except Exception:  # a partition going to another worker as this looks, or still being placed: look again
+            return False
+        return position is not None and highwater is not None and position >= highwater
 
     async def send_events(outgoing: list[tuple[bytes, AlarmEvent]]) -> None:
         # Acknowledged by Kafka before the state says so: a crash in between repeats them, never loses them.
