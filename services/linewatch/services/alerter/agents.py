@@ -184,8 +184,9 @@ def register(
     async def judge_silences(stream: Any) -> None:
         """The no-data alarms of the units this worker heard live and has not heard from since."""
         mono = time.monotonic()
+        # Not in a rebalance: whose units these are is being decided.
         if not app.flow_control.is_active() or not silences.time_to_look(mono):
-            return  # in a rebalance, whose units these are is being decided
+            return
         actives = app.assignor.assigned_actives()
         await watch_taken_partitions(stream, actives)
         outgoing: list[tuple[bytes, AlarmEvent]] = []
