@@ -98,12 +98,13 @@ class AlarmEngine:
     def silent_after(self, unit: UnitState, equipment_class: str) -> float | None:
         """How long after its last sample the unit's no-data alarm comes up (None: it is not watched now)."""
         overdue = self.no_data.overdue_s(unit)
-        if overdue is None:
-            return None
+        return None if overdue is None else overdue + self._no_data_delay_s(equipment_class)
+
+    def _no_data_delay_s(self, equipment_class: str) -> float:
         delay = self._no_data_delay.get(equipment_class)
         if delay is None:  # asked for every unit of every batch: the rationalized delay, once a class
             delay = self._no_data_delay[equipment_class] = self._settings("no_data", equipment_class, None).on_delay_s
-        return overdue + delay
+        return delay
 
     def on_silence(self, unit: UnitState, ref: EquipmentRef, now: float) -> list[AlarmEvent]:
         """No frame from the unit for a while: its no-data alarm, and time passing for the alarms it has up
@@ -114,7 +115,7 @@ class AlarmEngine:
         def new_record(alarm_id: str, condition: AlarmCondition, sensor: str | None) -> AlarmRecord:
             return self._record(unit, alarm_id, condition, sensor, ref.equipment_class)
 
-        on_delay_s = self._settings("no_data", ref.equipment_class, None).on_delay_s
+        on_delay_s = self._no_data_delay_s(ref.equipment_class)
         raised_at = self.no_data.on_silence(unit, ref.equipment_id, now, on_delay_s, out, new_record)
         return self._finish(unit, out, now if raised_at is None else raised_at)
 

@@ -40,8 +40,7 @@ class Watch:
     event: Any  # the unit's last record here: its partition (this worker's?) and where its state is written
     last_ts: float  # the unit's last sample time, its own clock
     arrived: float  # monotonic
-    silent_after_s: float
-    next_check: float = 0.0
+    next_check: float  # monotonic: when its wait is over, then each RECHECK_RAISED_S
 
 
 class Silences:
@@ -69,7 +68,7 @@ class Silences:
             self.watched.pop(key, None)
         else:
             arrived = mono - silent_for_s
-            self.watched[key] = Watch(event, last_ts, arrived, silent_after_s, arrived + silent_after_s)
+            self.watched[key] = Watch(event, last_ts, arrived, arrived + silent_after_s)
 
     def time_to_look(self, mono: float) -> bool:
         """At most once each `CHECK_EVERY_S`."""
