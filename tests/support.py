@@ -33,7 +33,7 @@ from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.engine import AlarmEngine
 from linewatch.services.alerter.kpi import AlarmRow, is_alarm
 from linewatch.services.alerter.rationalization import load_alarm_database
-from linewatch.services.alerter.rules import Throttle, load_rules
+from linewatch.services.alerter.rules import Throttle, load_rules, write_rules
 from linewatch.services.alerter.state import UnitState, state_decoder
 from linewatch.services.simulator.runner import KafkaPublisher, Manifest, RunPlan, run
 from linewatch.simulation.faults import plan_injection
@@ -376,9 +376,7 @@ def unthrottled_rules(directory: Path) -> Path:
     defaults = load_rules()
     throttle = Throttle(max_per_window=10_000, window_s=600)
     notifications = defaults.notifications.model_copy(update={"throttle": throttle})
-    path = directory / "rules.yaml"
-    path.write_text(defaults.model_copy(update={"notifications": notifications}).model_dump_json())
-    return path
+    return write_rules(defaults.model_copy(update={"notifications": notifications}), directory / "rules.yaml")
 
 
 def reference_alarm_events(plant: PlantModel, sent: list[bytes]) -> list[AlarmEvent]:

@@ -7,14 +7,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import yaml
 from support import frame, records_quiet
 
 from linewatch.core.contract import AlarmEvent, alarm_event_decoder, encoder
 from linewatch.core.plant import PlantModel
 from linewatch.core.settings import KafkaSettings
 from linewatch.services.alerter.lifecycle import Priority
-from linewatch.services.alerter.rules import ConditionRule, load_rules
+from linewatch.services.alerter.rules import ConditionRule, load_rules, write_rules
 from linewatch.services.alerter.silence import CHECK_EVERY_S
 from linewatch.services.alerter.state import state_decoder
 from linewatch.services.simulator.runner import KafkaPublisher
@@ -27,8 +26,7 @@ ON_DELAY_S = 2.0
 def quick_env(stack: DevStack, tmp_path: Path, on_delay_s: float) -> dict[str, str]:
     rules = load_rules()
     quick = rules.conditions | {"no_data": ConditionRule(priority=Priority.HIGH, on_delay_s=on_delay_s)}
-    rules_file = tmp_path / "rules.yaml"
-    rules_file.write_text(yaml.safe_dump(rules.model_copy(update={"conditions": quick}).model_dump(mode="json")))
+    rules_file = write_rules(rules.model_copy(update={"conditions": quick}), tmp_path / "rules.yaml")
     return stack.service_env() | {
         "LINEWATCH_RULES_FILE": str(rules_file),
         "LINEWATCH_API_PORT": str(free_port()),

@@ -54,7 +54,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 from aiokafka import AIOKafkaProducer
 from msgspec import structs
 
@@ -66,7 +65,7 @@ from linewatch.core.kafka import TopicReader, aiokafka_security, ensure_topics
 from linewatch.core.plant import PlantModel, read_plant
 from linewatch.core.services import PIPELINE
 from linewatch.core.settings import DEFAULT_PLANT_FILE, KafkaSettings
-from linewatch.services.alerter.rules import ConditionRule, load_rules
+from linewatch.services.alerter.rules import ConditionRule, load_rules, write_rules
 from linewatch.services.gateway.forwarder import LINGER_MS as GATEWAY_LINGER_MS
 from linewatch.services.simulator.runner import KafkaPublisher, RunPlan, run
 from linewatch.simulation.faults import plan_injection
@@ -698,9 +697,7 @@ def bench_latency(
     # design, and their no-data alarms would be a burst of work in the timed minute that no plant has.
     rules = load_rules()
     silent_ok = rules.conditions | {"no_data": ConditionRule(on_delay_s=86_400.0)}
-    (run_dir / "rules.yaml").write_text(
-        yaml.safe_dump(rules.model_copy(update={"conditions": silent_ok}).model_dump(mode="json"))
-    )
+    write_rules(rules.model_copy(update={"conditions": silent_ok}), run_dir / "rules.yaml")
     influx_parent = influx_parent or memory_dir()
     shape = (reference, plant, rate_hz, prefill, frame_samples, partitions, influx_parent)
     out(f"influxd     data and WAL under {influx_parent or tempfile.gettempdir()}")

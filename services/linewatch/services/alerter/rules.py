@@ -98,6 +98,12 @@ class Rules(_Strict):
         return (rule or ConditionRule()).lifecycle()
 
 
+def write_rules(rules: Rules, path: Path) -> Path:
+    """A rules file `load_rules` reads back (JSON, which is YAML): for runs that change a default."""
+    path.write_text(rules.model_dump_json(), encoding="utf-8")
+    return path
+
+
 def load_rules(path: Path = DEFAULT_RULES_FILE) -> Rules:
     with path.open(encoding="utf-8") as handle:
         return Rules.model_validate(yaml.safe_load(handle))
